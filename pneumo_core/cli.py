@@ -1,0 +1,79 @@
+"""``python -m pneumo_core <command>``: each subcommand registers itself in :data:`COMMANDS`.
+
+Errors that pneumo_core raises on purpose print one line and exit 2; they never show a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from .errors import PneumoError
+
+#: name -> (add_arguments, run); run returns the exit code
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    def register(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = (add_arguments, run)
+        return run
+    return register
+
+
+def _dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", help="a Kermany-layout folder: ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/")
+    p.add_argument("--val-fraction", type=float, default=0.12, help="patient-aware validation share per class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("dataset", _dataset_args)
+def _dataset(args: argparse.Namespace) -> int:
+    from .data import dataset_summary
+
+    s = dataset_summary(args.root, args.val_fraction, args.seed)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"{s['root']}")
+    print(f"{'split':<12}{'NORMAL':>8}{'BACTERIA':>10}{'VIRUS':>8}{'total':>8}{'patients':>10}")
+    rows = list(s["splits"].items()) + [(f"{k} (ours)", v) for k, v in s["patient_split"].items()
+                                         if k in ("train", "val")]
+    for name, c in rows:
+        print(f"{name:<12}{c['NORMAL']:>8}{c['BACTERIA']:>10}{c['VIRUS']:>8}{c['total']:>8}{c['patients']:>10}")
+    print(f"patient overlap train/val: {s['patient_split']['patient_overlap']}")
+    return 0
+
+
+def _load_plugins() -> None:
+    """Subcommands that live next to their concept register on import."""
+    import importlib
+
+    for mod in ("report", "inference_cli"):
+        try:
+            importlib.import_module(f"{__package__}.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{mod}":
+                raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    parser = argparse.ArgumentParser(prog="python -m pneumo_core",
+                                     description="Pneumo Explorer command line (not for clinical use).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except PneumoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,62 @@
+"""Exceptions with messages meant for people: every one says what is wrong and with what."""
+from __future__ import annotations
+
+
+class PneumoError(Exception):
+    """Base class: anything pneumo_core raises on purpose for bad input or a missing resource."""
+
+
+class ImageLoadError(PneumoError):
+    """An image could not be read."""
+
+
+class EmptyFileError(ImageLoadError):
+    pass
+
+
+class TruncatedImageError(ImageLoadError):
+    pass
+
+
+class NotAnImageError(ImageLoadError):
+    pass
+
+
+class UnsupportedDicomError(ImageLoadError):
+    pass
+
+
+class ImageTooLargeError(ImageLoadError):
+    pass
+
+
+class DatasetError(PneumoError):
+    """A dataset folder or label file is missing or malformed."""
+
+
+class ModelError(PneumoError):
+    """An unknown architecture or an initialisation that cannot be had."""
+
+
+class WeightsUnavailableError(ModelError):
+    pass
+
+
+class CheckpointError(PneumoError):
+    """A checkpoint cannot be loaded."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    pass
+
+
+class ArchitectureMismatchError(CheckpointError):
+    pass
+
+
+class SourceUnavailableError(PneumoError):
+    """A checkpoint source (Hub repo, local folder) cannot be reached or holds nothing."""
+
+
+class PredictionFileError(PneumoError):
+    """A prediction file is malformed."""

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Train the model zoo locally (logic in pneumo_core.training). Not for clinical use.
+
+Examples:
+    python train.py --task binary --arch efficientnet_lite0 --seed 0 1 2
+    python train.py --zoo --out .            # the demo zoo, resumable: run it again to continue
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+from pneumo_core.errors import PneumoError
+from pneumo_core.models import ARCHS
+from pneumo_core.tasks import TASKS
+from pneumo_core.training import TrainConfig, bundle, select_best_seed, train
+
+# The demo zoo: what each model costs on the 2-core CPU decided its resolution, epochs and seeds
+# (bench/train_bench.py). ImageNet weights exist offline only for EfficientNet-Lite0; the others
+# train from scratch at 128 px unless torchvision can get their ImageNet weights.
+ZOO: list[dict] = [
+    dict(task="binary", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=3,
+         freeze_fraction=0.4, seeds=[0, 1, 2]),
+    dict(task="three_class", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=3,
+         freeze_fraction=0.4, seeds=[0, 1, 2]),
+    dict(task="binary", arch="resnet18", init="scratch", image_size=128, epochs=10, seeds=[0, 1, 2]),
+    dict(task="binary", arch="custom_cnn", init="scratch", image_size=128, epochs=12, lr=1e-3, seeds=[0, 1, 2]),
+    dict(task="binary", arch="densenet121", init="scratch", image_size=128, epochs=6, seeds=[0]),
+    dict(task="three_class", arch="resnet18", init="scratch", image_size=128, epochs=10, seeds=[0, 1, 2]),
+    dict(task="three_class", arch="densenet121", init="scratch", image_size=128, epochs=6, seeds=[0]),
+    dict(task="bacteria_virus", arch="densenet121", init="scratch", image_size=128, epochs=6, seeds=[0]),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=list(TASKS), default="binary")
+    p.add_argument("--arch", choices=list(ARCHS), default="efficientnet_lite0")
+    p.add_argument("--init", default=None, help="imagenet | scratch | PATH (default: imagenet where available)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0])
+    p.add_argument("--data-dir", default="../shared/data/chest_xray")
+    p.add_argument("--out", default="checkpoints_out", help="writes OUT/checkpoints/<task>/<arch>_seed<n>.pt, "
+                   "OUT/runs/, OUT/predictions/ (default: ./checkpoints_out)")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--head-epochs", type=int, default=0, help="head-only epochs on the frozen backbone first")
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--freeze-fraction", type=float, default=0.0, help="share of backbone stages kept frozen")
+    p.add_argument("--select", choices=["auto", "val_loss", "macro_f1", "auroc"], default="auto")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips (off: left/right matters)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--limit", type=int, default=None, help="at most this many images per split (quick runs)")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs; skip finished ones")
+    p.add_argument("--zoo", action="store_true", help="train the whole demo zoo (implies --resume)")
+    p.add_argument("--bundle", default=None, metavar="DIR",
+                   help="after training, export each best seed as fp16 safetensors into DIR (e.g. assets/models)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    base = TrainConfig(data_dir=a.data_dir, out=a.out, device=a.device, limit=a.limit, batch_size=a.batch_size,
+                       augment=not a.no_augment, hflip=a.hflip, patience=a.patience, select=a.select)
+    if a.zoo:
+        plan = ZOO
+    else:
+        init = a.init or ("imagenet" if a.arch == "efficientnet_lite0" else "scratch")
+        plan = [dict(task=a.task, arch=a.arch, init=init, image_size=a.image_size, epochs=a.epochs,
+                     head_epochs=a.head_epochs, lr=a.lr, freeze_fraction=a.freeze_fraction, seeds=a.seed)]
+    try:
+        for entry in plan:
+            entry = dict(entry)
+            seeds = entry.pop("seeds")
+            for seed in seeds:
+                train(replace(base, seed=seed, **entry), resume=a.resume or a.zoo)
+            best = select_best_seed(a.out, entry["task"], entry["arch"], seeds)
+            if best is not None:
+                print(f"best seed -> {best}")
+                if a.bundle:
+                    print(f"bundled -> {bundle(best, a.bundle)}")
+    except PneumoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
