@@ -120,11 +120,12 @@ def file_fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-# numpy scalars often end up in published `metrics`; rebuilding them runs no user code.
-_SAFE_NUMPY = [np.dtype, np.core.multiarray.scalar] + [
+# numpy scalars often end up in published `metrics`; rebuilding them runs no user code. numpy 1.x
+# pickles name the scalar "numpy.core.multiarray.scalar", numpy 2.x "numpy._core.multiarray.scalar".
+_SAFE_NUMPY: list = [np.dtype, np._core.multiarray.scalar,
+                     (np._core.multiarray.scalar, "numpy.core.multiarray.scalar")] + [
     getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")
-    if hasattr(np.dtypes, n)
-] if hasattr(np, "core") else []
+]
 
 
 def torch_load_safe(path: str | Path) -> Any:
@@ -133,11 +134,13 @@ def torch_load_safe(path: str | Path) -> Any:
         with torch.serialization.safe_globals(_SAFE_NUMPY):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        hint = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), "")
+        lines = [ln.strip() for ln in str(exc).strip().splitlines()]
+        hint = next((ln for ln in lines if "global" in ln.lower()), "")
+        if not hint:  # not a code payload: the bytes are simply not a checkpoint
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({lines[-1] if lines else exc})") from None
         raise UnsafeCheckpointError(
             f"{path}: refused to load: the file carries pickled objects that could run code "
-            f"({hint or 'not plain tensors'}). Only plain weight files are accepted."
+            f"({hint}). Only plain weight files are accepted."
         ) from None
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint file not found") from None
@@ -242,8 +245,12 @@ def load_checkpoint(path: str | Path, arch: str | None = None, task: str | None 
         a = arch or infer_arch(sd, path.name)
         head = sd.get(get_arch(a).head + ".weight")
         if head is None:
+            try:
+                found = infer_arch(sd)
+            except CheckpointError:
+                found = "no architecture of the zoo"
             raise ArchitectureMismatchError(
-                f"{path}: the file looks like {a} by its name, but has no {get_arch(a).head}.weight tensor"
+                f"{path}: the file is named like {a}, but its tensors are those of {found}"
             )
         n_out = int(head.shape[0])
         t = task or infer_task(path, n_out)

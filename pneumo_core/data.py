@@ -190,7 +190,7 @@ def patient_split(
         raise ValueError("val_fraction must be between 0 and 1")
     per_patient = frame.groupby(["patient", "label"]).size().unstack(fill_value=0)
     labels = list(per_patient.columns)
-    totals = per_patient.sum(0).to_numpy()
+    totals = per_patient.sum(axis=0).to_numpy()
     goal = np.round(val_fraction * totals)
     slack = np.maximum(2, np.ceil(0.01 * totals))
     rng = np.random.default_rng(seed)

@@ -74,7 +74,8 @@ def _scale_integer(arr: np.ndarray) -> np.ndarray:
 def _load_raster(data: bytes, name: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own size check below names the dimensions; PIL's warning would pre-empt it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > MAX_PIXELS or w <= 0 or h <= 0:
@@ -86,7 +87,8 @@ def _load_raster(data: bytes, name: str) -> np.ndarray:
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"{name}: image too large to decode safely ({exc})") from None
+        raise ImageTooLargeError(f"{name}: image too large to decode safely; "
+                                 f"this looks like a decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise NotAnImageError(
             f"{name}: not an image we can read (expected JPEG, PNG or DICOM)"

@@ -1,0 +1,205 @@
+"""Checkpoint format, safe loading, and both sources (local folder, Hub via a real local HF cache)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pneumo_core.checkpoints import (
+    CheckpointMeta,
+    export_safetensors,
+    load_checkpoint,
+    save_checkpoint,
+)
+from pneumo_core.errors import ArchitectureMismatchError, CheckpointError, SourceUnavailableError, UnsafeCheckpointError
+from pneumo_core.images import load_grayscale
+from pneumo_core.models import build_model
+from pneumo_core.preprocessing import to_tensor
+from pneumo_core.sources import (
+    DEFAULT_REPO,
+    HubSource,
+    LocalSource,
+    checkpoint_relpath,
+    parse_relpath,
+    resolve_checkpoint,
+)
+from pneumo_core.tasks import logits_to_probs
+
+
+def _published(path: Path, arch: str, n_out: int, seed: int = 0) -> torch.nn.Module:
+    """A checkpoint as the published repo writes it: a plain dict, no metadata of ours."""
+    torch.manual_seed(seed)
+    model = build_model(arch, n_out).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 7, "model_state_dict": model.state_dict(), "optimizer_state_dict": {},
+                "metrics": {"val_loss": np.float64(0.21), "val_auroc": 0.97}}, path)
+    return model
+
+
+def _predict(model, images):
+    x = torch.stack([to_tensor(load_grayscale(p)) for p in images])
+    with torch.no_grad():
+        return logits_to_probs(model.eval()(x))
+
+
+def make_hub_cache(cache: Path, repo_id: str, files: dict[str, Path], commit: str = "a" * 40) -> None:
+    """Lay out a huggingface_hub cache (blobs, snapshots as symlinks, refs/main) as a download would."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    for rel, src in files.items():
+        data = src.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        snap = repo / "snapshots" / commit / rel
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        snap.symlink_to(os.path.relpath(blob, snap.parent))
+
+
+@pytest.fixture()
+def published_repo(tmp_path):
+    """A folder laid out like luanacarolina/pneumonia-chest-xray-classifier."""
+    root = tmp_path / "repo"
+    models = {
+        "checkpoints/binary/custom_cnn.pt": _published(root / "checkpoints/binary/custom_cnn.pt", "custom_cnn", 1),
+        "checkpoints/three_class/resnet18.pt": _published(root / "checkpoints/three_class/resnet18.pt", "resnet18", 3),
+        "checkpoints/hierarchical/densenet121_bacteria_virus.pt":
+            _published(root / "checkpoints/hierarchical/densenet121_bacteria_virus.pt", "densenet121", 1),
+    }
+    (root / "README.md").write_text("model card")
+    return root, models
+
+
+def test_published_checkpoint_metadata_is_inferred(published_repo):
+    root, _ = published_repo
+    c = load_checkpoint(root / "checkpoints/binary/custom_cnn.pt")
+    assert (c.meta.arch, c.meta.task, c.meta.n_outputs) == ("custom_cnn", "binary", 1)
+    assert c.meta.classes == ["NORMAL", "PNEUMONIA"] and c.epoch == 7
+    assert c.metrics["val_loss"] == pytest.approx(0.21)  # numpy scalar accepted safely
+    t = load_checkpoint(root / "checkpoints/three_class/resnet18.pt")
+    assert (t.meta.arch, t.meta.task, t.meta.n_outputs) == ("resnet18", "three_class", 3)
+    h = load_checkpoint(root / "checkpoints/hierarchical/densenet121_bacteria_virus.pt")
+    assert (h.meta.arch, h.meta.task, h.meta.classes) == ("densenet121", "bacteria_virus", ["BACTERIA", "VIRUS"])
+    # the name may lie: the tensors still tell
+    shutil.copy(root / "checkpoints/binary/custom_cnn.pt", root / "model.pt")
+    assert load_checkpoint(root / "model.pt").meta.arch == "custom_cnn"
+
+
+def test_local_and_hub_sources_predict_identically(published_repo, tmp_path, normal_image, pneumonia_image):
+    root, models = published_repo
+    cache = tmp_path / "hf-cache"
+    make_hub_cache(cache, DEFAULT_REPO, {rel: root / rel for rel in models} | {"README.md": root / "README.md"})
+    local, hub = LocalSource(root), HubSource(DEFAULT_REPO, cache_dir=cache)
+    keys = [r.key for r in local.list()]
+    assert keys == ["bacteria_virus/densenet121", "binary/custom_cnn", "three_class/resnet18"]
+    assert [r.key for r in hub.list()] == keys
+    assert "offline" in hub.status
+    hub_path = hub.path(hub.find("binary/custom_cnn"))
+    assert str(hub_path).startswith(str(cache))  # served by huggingface_hub from its cache
+    images = [normal_image, pneumonia_image]
+    for rel, model in models.items():
+        key = parse_relpath(rel).key
+        expected = _predict(model, images)
+        a = _predict(local.load(key).build(), images)
+        b = _predict(hub.load(key).build(), images)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, expected, atol=1e-6)
+        assert np.allclose(a.sum(1), 1)
+
+
+def test_hub_source_offline_without_cache_is_a_clear_error(tmp_path):
+    hub = HubSource("someone/not-cached", cache_dir=tmp_path / "empty-cache")
+    with pytest.raises(SourceUnavailableError, match="not in the local cache"):
+        hub.list()
+
+
+def test_resolve_checkpoint_specs(published_repo, tmp_path, monkeypatch):
+    root, _ = published_repo
+    assert resolve_checkpoint(str(root / "checkpoints/binary/custom_cnn.pt")).meta.arch == "custom_cnn"
+    assert resolve_checkpoint(f"{root}/three_class/resnet18").meta.n_outputs == 3
+    cache = tmp_path / "hf"
+    make_hub_cache(cache, DEFAULT_REPO, {"checkpoints/binary/custom_cnn.pt": root / "checkpoints/binary/custom_cnn.pt"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    assert resolve_checkpoint(f"hub:{DEFAULT_REPO}/binary/custom_cnn").meta.arch == "custom_cnn"
+    with pytest.raises(SourceUnavailableError, match="has no checkpoint 'binary/resnet50'"):
+        resolve_checkpoint(f"{root}/binary/resnet50")
+
+
+def test_our_format_round_trips_pt_and_safetensors(tmp_path, pneumonia_image):
+    torch.manual_seed(1)
+    model = build_model("resnet18", 1).eval()
+    meta = CheckpointMeta(arch="resnet18", task="binary", classes=["NORMAL", "PNEUMONIA"], n_outputs=1, seed=2,
+                          init="scratch", data_fingerprint="abc", threshold=0.37, temperature=1.3)
+    path = save_checkpoint(tmp_path / "checkpoints/binary/resnet18_seed2.pt", model.state_dict(), meta, epoch=3,
+                           metrics={"val_auroc": 0.9})
+    c = load_checkpoint(path)
+    assert c.meta == meta and c.epoch == 3 and c.metrics == {"val_auroc": 0.9}
+    expected = _predict(model, [pneumonia_image])
+    np.testing.assert_allclose(_predict(c.build(), [pneumonia_image]), expected, atol=1e-6)
+    st = export_safetensors(c, tmp_path / "m.safetensors")
+    assert st.stat().st_size < path.stat().st_size * 0.6  # fp16
+    s = load_checkpoint(st)
+    assert s.meta == meta and s.epoch == 3
+    np.testing.assert_allclose(_predict(s.build(), [pneumonia_image]), expected, atol=2e-3)
+    # the local source lists seeds too
+    ref = LocalSource(tmp_path).find("binary/resnet18/seed2")
+    assert ref.relpath == checkpoint_relpath("binary", "resnet18", 2)
+    assert not list(tmp_path.glob("**/*.tmp"))  # atomic writes leave nothing behind
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/pneumo-pwned",))
+
+
+def test_pickled_code_is_refused_and_never_runs(tmp_path):
+    marker = Path("/tmp/pneumo-pwned")
+    marker.unlink(missing_ok=True)
+    path = tmp_path / "checkpoints/binary/custom_cnn.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"model_state_dict": build_model("custom_cnn", 1).state_dict(), "payload": _Evil()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="refused"):
+        load_checkpoint(path)
+    with pytest.raises(UnsafeCheckpointError):
+        LocalSource(tmp_path).load("binary/custom_cnn")
+    assert not marker.exists()
+
+
+def test_wrong_architecture_or_class_count_names_both(tmp_path):
+    path = tmp_path / "resnet18.pt"
+    torch.save({"model_state_dict": build_model("densenet121", 1).state_dict()}, path)
+    with pytest.raises(ArchitectureMismatchError, match="resnet18"):
+        load_checkpoint(path).build()
+    meta = CheckpointMeta(arch="resnet18", task="three_class", classes=["NORMAL", "BACTERIA", "VIRUS"], n_outputs=3)
+    p2 = save_checkpoint(tmp_path / "r.pt", build_model("resnet18", 1).state_dict(), meta)
+    with pytest.raises(ArchitectureMismatchError, match=r"expected resnet18 with 3 output\(s\).*resnet18 with 1 output"):
+        load_checkpoint(p2).build()
+    p3 = tmp_path / "densenet121.pt"
+    torch.save({"model_state_dict": build_model("resnet18", 1).state_dict()}, p3)
+    with pytest.raises(ArchitectureMismatchError, match=r"densenet121.*resnet18"):
+        load_checkpoint(p3)
+
+
+def test_corrupt_and_foreign_files(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"garbage" * 100)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "x.pt")
+    (tmp_path / "y.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_checkpoint(tmp_path / "y.safetensors")
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "z.pt")
+    with pytest.raises(CheckpointError, match="no model_state_dict"):
+        load_checkpoint(tmp_path / "z.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(SourceUnavailableError, match="no checkpoints/ folder"):
+        LocalSource(tmp_path).list()

@@ -1,0 +1,88 @@
+"""The zoo: published-compatible state dict names, heads, Grad-CAM layers, init choices."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from pneumo_core.checkpoints import CheckpointMeta, infer_arch, save_checkpoint
+from pneumo_core.errors import ModelError, WeightsUnavailableError
+from pneumo_core.models import ARCHS, build_model, cam_layer_of, head_of, imagenet_weights_file
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_every_arch_builds_predicts_and_is_recognised(arch):
+    model = build_model(arch, 3).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 3)
+    assert head_of(model, arch).out_features == 3
+    assert isinstance(cam_layer_of(model, arch), torch.nn.Module)
+    # the architecture can be told from the tensors alone (published files)
+    assert infer_arch(model.state_dict()) == arch
+
+
+def test_custom_cnn_matches_the_published_layout():
+    sd = build_model("custom_cnn", 1).state_dict()
+    assert sd["features.0.0.weight"].shape == (32, 3, 3, 3)
+    assert "features.0.0.bias" not in sd  # conv without bias
+    assert sd["features.2.0.weight"].shape == (128, 64, 3, 3)
+    assert sd["classifier.3.weight"].shape == (1, 128)
+    assert {k.split(".")[0] for k in sd} == {"features", "classifier"}
+
+
+def test_densenet_cam_layer_is_post_activation():
+    model = build_model("densenet121", 1).eval()
+    acts = []
+    h = cam_layer_of(model, "densenet121").register_forward_hook(lambda m, i, o: acts.append(o))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 96, 96))
+    h.remove()
+    assert acts[0].min() >= 0 and acts[0].max() > 0  # non-negative, not blank
+
+
+def test_efficientnet_lite0_imagenet_weights_load_offline():
+    scratch = build_model("efficientnet_lite0", 1, "scratch")
+    pre = build_model("efficientnet_lite0", 1, "imagenet")
+    assert not torch.equal(scratch._conv_stem.weight, pre._conv_stem.weight)
+    # the packaged weights are the real ones: BN running stats are not the init defaults
+    assert not torch.allclose(pre._bn0.running_var, torch.ones_like(pre._bn0.running_var))
+
+
+def test_missing_imagenet_file_is_a_clear_fast_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = imagenet_weights_file("resnet18")
+    assert str(expected).startswith(str(tmp_path))
+    t = time.time()
+    with pytest.raises(WeightsUnavailableError, match=r"resnet18-f37072fd\.pth.*scratch"):
+        build_model("resnet18", 1, "imagenet")
+    assert time.time() - t < 30
+    with pytest.raises(WeightsUnavailableError, match="scratch"):
+        build_model("custom_cnn", 1, "imagenet")
+
+
+def test_imagenet_file_in_torch_home_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    ref = build_model("resnet18", 1000)
+    path = imagenet_weights_file("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(ref.state_dict(), path)
+    model = build_model("resnet18", 2, "imagenet")
+    assert torch.equal(model.conv1.weight, ref.conv1.weight)
+    assert model.fc.out_features == 2
+
+
+def test_init_from_a_checkpoint_path_keeps_the_new_head(tmp_path):
+    src = build_model("resnet18", 1)
+    meta = CheckpointMeta(arch="resnet18", task="binary", classes=["NORMAL", "PNEUMONIA"], n_outputs=1)
+    path = save_checkpoint(tmp_path / "b.pt", src.state_dict(), meta)
+    three = build_model("resnet18", 3, str(path))
+    assert torch.equal(three.layer4[1].conv2.weight, src.layer4[1].conv2.weight)
+    assert three.fc.out_features == 3
+    with pytest.raises(ModelError, match="does not fit densenet121"):
+        build_model("densenet121", 1, str(path))
+    with pytest.raises(ModelError, match="scratch"):
+        build_model("resnet18", 1, "no/such/file.pt")
+    with pytest.raises(ModelError, match="unknown architecture 'vgg'"):
+        build_model("vgg", 1)
