@@ -77,3 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     except PneumoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0

@@ -290,3 +290,17 @@ class ImageDataset(Dataset):
         if self.augment is not None:
             gray = self.augment(resize_gray(gray, self.prep.image_size))
         return to_tensor(gray, self.prep), int(self.targets[i]), i
+
+
+def subtype_of(image_id: str) -> str:
+    """NORMAL / BACTERIA / VIRUS from a Kermany-style id or path ('' when the name does not say)."""
+    parts = str(image_id).replace("\\", "/").split("/")
+    name, folder = parts[-1], (parts[-2] if len(parts) > 1 else "")
+    low = name.lower()
+    if "virus" in low:
+        return "VIRUS"
+    if "bacteria" in low:
+        return "BACTERIA"
+    if folder.upper() == "NORMAL" or low.startswith(("im-", "normal2-")):
+        return "NORMAL"
+    return ""

@@ -103,3 +103,10 @@ def log_loss(y: np.ndarray, probs: np.ndarray, eps: float = 1e-12) -> float:
     """Mean negative log-likelihood of the true class; probs (N, K)."""
     probs = np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0)
     return float(-np.mean(np.log(probs[np.arange(len(y)), np.asarray(y)])))
+
+
+def by_group(y: np.ndarray, p: np.ndarray, threshold: float, groups: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Binary metrics at ``threshold`` within each group (e.g. recall on BACTERIA vs VIRUS images)."""
+    y, p, groups = np.asarray(y), np.asarray(p), np.asarray(groups)
+    return {str(g): {**binary_at(y[groups == g], p[groups == g], threshold), "n": int((groups == g).sum())}
+            for g in sorted(set(groups.tolist())) if g != ""}

@@ -103,7 +103,7 @@ def choose(y: np.ndarray, p: np.ndarray, rule: str, chosen_on: str = "validation
     else:
         c = float(rule[5:])
         score = -(c * curve["fp"] + curve["fn"])
-    score = np.where(finite, np.nan_to_num(score, nan=-np.inf), -np.inf)
+    score = np.where(finite & ~np.isnan(score), score, -np.inf)
     best = np.max(score)
     if not np.isfinite(best):
         raise ValueError(f"no threshold satisfies {rule} on {chosen_on}")

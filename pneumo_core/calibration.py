@@ -1,0 +1,159 @@
+"""Calibration: reliability bins, ECE/MCE/Brier/NLL, temperature scaling.
+
+Binary sets use P(positive) against y in {0, 1}; multi-class sets use the top label (confidence = max
+probability, hit = argmax is right) or one class against the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+STRATEGIES = ("uniform", "quantile")
+
+
+@dataclass
+class Reliability:
+    """Per non-empty bin: edges, count, mean confidence, observed frequency."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    count: np.ndarray
+    confidence: np.ndarray
+    frequency: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.count.sum())
+
+    @property
+    def ece(self) -> float:
+        if self.n == 0:
+            return float("nan")
+        return float(np.sum(self.count * np.abs(self.frequency - self.confidence)) / self.n)
+
+    @property
+    def mce(self) -> float:
+        return float(np.max(np.abs(self.frequency - self.confidence))) if len(self.count) else float("nan")
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k).tolist() for k in ("lower", "upper", "count", "confidence", "frequency")}
+
+
+def bin_edges(conf: np.ndarray, n_bins: int = 15, strategy: str = "uniform") -> np.ndarray:
+    if n_bins < 1:
+        raise ValueError("n_bins must be at least 1")
+    if strategy == "uniform":
+        return np.linspace(0.0, 1.0, n_bins + 1)
+    if strategy == "quantile":
+        edges = np.quantile(conf, np.linspace(0, 1, n_bins + 1)) if len(conf) else np.linspace(0, 1, n_bins + 1)
+        edges[0], edges[-1] = 0.0, 1.0
+        return np.maximum.accumulate(edges)
+    raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+
+
+def bin_index(conf: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each confidence: [e_i, e_{i+1}), the last bin closed so that 1.0 falls in it."""
+    n_bins = len(edges) - 1
+    return np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
+
+
+def reliability(conf: np.ndarray, hit: np.ndarray, n_bins: int = 15, strategy: str = "uniform") -> Reliability:
+    """Reliability bins of confidences ``conf`` against outcomes ``hit`` (0/1)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    hit = np.asarray(hit, dtype=np.float64)
+    edges = bin_edges(conf, n_bins, strategy)
+    idx = bin_index(conf, edges)
+    k = len(edges) - 1
+    count = np.bincount(idx, minlength=k)
+    sum_conf = np.bincount(idx, weights=conf, minlength=k)
+    sum_hit = np.bincount(idx, weights=hit, minlength=k)
+    keep = count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return Reliability(edges[:-1][keep], edges[1:][keep], count[keep],
+                           (sum_conf / count)[keep], (sum_hit / count)[keep])
+
+
+def binary_reliability(y: np.ndarray, p: np.ndarray, n_bins: int = 15, strategy: str = "uniform") -> Reliability:
+    return reliability(p, y, n_bins, strategy)
+
+
+def top_label_reliability(y: np.ndarray, probs: np.ndarray, n_bins: int = 15, strategy: str = "uniform") -> Reliability:
+    probs = np.asarray(probs)
+    return reliability(probs.max(1), probs.argmax(1) == np.asarray(y), n_bins, strategy)
+
+
+def class_reliability(y: np.ndarray, probs: np.ndarray, k: int, n_bins: int = 15,
+                      strategy: str = "uniform") -> Reliability:
+    """Class ``k`` against the rest."""
+    return reliability(np.asarray(probs)[:, k], np.asarray(y) == k, n_bins, strategy)
+
+
+def brier(y: np.ndarray, probs: np.ndarray) -> float:
+    """Binary: mean (p - y)^2 with ``probs`` = P(positive). Multi-class (2-D): mean over rows of sum_k (p_k - 1[y=k])^2."""
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y)
+    if probs.ndim == 1:
+        return float(np.mean((probs - y) ** 2))
+    onehot = np.eye(probs.shape[1])[y]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def nll(y: np.ndarray, probs: np.ndarray, eps: float = 1e-15) -> float:
+    """Negative log-likelihood; 1-D ``probs`` = P(positive)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 1:
+        probs = np.stack([1 - probs, probs], 1)
+    p = np.clip(probs[np.arange(len(y)), np.asarray(y)], eps, 1.0)
+    return float(-np.mean(np.log(p)))
+
+
+def calibration_summary(y: np.ndarray, probs: np.ndarray, n_bins: int = 15, strategy: str = "uniform") -> dict:
+    """ECE, MCE, Brier, NLL and the bins. ``probs`` (N, K); two columns -> binary on column 1."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 2 and probs.shape[1] == 2:
+        rel, b = binary_reliability(y, probs[:, 1], n_bins, strategy), brier(y, probs[:, 1])
+    else:
+        rel, b = top_label_reliability(y, probs, n_bins, strategy), brier(y, probs)
+    return {"ece": rel.ece, "mce": rel.mce, "brier": b, "nll": nll(y, probs), "bins": rel.to_dict(),
+            "n_bins": n_bins, "strategy": strategy}
+
+
+# ---------------------------------------------------------------- temperature scaling
+
+def logits_from_probs(probs: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Logits that reproduce stored probabilities: log p (multi-class, up to a constant)."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0))
+
+
+def apply_temperature(logits: np.ndarray, t: float) -> np.ndarray:
+    return softmax(np.asarray(logits, dtype=np.float64) / t, axis=1)
+
+
+def _nll_at(logits: np.ndarray, y: np.ndarray, t: float) -> float:
+    return float(-np.mean(log_softmax(logits / t, axis=1)[np.arange(len(y)), y]))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """T minimising validation NLL of softmax(logits / T); searched over log T, never worse than T = 1."""
+    logits = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if logits.ndim == 1 or logits.shape[1] == 1:  # one binary logit z -> [0, z]
+        z = logits.reshape(-1)
+        logits = np.stack([np.zeros_like(z), z], 1)
+    res = minimize_scalar(lambda lt: _nll_at(logits, y, float(np.exp(lt))),
+                          bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
+                          options={"xatol": 1e-6})
+    # a coarse grid guards the bounded search against a flat or non-convex start
+    grid = np.exp(np.linspace(np.log(bounds[0]), np.log(bounds[1]), 60))
+    candidates = [1.0, float(np.exp(res.x)), *grid.tolist()]
+    return float(min(candidates, key=lambda t: _nll_at(logits, y, t)))
+
+
+def temperature_scale_probs(val_probs: np.ndarray, val_y: np.ndarray,
+                            test_probs: np.ndarray) -> tuple[float, np.ndarray]:
+    """Fit T on validation probabilities (through their logits) and apply it to test probabilities."""
+    t = fit_temperature(logits_from_probs(val_probs), val_y)
+    return t, apply_temperature(logits_from_probs(test_probs), t)
