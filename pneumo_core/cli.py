@@ -47,6 +47,27 @@ def _dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ood_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default="../shared/data/chest_xray")
+    p.add_argument("--out", default=None, help="where to write the gate (default: assets/models/ood_gate.npz)")
+
+
+@command("ood-build", _ood_args)
+def _ood_build(args: argparse.Namespace) -> int:
+    """Fit the out-of-distribution gate on the training X-rays and print its figures on the test split."""
+    from . import ood
+    from .data import kermany_splits
+    from .training import load_array
+
+    gate = ood.build(args.data_dir)
+    path = gate.save(args.out or ood.DEFAULT_PATH)
+    m = ood.measure(gate, load_array(kermany_splits(args.data_dir)["test"], 224))
+    print(f"wrote {path}")
+    print(f"test X-rays accepted: {m['accepted']:.1%} of {m['xrays']}; non-X-rays rejected: {m['rejected']:.1%} "
+          f"of {m['non_xrays']} (missed: {', '.join(m['missed']) or 'none'})")
+    return 0
+
+
 def _load_plugins() -> None:
     """Subcommands that live next to their concept register on import."""
     import importlib
