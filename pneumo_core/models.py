@@ -33,9 +33,26 @@ class CustomCNN(nn.Module):
 
 
 def _efficientnet_lite0(n_outputs: int) -> nn.Module:
+    import copy
+
     from efficientnet_lite_pytorch import EfficientNet
 
-    return EfficientNet.from_name("efficientnet-lite0", num_classes=n_outputs)
+    class EfficientNetLite0(EfficientNet):
+        """The package's model with the head activation as its own module (``_head_act``), so Grad-CAM
+        hooks a post-activation map; no parameters are added, the state dict is unchanged."""
+
+        def __init__(self, blocks_args, global_params) -> None:
+            super().__init__(blocks_args, global_params)
+            self._head_act = copy.deepcopy(self._swish)
+
+        def extract_features(self, inputs: torch.Tensor) -> torch.Tensor:
+            x = self._swish(self._bn0(self._conv_stem(inputs)))
+            for idx, block in enumerate(self._blocks):
+                rate = self._global_params.drop_connect_rate
+                x = block(x, drop_connect_rate=rate * float(idx) / len(self._blocks) if rate else rate)
+            return self._head_act(self._bn1(self._conv_head(x)))
+
+    return EfficientNetLite0.from_name("efficientnet-lite0", num_classes=n_outputs)
 
 
 def _torchvision(name: str) -> Callable[[int], nn.Module]:
@@ -82,7 +99,7 @@ ARCHS: dict[str, Arch] = {
              "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "MobileNetV3-Small"),
         Arch("mobilenet_v3_large", _torchvision("mobilenet_v3_large"), "classifier.3", "features.16",
              "MobileNet_V3_Large_Weights.IMAGENET1K_V1", "MobileNetV3-Large"),
-        Arch("efficientnet_lite0", _efficientnet_lite0, "_fc", "_bn1", None, "EfficientNet-Lite0"),
+        Arch("efficientnet_lite0", _efficientnet_lite0, "_fc", "_head_act", None, "EfficientNet-Lite0"),
     )
 }
 

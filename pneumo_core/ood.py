@@ -169,11 +169,8 @@ def reference_non_xrays(xray_examples: Sequence[np.ndarray] = ()) -> dict[str, n
     for name in ("astronaut", "brick", "camera", "cat", "cell", "checkerboard", "chelsea", "clock", "coffee", "coins",
                  "colorwheel", "grass", "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo", "moon",
                  "page", "retina", "rocket", "shepp_logan_phantom", "text", "binary_blobs", "microaneurysms",
-                 "human_mitosis", "skin", "motorcycle_left", "lfw_subset"):
-        try:
-            img = getattr(skd, name)() if name != "motorcycle_left" else skd.stereo_motorcycle()[0]
-        except Exception:  # some need a download; offline they are skipped
-            continue
+                 "motorcycle_left", "lfw_subset"):  # all ship inside the scikit-image wheel (no download)
+        img = getattr(skd, name)() if name != "motorcycle_left" else skd.stereo_motorcycle()[0]
         if name == "lfw_subset":
             for i in range(0, 200, 20):
                 out[f"skimage:lfw_face_{i}"] = _to_gray(img[i])

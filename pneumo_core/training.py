@@ -306,6 +306,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         model.load_state_dict(state["model_state_dict"])
         optimizer.load_state_dict(state["optimizer_state_dict"])
         gen.set_state(state["generator_state"])
+        if "torch_rng_state" in state:  # dropout draws from the global generator
+            torch.set_rng_state(state["torch_rng_state"])
         history, start_epoch = state["history"], int(state["epoch"])
         best_metrics, best_state = state.get("best_metrics"), state.get("best_state_dict")
         phase_head_done = True
@@ -374,8 +376,6 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         val = evaluate_logits(task, val_logits, targets["val"])
         history.append({"phase": "finetune", "epoch": ep + 1, "train_loss": running / max(seen, 1),
                         **{f"val_{k}": v for k, v in val.items()}, "elapsed_s": time.time() - t_start})
-        log(f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}: train loss {running / max(seen, 1):.4f}, val loss "
-            f"{val['loss']:.4f} auroc {val['auroc']:.4f} macro-F1 {val['macro_f1']:.4f}")
         if _better(cfg.selection, val, best_metrics):
             best_metrics, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
             stale = 0
@@ -383,8 +383,11 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             stale += 1
         save_checkpoint(paths.last, model.state_dict(), _meta(cfg, task, prep, frames), epoch=ep + 1,
                         extra={"optimizer_state_dict": optimizer.state_dict(), "generator_state": gen.get_state(),
+                               "torch_rng_state": torch.get_rng_state(),
                                "history": history, "best_metrics": best_metrics, "best_state_dict": best_state})
         _write_json(paths.history, history)
+        log(f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}: train loss {running / max(seen, 1):.4f}, val loss "
+            f"{val['loss']:.4f} auroc {val['auroc']:.4f} macro-F1 {val['macro_f1']:.4f}")
         if stale >= cfg.patience:
             log(f"{cfg.stem}: early stop after epoch {ep + 1} (no better {cfg.selection} for {cfg.patience} epochs)")
             break
