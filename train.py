@@ -22,14 +22,14 @@ from pneumo_core.training import TrainConfig, bundle, select_best_seed, train
 ZOO: list[dict] = [
     dict(task="binary", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=3,
          freeze_fraction=0.4, seeds=[0, 1, 2]),
-    dict(task="three_class", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=3,
-         freeze_fraction=0.4, seeds=[0, 1, 2]),
-    dict(task="binary", arch="resnet18", init="scratch", image_size=128, epochs=10, seeds=[0, 1, 2]),
-    dict(task="binary", arch="densenet121", init="scratch", image_size=128, epochs=6, seeds=[0]),
-    dict(task="binary", arch="custom_cnn", init="scratch", image_size=128, epochs=12, lr=1e-3, seeds=[0, 1, 2]),
-    dict(task="bacteria_virus", arch="densenet121", init="scratch", image_size=128, epochs=6, seeds=[0]),
-    dict(task="three_class", arch="resnet18", init="scratch", image_size=128, epochs=10, seeds=[0, 1, 2]),
-    dict(task="three_class", arch="densenet121", init="scratch", image_size=128, epochs=6, seeds=[0]),
+    dict(task="three_class", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=2,
+         freeze_fraction=0.6, seeds=[0, 1, 2]),
+    dict(task="binary", arch="resnet18", init="scratch", image_size=128, epochs=8, seeds=[0, 1, 2]),
+    dict(task="binary", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
+    dict(task="binary", arch="custom_cnn", init="scratch", image_size=128, epochs=10, lr=1e-3, seeds=[0, 1, 2]),
+    dict(task="bacteria_virus", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
+    dict(task="three_class", arch="resnet18", init="scratch", image_size=128, epochs=8, seeds=[0, 1, 2]),
+    dict(task="three_class", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
 ]
 
 

@@ -68,6 +68,37 @@ def _ood_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", nargs="?", default=None, help="a zoo folder (train.py --out) or assets/ (default)")
+    p.add_argument("--csv", action="store_true", help="print CSV instead of Markdown")
+
+
+@command("results", _results_args)
+def _results(args: argparse.Namespace) -> int:
+    """The results table: per model mean ± std over seeds on test, ensembles, hierarchical."""
+    from .zoo import ASSETS, results_table, to_markdown
+
+    table = results_table(args.root or ASSETS)
+    print(table.to_csv(index=False) if args.csv else to_markdown(table), end="")
+    return 0
+
+
+def _bundle_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("zoo", help="the folder train.py --zoo wrote")
+    p.add_argument("--data-dir", default="../shared/data/chest_xray")
+    p.add_argument("--assets", default=None, help="default: the repo's assets/")
+
+
+@command("zoo-bundle", _bundle_args)
+def _bundle(args: argparse.Namespace) -> int:
+    """Copy a trained zoo's predictions and logs into assets/, export best seeds as fp16 safetensors,
+    add the hierarchical model's predictions, write assets/results.{csv,md}."""
+    from .zoo import ASSETS, bundle, to_markdown
+
+    print(to_markdown(bundle(args.zoo, args.data_dir, args.assets or ASSETS)), end="")
+    return 0
+
+
 def _load_plugins() -> None:
     """Subcommands that live next to their concept register on import."""
     import importlib

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from .errors import DatasetError
 from .images import load_grayscale
-from .preprocessing import Preprocessing, resize_gray, to_tensor
+from .preprocessing import Preprocessing, gray_tensor, resize_gray
 from .tasks import Task
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
@@ -268,7 +268,11 @@ def for_task(frame: pd.DataFrame, task: Task) -> pd.DataFrame:
 
 
 class ImageDataset(Dataset):
-    """Rows of a dataset table -> (tensor, target, index). Unreadable files raise with their name."""
+    """Rows of a dataset table -> (grayscale (1, S, S) tensor in [0, 1], target, index).
+
+    Normalisation to the model's channels and mean/std is done per batch (``preprocessing.normalise``),
+    which is cheaper than per image. Unreadable files raise with their name.
+    """
 
     def __init__(
         self,
@@ -289,7 +293,7 @@ class ImageDataset(Dataset):
         gray = load_grayscale(self.frame.at[i, "path"])
         if self.augment is not None:
             gray = self.augment(resize_gray(gray, self.prep.image_size))
-        return to_tensor(gray, self.prep), int(self.targets[i]), i
+        return gray_tensor(gray, self.prep.image_size), int(self.targets[i]), i
 
 
 def subtype_of(image_id: str) -> str:

@@ -52,15 +52,21 @@ def resize_gray(gray: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.float32)
 
 
-def to_tensor(gray: np.ndarray, prep: Preprocessing = Preprocessing()) -> torch.Tensor:
-    """Grayscale [0, 1] array (H, W) -> normalised float tensor (C, S, S)."""
-    arr = resize_gray(gray, prep.image_size)
-    t = torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
-    if prep.channels == 3:
-        t = t.expand(3, -1, -1)
+def gray_tensor(gray: np.ndarray, size: int) -> torch.Tensor:
+    """Grayscale [0, 1] array -> (1, size, size) float tensor, resized, not yet normalised."""
+    return torch.from_numpy(np.array(resize_gray(gray, size), dtype=np.float32)).unsqueeze(0)
+
+
+def normalise(x: torch.Tensor, prep: Preprocessing = Preprocessing()) -> torch.Tensor:
+    """(..., 1, S, S) grayscale in [0, 1] -> (..., C, S, S) with the checkpoint's mean/std (works on batches)."""
     mean = torch.tensor(prep.mean).view(-1, 1, 1)
     std = torch.tensor(prep.std).view(-1, 1, 1)
-    return ((t - mean) / std).contiguous()
+    return (x - mean) / std  # broadcasting a single channel to C
+
+
+def to_tensor(gray: np.ndarray, prep: Preprocessing = Preprocessing()) -> torch.Tensor:
+    """Grayscale [0, 1] array (H, W) -> normalised float tensor (C, S, S)."""
+    return normalise(gray_tensor(gray, prep.image_size), prep).contiguous()
 
 
 def denormalise(t: torch.Tensor, prep: Preprocessing = Preprocessing()) -> np.ndarray:

@@ -93,7 +93,7 @@ def test_tasks_map_labels(frame):
 def test_image_dataset_items(frame):
     ds = ImageDataset(for_task(frame[frame.split == "test"].head(3), BINARY))
     x, y, i = ds[2]
-    assert x.shape == (3, 224, 224) and y in (0, 1) and i == 2
+    assert x.shape == (1, 224, 224) and 0 <= x.min() and x.max() <= 1 and y in (0, 1) and i == 2
 
 
 def test_fingerprint_changes_with_the_data(frame):

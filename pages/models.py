@@ -1,0 +1,45 @@
+"""Models: the results table, learning curves, per-class F1, recipes."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._common import footer, index, predictions_root
+from pneumo_core.charts import learning_curve_figure
+from pneumo_core.zoo import results_table, run_info
+
+st.title("Models")
+footer()
+root = predictions_root()
+
+
+@st.cache_data(show_spinner="Computing the results table…")
+def table(root: str):
+    return results_table(root)
+
+
+t = table(str(root))
+if t.empty:
+    st.info("No prediction files yet: train the zoo with `python train.py --zoo`.")
+    st.stop()
+st.caption("Test set (624 images); binary thresholds chosen on the patient-aware validation split (Youden). "
+           "Mean ± std over seeds where there are several.")
+for task in t["task"].unique():
+    st.subheader(task.replace("_", " "))
+    part = t[t["task"] == task].drop(columns=["task"])
+    st.dataframe(part.loc[:, (part != "").any()], hide_index=True, key=f"results_{task}")
+
+st.subheader("Learning curves")
+idx = index(str(root))
+runs = sorted({(r.task, p.rsplit("/", 1)[-1].rsplit("_", 1)[0]) for r, p in zip(idx.itertuples(), idx.path)
+               if r.seed >= 0})
+if runs:
+    pick = st.selectbox("Run", [f"{a} · {b}" for a, b in runs], key="lc_run")
+    task, stem = pick.split(" · ")
+    info = run_info(root, task, stem)
+    if "history" in info:
+        st.plotly_chart(learning_curve_figure(info["history"], stem), key="lc_chart")
+    if "metrics" in info:
+        cfg = info["metrics"]["config"]
+        st.caption("Recipe: " + ", ".join(f"{k} {cfg[k]}" for k in ("init", "image_size", "head_epochs", "epochs",
+                                                                      "freeze_fraction", "lr", "batch_size")))
+        st.caption(f"Wall time {info['metrics']['wall_s'] / 60:.1f} min on this machine's CPU.")

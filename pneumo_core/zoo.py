@@ -1,0 +1,192 @@
+"""The zoo's artifacts in a folder (what ``train.py --out`` writes, or the committed ``assets/``):
+prediction files, histories, metrics; the results table; bundling into ``assets/``.
+
+Layout under a root: ``predictions/<task>/<stem>_{val,test}.csv``, ``runs/<task>/<stem>/{history,metrics}.json``,
+``checkpoints/...`` (local) or ``models/checkpoints/...safetensors`` (assets).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .bootstrap import mean_std
+from .metrics import binary_at, auroc, multiclass_summary
+from .predictions import Predictions, ensemble, make_table, read_predictions, write_predictions
+from .thresholds import choose
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+_PRED = re.compile(r"^(?P<stem>.+?)_(?P<split>val|test)$")
+_STEM = re.compile(r"^(?P<arch>.+?)(?:_bacteria_virus)?(?:_seed(?P<seed>\d+))?$")
+
+
+def prediction_index(root: str | Path = ASSETS) -> pd.DataFrame:
+    """One row per prediction file: task, arch, seed (-1 for combined sets), split, path."""
+    rows = []
+    for f in sorted(Path(root).glob("predictions/*/*.csv")):
+        m = _PRED.match(f.stem)
+        if not m:
+            continue
+        s = _STEM.match(m.group("stem"))
+        rows.append({"task": f.parent.name, "arch": s.group("arch"),
+                     "seed": int(s.group("seed")) if s.group("seed") else -1,
+                     "split": m.group("split"), "path": str(f)})
+    return pd.DataFrame(rows, columns=["task", "arch", "seed", "split", "path"])
+
+
+def load_set(root: str | Path, task: str, arch: str, seed: int, split: str) -> Predictions:
+    idx = prediction_index(root)
+    hit = idx[(idx.task == task) & (idx.arch == arch) & (idx.seed == seed) & (idx.split == split)]
+    if hit.empty:
+        raise FileNotFoundError(f"no {split} predictions for {task}/{arch} seed {seed} under {root}")
+    return read_predictions(hit.path.iloc[0])
+
+
+def run_info(root: str | Path, task: str, stem: str) -> dict:
+    """history (learning curve) and metrics of a run, as far as they exist."""
+    d = Path(root) / "runs" / task / stem
+    out = {}
+    for name in ("history", "metrics"):
+        f = d / f"{name}.json"
+        if f.is_file():
+            out[name] = json.loads(f.read_text())
+    return out
+
+
+def _val_score(val: Predictions) -> float:
+    """Validation figure for picking the best seed: AUROC (binary) or macro-F1."""
+    if val.is_binary:
+        return auroc(val.y_binary, val.p_positive)
+    return multiclass_summary(val.y_true, val.probs, val.classes)["macro_f1"]
+
+
+def best_seed(root: str | Path, task: str, arch: str) -> int | None:
+    idx = prediction_index(root)
+    seeds = sorted(idx[(idx.task == task) & (idx.arch == arch) & (idx.seed >= 0)].seed.unique())
+    if not seeds:
+        return None
+    return max(seeds, key=lambda s: _val_score(load_set(root, task, arch, s, "val")))
+
+
+def test_metrics(val: Predictions, test: Predictions) -> dict:
+    """Test metrics with the binary threshold chosen on validation (Youden)."""
+    if test.is_binary:
+        t = choose(val.y_binary, val.p_positive, "youden").threshold
+        m = binary_at(test.y_binary, test.p_positive, t)
+        return {"accuracy": m["accuracy"], "recall": m["sensitivity"], "specificity": m["specificity"],
+                "f1": m["f1"], "auroc": auroc(test.y_binary, test.p_positive), "threshold": t}
+    s = multiclass_summary(test.y_true, test.probs, test.classes)
+    out = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "auroc": s["auroc_macro"]}
+    out.update({f"f1_{c}": v["f1"] for c, v in s["per_class"].items()})
+    return out
+
+
+def ensemble_sets(root: str | Path, task: str) -> tuple[Predictions, Predictions] | None:
+    """The probability average of each architecture's best seed (val, test)."""
+    idx = prediction_index(root)
+    archs = sorted(idx[(idx.task == task) & (idx.seed >= 0)].arch.unique())
+    members = [(a, best_seed(root, task, a)) for a in archs]
+    members = [(a, s) for a, s in members if s is not None]
+    if len(members) < 2:
+        return None
+    sets = [tuple(load_set(root, task, a, s, split) for split in ("val", "test")) for a, s in members]
+    name = "ensemble(" + "+".join(a for a, _ in members) + ")"
+    return ensemble([v for v, _ in sets], name), ensemble([t for _, t in sets], name)
+
+
+def results_table(root: str | Path = ASSETS) -> pd.DataFrame:
+    """Per (task, model): mean ± std over seeds on test (thresholds from validation), plus ensembles
+    and the hierarchical model; recipe columns from each run's metrics.json."""
+    idx = prediction_index(root)
+    rows = []
+    for (task, arch), g in idx.groupby(["task", "arch"], sort=True):
+        seeds = sorted(s for s in g.seed.unique() if s >= 0)
+        if not seeds and arch != "hierarchical":
+            continue
+        if arch == "hierarchical":
+            runs = [test_metrics(load_set(root, task, arch, -1, "val"), load_set(root, task, arch, -1, "test"))]
+            recipe = {"init": "stage A binary ensemble x stage B bacteria_virus", "image_size": "", "epochs": ""}
+        else:
+            runs = [test_metrics(load_set(root, task, arch, s, "val"), load_set(root, task, arch, s, "test")) for s in seeds]
+            cfg = run_info(root, task, Path(g.path.iloc[0]).stem.rsplit("_", 1)[0]).get("metrics", {}).get("config", {})
+            recipe = {"init": cfg.get("init", ""), "image_size": cfg.get("image_size", ""),
+                      "epochs": f"{cfg.get('head_epochs', 0)} head + {cfg.get('epochs', '')}" if cfg else ""}
+        ms = mean_std(runs)
+        rows.append({"task": task, "model": arch, "seeds": len(runs), **recipe,
+                     **{k: f"{v['mean']:.3f} ± {v['std']:.3f}" if len(runs) > 1 else f"{v['mean']:.3f}"
+                        for k, v in ms.items() if k != "threshold"}})
+    for task in sorted(idx.task.unique()):
+        ens = ensemble_sets(root, task)
+        if ens is not None:
+            m = test_metrics(*ens)
+            rows.append({"task": task, "model": ens[1].frame["model"].iloc[0], "seeds": 1, "init": "best seed of each",
+                         **{k: f"{v:.3f}" for k, v in m.items() if k != "threshold"}})
+    cols = ["task", "model", "seeds", "init", "image_size", "epochs", "accuracy", "recall", "specificity", "f1",
+            "macro_f1", "f1_NORMAL", "f1_BACTERIA", "f1_VIRUS", "auroc"]
+    df = pd.DataFrame(rows)
+    return df[[c for c in cols if c in df.columns]].fillna("")
+
+
+def hierarchical_sets(zoo: str | Path, data_dir: str | Path, progress=None) -> tuple[Predictions, Predictions] | None:
+    """Stage A = the binary ensemble of best seeds, stage B = bacteria_virus densenet121, on val and test."""
+    from .data import kermany_splits
+    from .inference import Ensemble, Hierarchical, Predictor, predict_frame
+    from .sources import LocalSource
+
+    src = LocalSource(zoo)
+    refs = src.list()
+    a_refs = [r for r in refs if r.task == "binary" and r.seed is None]
+    b_refs = [r for r in refs if r.task == "bacteria_virus" and r.seed is None]
+    if not a_refs or not b_refs:
+        return None
+    stage_a = Ensemble([Predictor(src.load(r)) for r in a_refs])
+    stage_b = Predictor(src.load(b_refs[0]))
+    hier = Hierarchical(stage_a, stage_b)
+    splits = kermany_splits(data_dir)
+    out = []
+    for split in ("val", "test"):
+        t = predict_frame(hier, splits[split], split=split, progress=progress)
+        f = t.frame
+        out.append(make_table(f["image_id"], f["y_true"], t.probs, t.classes, paths=list(f["image_id"]), split=split,
+                              model="hierarchical", task="three_class", seed=None, checkpoint=hier.key))
+    return out[0], out[1]
+
+
+def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS) -> pd.DataFrame:
+    """Copy the zoo's prediction files and run logs into ``assets``, export each best checkpoint as fp16
+    safetensors, add the hierarchical predictions, and write the results table (CSV + Markdown)."""
+    from .training import bundle as export_best
+
+    zoo, assets = Path(zoo), Path(assets)
+    for f in zoo.glob("predictions/*/*.csv"):
+        dst = assets / f.relative_to(zoo)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dst)
+    for f in list(zoo.glob("runs/*/*/history.json")) + list(zoo.glob("runs/*/*/metrics.json")):
+        dst = assets / f.relative_to(zoo)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dst)
+    from .sources import LocalSource
+
+    for ref in LocalSource(zoo).list():
+        if ref.seed is None:
+            export_best(zoo / ref.relpath, assets / "models")
+    hier = hierarchical_sets(zoo, data_dir)
+    if hier is not None:
+        for t in hier:
+            write_predictions(t, assets / "predictions" / "three_class" / f"hierarchical_{t.frame['split'].iloc[0]}.csv")
+    table = results_table(assets)
+    table.to_csv(assets / "results.csv", index=False)
+    (assets / "results.md").write_text(to_markdown(table))
+    return table
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,113 @@
+"""The Streamlit app through streamlit.testing.v1.AppTest: every page, the slider, uploads, sources."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pneumo_core.zoo import ASSETS, prediction_index
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["pages/predict.py", "pages/compare.py", "pages/thresholds.py", "pages/calibration.py", "pages/errors.py",
+         "pages/models.py"]
+
+pytestmark = pytest.mark.skipif(prediction_index(ASSETS).empty, reason="no bundled prediction files in assets/")
+
+
+def _table(at: AppTest, column: str):
+    """The first dataframe on the page with this column (AppTest does not index dataframes by key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _app(page: str | None = None, timeout: int = 120, **state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_exception(page):
+    at = _app(page)
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("not for clinical use" in c.value.lower() for c in at.caption)
+
+
+def _first_binary_set():
+    idx = prediction_index(ASSETS)
+    row = idx[(idx.task == "binary") & (idx.seed >= 0) & (idx.split == "test")].iloc[0]
+    from pneumo_core.predictions import read_predictions
+
+    return read_predictions(row.path)
+
+
+def test_threshold_slider_updates_confusion_numbers():
+    from pneumo_core.thresholds import ThresholdSweep
+
+    at = _app("pages/thresholds.py")
+    test = _first_binary_set()
+    sweep = ThresholdSweep(test.y_binary, test.p_positive)
+    for t in (0.2, 0.8):
+        at.slider(key="threshold").set_value(t).run()
+        assert not at.exception
+        m = sweep.at(t)
+        text = " ".join(md.value for md in at.markdown)
+        assert f"**TP** {m['tp']} · **FP** {m['fp']} · **TN** {m['tn']} · **FN** {m['fn']}" in text
+        table = _table(at, "metric")
+        sens = table.loc[table.metric == "Sensitivity", "value"].iloc[0]
+        assert sens == pytest.approx(m["sensitivity"], abs=1e-4)
+    assert at.query_params["threshold"] == ["0.800"] or at.query_params["threshold"] == "0.800"
+
+
+def test_threshold_from_the_url_and_presets():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["threshold"] = "0.3"
+    at.run()
+    at.switch_page("pages/thresholds.py")
+    at.run()
+    assert at.slider(key="threshold").value == pytest.approx(0.3)
+    at.button(key="apply_preset").click().run()
+    assert not at.exception
+    assert "on validation → threshold" in " ".join(c.value for c in at.caption)
+
+
+def test_calibration_temperature_scaling_and_models_table():
+    at = _app("pages/calibration.py")
+    at.toggle(key="temp").set_value(True).run()
+    assert not at.exception
+    table = _table(at, "ECE")
+    assert len(table) == 2 and table["set"].iloc[1].startswith("temperature T =")
+    at = _app("pages/models.py")
+    assert not at.exception and len(at.dataframe) >= 1
+
+
+def test_uploading_a_real_test_image_yields_probabilities(pneumonia_image, tmp_path):
+    at = _app("pages/predict.py", timeout=300)
+    # AppTest has no file_uploader element: the page reads uploads from session state like the widget would
+    pytest.importorskip("streamlit.testing.v1")
+    from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
+
+    rec = UploadedFileRec(file_id="1", name=pneumonia_image.name, type="image/jpeg", data=pneumonia_image.read_bytes())
+    at.session_state["uploads"] = [UploadedFile(rec, None)]
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    table = _table(at, "predicted")
+    assert len(table) >= 1
+    probs = table[[c for c in ("NORMAL", "PNEUMONIA") if c in table]].iloc[0].to_numpy(dtype=float)
+    assert np.isclose(probs.sum(), 1.0, atol=1e-4)
+
+
+def test_sources_degrade_cleanly_offline(tmp_path):
+    at = _app(source_kind="Hugging Face Hub", hub_repo="nobody/not-cached-anywhere")
+    assert not at.exception
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert "Using the bundled demo models" in captions
+    at = _app(source_kind="Local checkpoints folder", local_dir=str(tmp_path / "missing"))
+    assert not at.exception
+    assert "Using the bundled demo models" in " ".join(c.value for c in at.sidebar.caption)
