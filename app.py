@@ -11,15 +11,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pages._common import SOURCES, current_source, state  # noqa: E402
 from pneumo_core.sources import DEFAULT_REPO  # noqa: E402
 
-st.set_page_config(page_title="Pneumo Explorer", page_icon="🫁", layout="wide")
+st.set_page_config(page_title="Pneumo Explorer", page_icon=":material/pulmonology:", layout="wide")
+st.session_state["_via_app"] = True  # see pages/_common.start_page
 
 PAGES = [
-    st.Page("pages/predict.py", title="Predict", icon="🔍", url_path="predict", default=True),
-    st.Page("pages/compare.py", title="Compare heatmaps", icon="🗺️", url_path="compare"),
-    st.Page("pages/thresholds.py", title="Thresholds", icon="🎚️", url_path="thresholds"),
-    st.Page("pages/calibration.py", title="Calibration", icon="📐", url_path="calibration"),
-    st.Page("pages/errors.py", title="Errors", icon="⚠️", url_path="errors"),
-    st.Page("pages/models.py", title="Models", icon="📊", url_path="models"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/search:", url_path="predict", default=True),
+    st.Page("pages/compare.py", title="Compare heatmaps", icon=":material/compare:", url_path="compare"),
+    st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:", url_path="thresholds"),
+    st.Page("pages/calibration.py", title="Calibration", icon=":material/straighten:", url_path="calibration"),
+    st.Page("pages/errors.py", title="Errors", icon=":material/error:", url_path="errors"),
+    st.Page("pages/models.py", title="Models", icon=":material/table_chart:", url_path="models"),
 ]
 page = st.navigation(PAGES)
 

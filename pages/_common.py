@@ -21,8 +21,20 @@ DATA_HINT = ("Set a dataset folder in the sidebar (a Kermany layout: `chest_xray
              "to see the images.")
 
 
-def footer() -> None:
-    """The "not for clinical use" line, once per page, right under its title."""
+def start_page(title: str) -> None:
+    """Every page begins here: its title and, once, quietly, the "not for clinical use" line.
+
+    With a ``pages/`` folder beside ``app.py``, Streamlit starts in its legacy multipage mode and a
+    deep link (``/thresholds?threshold=0.3``) would run the page file alone, without ``app.py``'s
+    navigation and sidebar, until ``st.navigation`` has run once in the process. A page entered that
+    way switches the process to ``st.navigation`` mode and reruns through ``app.py``.
+    """
+    if not st.session_state.get("_via_app"):
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    st.title(title)
     st.caption(NOT_FOR_CLINICAL_USE)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import footer, choose_set, prediction_set, predictions_root
+from pages._common import start_page, choose_set, prediction_set, predictions_root
 from pneumo_core.calibration import (
     binary_reliability,
     brier,
@@ -15,8 +15,7 @@ from pneumo_core.calibration import (
 )
 from pneumo_core.charts import reliability_figure
 
-st.title("Calibration")
-footer()
+start_page("Calibration")
 root = predictions_root()
 opt = choose_set(root, ("binary", "three_class"), key="cal_model")
 if opt is None:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import footer, current_source, data_dir, model_keys, predictor
+from pages._common import start_page, current_source, data_dir, model_keys, predictor
 from pneumo_core.data import kermany_splits
 from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.gradcam import METHODS, explain, overlay, own_scale, shared_scale
 from pneumo_core.images import load_grayscale
 
-st.title("Compare heatmaps")
-footer()
+start_page("Compare heatmaps")
 source, src_label = current_source()
 keys = [k for k in model_keys(source) if "/seed" not in k]
 preferred = [k for k in ("binary/resnet18", "binary/densenet121") if k in keys]

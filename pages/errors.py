@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages._common import footer, DATA_HINT, choose_set, current_source, image_path, model_keys, prediction_set, predictions_root, predictor
+from pages._common import start_page, DATA_HINT, choose_set, current_source, image_path, model_keys, prediction_set, predictions_root, predictor
 from pneumo_core.charts import confusion_figure
 from pneumo_core.gradcam import explain, overlay
 from pneumo_core.images import load_grayscale
 from pneumo_core.metrics import multiclass_summary
 
-st.title("Errors")
-footer()
+start_page("Errors")
 root = predictions_root()
 opt = choose_set(root, ("three_class", "binary"), key="err_model")
 if opt is None:

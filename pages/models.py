@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import footer, index, predictions_root
+from pages._common import start_page, index, predictions_root
 from pneumo_core.charts import learning_curve_figure
 from pneumo_core.zoo import results_table, run_info
 
-st.title("Models")
-footer()
+start_page("Models")
 root = predictions_root()
 
 

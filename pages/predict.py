@@ -8,15 +8,14 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages._common import footer, current_source, model_keys, predictor
+from pages._common import start_page, current_source, model_keys, predictor
 from pneumo_core.errors import ImageLoadError
 from pneumo_core.gradcam import COLORMAPS, METHODS, explain, overlay
 from pneumo_core.images import load_grayscale
 from pneumo_core.inference import Ensemble, Hierarchical
 from pneumo_core.ood import default_gate
 
-st.title("Predict")
-footer()
+start_page("Predict")
 source, src_label = current_source()
 keys = [k for k in model_keys(source) if "/seed" not in k]
 if not keys:

@@ -5,15 +5,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._common import footer, DATA_HINT, choose_set, image_path, prediction_set, predictions_root
+from pages._common import start_page, DATA_HINT, choose_set, image_path, prediction_set, predictions_root
 from pneumo_core.bootstrap import bootstrap_binary
 from pneumo_core.charts import confusion_figure, pr_figure, roc_figure
 from pneumo_core.data import subtype_of
 from pneumo_core.metrics import average_precision, auroc, by_group, pr_curve, prevalence_adjusted, roc_curve
 from pneumo_core.thresholds import ThresholdSweep, choose
 
-st.title("Thresholds")
-footer()
+start_page("Thresholds")
 root = predictions_root()
 opt = choose_set(root, ("binary", "three_class"), key="thr_model")
 if opt is None:
