@@ -40,8 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", default=None, help="imagenet | scratch | PATH (default: imagenet where available)")
     p.add_argument("--seed", type=int, nargs="+", default=[0])
     p.add_argument("--data-dir", default="../shared/data/chest_xray")
-    p.add_argument("--out", default="checkpoints_out", help="writes OUT/checkpoints/<task>/<arch>_seed<n>.pt, "
-                   "OUT/runs/, OUT/predictions/ (default: ./checkpoints_out)")
+    p.add_argument("--out", default="checkpoints", help="writes OUT/checkpoints/<task>/<arch>_seed<n>.pt, "
+                   "OUT/runs/, OUT/predictions/ (default: ./checkpoints)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--head-epochs", type=int, default=0, help="head-only epochs on the frozen backbone first")

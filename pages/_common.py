@@ -146,6 +146,16 @@ def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> tuple[str, str, 
     return opts[labels.index(choice)]
 
 
+def val_and_test(tasks: tuple[str, ...], key: str) -> tuple[tuple[str, str, int], Predictions, Predictions]:
+    """The page's chosen prediction set: (task, arch, seed), its validation and test tables; stops the page
+    when there is none."""
+    root = predictions_root()
+    opt = choose_set(root, tasks, key)
+    if opt is None:
+        st.stop()
+    return opt, prediction_set(str(root), *opt, "val"), prediction_set(str(root), *opt, "test")
+
+
 def image_path(image_id: str) -> Path | None:
     d = data_dir()
     if d is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import start_page, current_source, data_dir, model_keys, predictor
+from pages._common import current_source, data_dir, model_keys, predictor, start_page
 from pneumo_core.data import kermany_splits
 from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.gradcam import METHODS, explain, overlay, own_scale, shared_scale

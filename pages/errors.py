@@ -4,25 +4,21 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages._common import start_page, DATA_HINT, choose_set, current_source, image_path, model_keys, prediction_set, predictions_root, predictor
+from pages._common import DATA_HINT, current_source, image_path, model_keys, predictions_root, predictor, start_page, val_and_test
 from pneumo_core.charts import confusion_figure
 from pneumo_core.gradcam import explain, overlay
 from pneumo_core.images import load_grayscale
 from pneumo_core.metrics import multiclass_summary
 
 start_page("Errors")
+opt, val, test = val_and_test(("three_class", "binary"), key="err_model")
 root = predictions_root()
-opt = choose_set(root, ("three_class", "binary"), key="err_model")
-if opt is None:
-    st.stop()
-test = prediction_set(str(root), *opt, "test")
 classes = list(test.classes)
 probs, y = test.probs, test.y_true
 
 if test.is_binary:
     from pneumo_core.thresholds import choose
 
-    val = prediction_set(str(root), *opt, "val")
     t = choose(val.y_binary, val.p_positive, "youden").threshold
     pred = (test.p_positive >= t).astype(int)
     st.caption(f"Threshold {t:.3f} (Youden's J on validation).")

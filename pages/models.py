@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import start_page, index, predictions_root
+from pages._common import index, predictions_root, start_page
 from pneumo_core.charts import learning_curve_figure
 from pneumo_core.zoo import results_table, run_info
 

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages._common import start_page, current_source, model_keys, predictor
+from pages._common import current_source, model_keys, predictor, start_page
 from pneumo_core.errors import ImageLoadError
 from pneumo_core.gradcam import COLORMAPS, METHODS, explain, overlay
 from pneumo_core.images import load_grayscale

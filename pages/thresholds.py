@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._common import start_page, DATA_HINT, choose_set, image_path, prediction_set, predictions_root
+from pages._common import DATA_HINT, image_path, predictions_root, start_page, val_and_test
 from pneumo_core.bootstrap import bootstrap_binary
 from pneumo_core.charts import confusion_figure, pr_figure, roc_figure
 from pneumo_core.data import subtype_of
@@ -13,12 +13,8 @@ from pneumo_core.metrics import average_precision, auroc, by_group, pr_curve, pr
 from pneumo_core.thresholds import ThresholdSweep, choose
 
 start_page("Thresholds")
+opt, val, test = val_and_test(("binary", "three_class"), key="thr_model")
 root = predictions_root()
-opt = choose_set(root, ("binary", "three_class"), key="thr_model")
-if opt is None:
-    st.stop()
-val = prediction_set(str(root), *opt, "val")
-test = prediction_set(str(root), *opt, "test")
 if not test.is_binary:
     st.caption("Binary view of a three-class model: P(pneumonia) = P(bacteria) + P(virus).")
 

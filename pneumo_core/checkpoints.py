@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .errors import ArchitectureMismatchError, CheckpointError, UnsafeCheckpointError
 from .models import ARCHS, get_arch
 from .preprocessing import Preprocessing
@@ -74,22 +73,6 @@ class Checkpoint:
         return build_from_state(self.meta.arch, self.meta.n_outputs, self.state_dict, self.path or "checkpoint")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
-
-
 def save_checkpoint(
     path: str | Path,
     state_dict: dict[str, torch.Tensor],
@@ -108,7 +91,7 @@ def save_checkpoint(
     }
     if extra:
         payload.update(extra)
-    _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 
@@ -290,7 +273,7 @@ def export_safetensors(ckpt: Checkpoint, path: str | Path, dtype: torch.dtype = 
     meta = {"pneumo": json.dumps(ckpt.meta.to_dict()), "metrics": json.dumps(_jsonable(ckpt.metrics)),
             "epoch": str(ckpt.epoch), "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = Path(path)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return path
 
 

@@ -1,26 +1,12 @@
 """Export a checkpoint's model: TorchScript, ONNX, or fp16 safetensors (the bundled format)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write
 from .checkpoints import Checkpoint, export_safetensors
-
-
-def _atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
@@ -34,11 +20,11 @@ def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
     if fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(model, example)
-        return _atomic(out, lambda tmp: traced.save(tmp))
+        return atomic_write(out, lambda tmp: traced.save(tmp))
     if fmt == "onnx":
         def write(tmp: str) -> None:
             torch.onnx.export(model, (example,), tmp, input_names=["image"], output_names=["logits"],
                               dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                               dynamo=False)
-        return _atomic(out, write)
+        return atomic_write(out, write)
     raise ValueError(f"unknown export format {fmt!r}; use torchscript, onnx or safetensors")

@@ -8,8 +8,6 @@ threshold is a high percentile of held-out training scores. The app warns above 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +17,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 
+from .atomic import atomic_write
 from .models import build_model
 from .preprocessing import Preprocessing, to_tensor
 
@@ -105,14 +104,12 @@ class OODGate:
     _SCALARS = ("residual_scale", "feature_threshold", "layout_threshold", "percentile", "threshold")
 
     def save(self, path: str | Path = DEFAULT_PATH) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(fd)
-        np.savez_compressed(tmp, **{k: getattr(self, k).astype(np.float32) for k in self._ARRAYS},
-                            meta=np.array(json.dumps({k: float(getattr(self, k)) for k in self._SCALARS})))
-        os.replace(tmp, path)
-        return path
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+                np.savez_compressed(f, **{k: getattr(self, k).astype(np.float32) for k in self._ARRAYS},
+                                    meta=np.array(json.dumps({k: float(getattr(self, k)) for k in self._SCALARS})))
+
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PATH) -> "OODGate":

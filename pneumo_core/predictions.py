@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write
 from .errors import PredictionFileError
 from .tasks import TASKS, get_task
 
@@ -147,20 +146,13 @@ def validate(df: pd.DataFrame, source: str) -> Predictions:
 
 def write_predictions(pred: Predictions, path: str | Path) -> Path:
     """Write CSV or parquet (by suffix) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if path.suffix == ".parquet":
+    def write(tmp: str) -> None:
+        if Path(path).suffix == ".parquet":
             pred.frame.to_parquet(tmp, index=False)
         else:
             pred.frame.to_csv(tmp, index=False, float_format="%.8g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def _from_probs_json(obj: dict, source: str) -> Predictions:

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write
 from .checkpoints import CheckpointMeta, export_safetensors, load_checkpoint, save_checkpoint, torch_load_safe
 from .data import data_fingerprint, for_task, kermany_splits
 from .images import load_grayscale
@@ -108,11 +108,11 @@ def load_array(frame: pd.DataFrame, size: int, cache_dir: str | None = None, des
     arr = np.empty((len(frame), size, size), dtype=np.uint8)
     for i, p in enumerate(tqdm(frame["path"], desc=f"loading {desc}", leave=False)):
         arr[i] = np.rint(resize_gray(load_grayscale(p), size) * 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-    os.close(fd)
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
+            np.save(f, arr)
+
+    atomic_write(path, save)
     return arr
 
 
@@ -255,11 +255,7 @@ class RunPaths:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=float)))
 
 
 def _subset(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
@@ -447,12 +443,7 @@ def select_best_seed(out: str | Path, task: str, arch: str, seeds: list[int]) ->
             best, best_val = RunPaths.of(cfg).checkpoint, val
     if best is None:
         return None
-    target = out / checkpoint_relpath(task, arch)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".pt")
-    os.close(fd)
-    shutil.copyfile(best, tmp)
-    os.replace(tmp, target)
-    return target
+    return atomic_write(out / checkpoint_relpath(task, arch), lambda tmp: shutil.copyfile(best, tmp))
 
 
 def bundle(checkpoint: str | Path, assets_dir: str | Path) -> Path:
