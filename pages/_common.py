@@ -127,13 +127,42 @@ def set_options(root: Path, tasks: tuple[str, ...]) -> list[tuple[str, str, int]
     return out
 
 
+COMPUTED = -2  # seed marker: predictions computed now from a source model on the dataset folder
+
+
 def label(opt: tuple[str, str, int]) -> str:
     task, arch, seed = opt
+    if seed == COMPUTED:
+        return f"{task} · {arch} · computed on the dataset folder"
     return f"{task} · {arch}" + (f" · seed {seed}" if seed >= 0 else "")
 
 
+def source_options(tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """With a dataset folder set, every model of the current source can be evaluated on it."""
+    if data_dir() is None:
+        return []
+    source, _ = current_source()
+    return [(k.split("/")[0], k.split("/")[1], COMPUTED) for k in model_keys(source)
+            if "/seed" not in k and k.split("/")[0] in tasks]
+
+
+def computed_set(task: str, arch: str, split: str) -> Predictions:
+    """Predict a split of the dataset folder with a source model, with a progress bar (cached on disk)."""
+    from pneumo_core.data import kermany_splits
+    from pneumo_core.inference import predict_frame
+
+    source, src_label = current_source()
+    model = predictor(source, src_label, f"{task}/{arch}")
+    frame = kermany_splits(data_dir())[split]
+    bar = st.progress(0.0, text=f"Predicting the {split} split with {task}/{arch}…")
+    table = predict_frame(model, frame, split=split,
+                          progress=lambda done, total: bar.progress(done / total, text=f"{split}: {done}/{total} images"))
+    bar.empty()
+    return table
+
+
 def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> tuple[str, str, int] | None:
-    opts = set_options(root, tasks)
+    opts = set_options(root, tasks) + source_options(tasks)
     if not opts:
         st.info("No prediction files yet. Train models with `python train.py --zoo` or point the sidebar at a "
                 "local checkpoints folder that has `predictions/`.")
@@ -153,6 +182,12 @@ def val_and_test(tasks: tuple[str, ...], key: str) -> tuple[tuple[str, str, int]
     opt = choose_set(root, tasks, key)
     if opt is None:
         st.stop()
+    if opt[2] == COMPUTED:
+        try:
+            return opt, computed_set(opt[0], opt[1], "val"), computed_set(opt[0], opt[1], "test")
+        except PneumoError as exc:
+            st.error(str(exc))
+            st.stop()
     return opt, prediction_set(str(root), *opt, "val"), prediction_set(str(root), *opt, "test")
 
 

@@ -111,3 +111,16 @@ def test_sources_degrade_cleanly_offline(tmp_path):
     at = _app(source_kind="Local checkpoints folder", local_dir=str(tmp_path / "missing"))
     assert not at.exception
     assert "Using the bundled demo models" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_a_source_model_is_evaluated_on_the_dataset_folder(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    at = _app("pages/calibration.py", timeout=600, data_dir=str(data_dir))
+    sel = at.selectbox(key="cal_model")
+    computed = [o for o in sel.options if "computed on the dataset folder" in o]
+    assert computed, sel.options
+    sel.set_value(computed[0]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    table = _table(at, "ECE")
+    assert len(table) == 1 and 0 <= table["ECE"].iloc[0] <= 1
+    assert list(tmp_path.glob("predictions/*.parquet"))  # cached for the next visit
