@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import predictions_root, start_page, val_and_test
+from pages._common import start_page, val_and_test
 from pneumo_core.calibration import (
     binary_reliability,
     brier,
@@ -17,7 +17,6 @@ from pneumo_core.charts import reliability_figure
 
 start_page("Calibration")
 opt, val, test = val_and_test(("binary", "three_class"), key="cal_model")
-root = predictions_root()
 c1, c2, c3 = st.columns(3)
 n_bins = c1.slider("Bins", 5, 30, 15, key="bins")
 strategy = c2.radio("Bins", ["uniform", "quantile"], horizontal=True, key="strategy",

@@ -4,15 +4,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages._common import DATA_HINT, current_source, image_path, model_keys, predictions_root, predictor, start_page, val_and_test
+from pages._common import DATA_HINT, current_source, image_path, model_keys, predictor, start_page, val_and_test
 from pneumo_core.charts import confusion_figure
 from pneumo_core.gradcam import explain, overlay
 from pneumo_core.images import load_grayscale
-from pneumo_core.metrics import multiclass_summary
+from pneumo_core.metrics import binary_at, multiclass_summary
 
 start_page("Errors")
 opt, val, test = val_and_test(("three_class", "binary"), key="err_model")
-root = predictions_root()
 classes = list(test.classes)
 probs, y = test.probs, test.y_true
 
@@ -22,7 +21,8 @@ if test.is_binary:
     t = choose(val.y_binary, val.p_positive, "youden").threshold
     pred = (test.p_positive >= t).astype(int)
     st.caption(f"Threshold {t:.3f} (Youden's J on validation).")
-    cm = [[int(((y == a) & (pred == b)).sum()) for b in (0, 1)] for a in (0, 1)]
+    m = binary_at(test.y_binary, test.p_positive, t)
+    cm = [[m["tn"], m["fp"]], [m["fn"], m["tp"]]]
 else:
     pred = probs.argmax(1)
     cm = multiclass_summary(y, probs, classes)["confusion_matrix"]

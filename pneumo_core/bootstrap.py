@@ -87,7 +87,7 @@ def bootstrap_binary(
     if "ece" in metrics:
         edges = bin_edges(p, n_bins, "uniform")
         onehot = np.eye(len(edges) - 1)[bin_index(p, edges)]  # (N, bins)
-        cnt, sconf, shit = w @ onehot, w @ (onehot * p[:, None]), w @ (onehot * y[:, None])
+        sconf, shit = w @ (onehot * p[:, None]), w @ (onehot * y[:, None])
         samples["ece"] = np.abs(sconf - shit).sum(1) / len(y)
     full = point_estimates(y, p, threshold, n_bins)
     alpha = (1 - level) / 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .cli import command
-from .errors import ImageLoadError, PneumoError
+from .errors import ImageLoadError
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
@@ -134,5 +134,3 @@ def _export(args: argparse.Namespace) -> int:
     print(f"wrote {path}")
     return 0
 
-
-__all__ = ["PneumoError"]

@@ -11,7 +11,6 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .bootstrap import mean_std

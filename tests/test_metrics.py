@@ -9,7 +9,6 @@ from sklearn import metrics as skm
 
 from pneumo_core.metrics import (
     auroc,
-    average_precision,
     binary_at,
     binary_summary,
     by_group,
