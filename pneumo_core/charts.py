@@ -15,25 +15,27 @@ def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
     return fig
 
 
-def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, point: tuple[float, float] | None = None) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"ROC (AUROC {auc:.3f})"))
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance"))
+def _curve_figure(x: np.ndarray, y: np.ndarray, name: str, title: str, xtitle: str, ytitle: str,
+                  point: tuple[float, float] | None, chance: bool = False) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name=name))
+    if chance:
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance"))
     if point is not None:
         fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(size=12, color="red"),
                                  name="current threshold"))
-    fig.update_xaxes(title="1 - specificity", range=[0, 1])
-    fig.update_yaxes(title="sensitivity", range=[0, 1.02])
-    return _layout(fig, "ROC curve")
+    fig.update_xaxes(title=xtitle, range=[0, 1])
+    fig.update_yaxes(title=ytitle, range=[0, 1.02])
+    return _layout(fig, title)
+
+
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, point: tuple[float, float] | None = None) -> go.Figure:
+    return _curve_figure(fpr, tpr, f"ROC (AUROC {auc:.3f})", "ROC curve", "1 - specificity", "sensitivity", point,
+                         chance=True)
 
 
 def pr_figure(recall: np.ndarray, precision: np.ndarray, ap: float, point: tuple[float, float] | None = None) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=recall, y=precision, mode="lines", name=f"PR (AP {ap:.3f})"))
-    if point is not None:
-        fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(size=12, color="red"),
-                                 name="current threshold"))
-    fig.update_xaxes(title="recall (sensitivity)", range=[0, 1])
-    fig.update_yaxes(title="precision (PPV)", range=[0, 1.02])
-    return _layout(fig, "Precision-recall curve")
+    return _curve_figure(recall, precision, f"PR (AP {ap:.3f})", "Precision-recall curve", "recall (sensitivity)",
+                         "precision (PPV)", point)
 
 
 def confusion_figure(cm: Sequence[Sequence[int]], labels: Sequence[str], title: str = "Confusion matrix") -> go.Figure:

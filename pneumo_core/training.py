@@ -23,7 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
-from .checkpoints import CheckpointMeta, export_safetensors, load_checkpoint, save_checkpoint, torch_load_safe
+from .checkpoints import (CheckpointMeta, export_safetensors, file_fingerprint, load_checkpoint, save_checkpoint,
+                          torch_load_safe)
 from .data import data_fingerprint, for_task, kermany_splits
 from .images import load_grayscale
 from .metrics import auroc, log_loss, multiclass_summary
@@ -399,8 +400,6 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         meta.threshold = choose(targets["val"], probs["val"][:, 1], "youden").threshold
     save_checkpoint(paths.checkpoint, model.state_dict(), meta, epoch=len([h for h in history if h["phase"] == "finetune"]),
                     metrics={f"val_{k}": v for k, v in (best_metrics or {}).items()})
-    from .checkpoints import file_fingerprint
-
     fp = file_fingerprint(paths.checkpoint)
     for k, path in (("val", paths.pred_val), ("test", paths.pred_test)):
         f = frames[k]
