@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from .checkpoints import Checkpoint
 from .data import ImageDataset, data_fingerprint, for_task
 from .errors import CheckpointError
+from .frozen import freeze
 from .images import ImageSource, load_grayscale
 from .predictions import Predictions, make_table, read_predictions, write_predictions
 from .preprocessing import Preprocessing, normalise, to_tensor
@@ -26,12 +27,16 @@ Progress = Callable[[int, int], None]  # (done, total)
 class Predictor:
     """One checkpoint's model with its own preprocessing. ``lock`` serialises hook-based work (CAMs).
 
-    precision: ``auto`` runs bf16 autocast where the CPU has native bf16 (2-3x faster here, measured in
-    bench/inference_bench.py; probabilities move by ~1e-3), ``fp32`` runs full precision.
+    precision: ``fp32`` (default) gives exact probabilities. ``bf16`` (or ``auto``: bf16 where the CPU
+    has it natively) is about 2x faster here but approximate: measured on the bundled models
+    (bench/inference_bench.py), probabilities move by up to ~0.02 for ResNet18/DenseNet121 and up to
+    ~0.25 for EfficientNet-Lite0, enough to flip decisions; use it for quick looks, not for operating points.
+    Dataset inference (``batch_logits``) runs a fast copy of the model (pneumo_core.frozen: BatchNorm
+    folded; built on first use); single images and CAMs run the eager model.
     """
 
-    def __init__(self, ckpt: Checkpoint, device: str = "cpu", precision: str = "auto",
-                 channels_last: bool = True) -> None:
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", precision: str = "fp32",
+                 channels_last: bool = True, graph: bool = True) -> None:
         self.ckpt = ckpt
         self.meta = ckpt.meta
         self.task = get_task(ckpt.meta.task)
@@ -42,30 +47,50 @@ class Predictor:
         from .training import cpu_supports_bf16
 
         if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError("precision must be auto, fp32 or bf16")
+            raise ValueError("precision must be fp32, bf16 or auto")
         self.bf16 = precision == "bf16" or (precision == "auto" and (self.device.type == "cuda" or cpu_supports_bf16()))
         self.channels_last = channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.lock = threading.RLock()
+        self.use_graph = graph and self.device.type == "cpu"
+        self._graph: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._graph_lock = threading.Lock()
         self.fingerprint = ckpt.fingerprint or "unsaved"
         self.name = f"{self.meta.arch}" + (f"/seed{self.meta.seed}" if self.meta.seed is not None else "")
 
     @property
     def key(self) -> str:
-        """Identifies weights + preprocessing (cache keys)."""
-        return f"{self.fingerprint}-{self.prep.key()}"
+        """Identifies weights + preprocessing + precision (cache keys)."""
+        return f"{self.fingerprint}-{self.prep.key()}" + ("-bf16" if self.bf16 else "")
 
     def tensor(self, gray: np.ndarray) -> torch.Tensor:
         return to_tensor(gray, self.prep)
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits of a normalised batch through the eager model."""
         x = batch.to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.model(x).float().cpu()
+
+    def _frozen(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        with self._graph_lock:
+            if self._graph is None and self.use_graph:
+                try:
+                    self._graph = freeze(self.model, self.prep.image_size, self.prep.channels, self.bf16)
+                except Exception:  # noqa: BLE001 - a model TorchScript cannot trace runs eagerly
+                    self.use_graph = False
+            return self._graph
+
+    @torch.inference_mode()
+    def batch_logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits of a normalised batch through the fast copy (the eager model where there is none).
+        In fp32 they equal ``logits`` within ~1e-5 (BatchNorm folding reorders the arithmetic)."""
+        graph = self._frozen() if self.use_graph else None
+        return graph(batch.to(self.device)).cpu() if graph is not None else self.logits(batch)
 
     def predict_grays(self, grays: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, K) of grayscale [0, 1] arrays."""
@@ -154,7 +179,7 @@ def _batched_probs(model, frame: pd.DataFrame, batch_size: int, num_workers: int
     for m in members:
         chunks = []
         for x, _, _ in _loader(frame, m.prep, batch_size, num_workers):
-            chunks.append(logits_to_probs(m.logits(normalise(x, m.prep))))
+            chunks.append(logits_to_probs(m.batch_logits(normalise(x, m.prep))))
             done += len(x)
             if progress:
                 progress(done, total)

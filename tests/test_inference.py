@@ -47,6 +47,31 @@ def _pred(source, key):
     return Predictor(source.load(key))
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_copy_folds_batchnorm_and_matches_eager(source, arch, test_frame):
+    from pneumo_core.frozen import fold_batchnorm
+
+    p = _pred(source, f"binary/{arch}/seed0")
+    x = torch.stack([p.tensor(load_grayscale(f)) for f in test_frame["path"][:6]])
+    n_bn = lambda m: sum(isinstance(k, torch.nn.BatchNorm2d) for k in m.modules())  # noqa: E731
+    before = n_bn(p.model)
+    folded = n_bn(fold_batchnorm(p.model))
+    assert folded == 0 if arch != "densenet121" else folded < before  # DenseNet's pre-activation BNs stay
+    np.testing.assert_allclose(p.batch_logits(x).numpy(), p.logits(x).numpy(), atol=1e-4)
+    assert n_bn(p.model) == before  # the eager model (CAM hooks) is untouched
+
+
+def test_bf16_mode_is_cached_apart(source, test_frame, tmp_path):
+    ck = source.load("binary/resnet18/seed0")
+    exact, fast = Predictor(ck), Predictor(ck, precision="bf16")
+    assert exact.key != fast.key
+    a = predict_frame(exact, test_frame, cache_dir=tmp_path)
+    b = predict_frame(fast, test_frame, cache_dir=tmp_path)
+    assert len(list((tmp_path / "predictions").glob("*.parquet"))) == 2
+    np.testing.assert_allclose(b.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(b.probs - a.probs).max() < 0.05  # approximate, not another model
+
+
 def test_batched_equals_per_image_and_cache_hits(source, test_frame, tmp_path):
     p = _pred(source, "binary/resnet18/seed0")
     loop = predict_loop(p, test_frame)
