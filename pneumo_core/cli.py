@@ -87,14 +87,25 @@ def _bundle_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("zoo", help="the folder train.py --zoo wrote")
     p.add_argument("--data-dir", default="../shared/data/chest_xray")
     p.add_argument("--assets", default=None, help="default: the repo's assets/")
+    p.add_argument("--repredict", action="store_true",
+                   help="first rewrite every seed's prediction files through the fp32 inference path")
 
 
 @command("zoo-bundle", _bundle_args)
 def _bundle(args: argparse.Namespace) -> int:
     """Copy a trained zoo's predictions and logs into assets/, export best seeds as fp16 safetensors,
     add the hierarchical model's predictions, write assets/results.{csv,md}."""
-    from .zoo import ASSETS, bundle, to_markdown
+    from tqdm import tqdm
 
+    from .zoo import ASSETS, bundle, repredict, to_markdown
+
+    if args.repredict:
+        with tqdm(desc="re-predicting", unit="img") as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total, bar.n = total, done
+                bar.refresh()
+
+            print(f"re-predicted {len(repredict(args.zoo, args.data_dir, progress))} prediction files")
     print(to_markdown(bundle(args.zoo, args.data_dir, args.assets or ASSETS)), end="")
     return 0
 

@@ -97,6 +97,16 @@ def ensemble_sets(root: str | Path, task: str) -> tuple[Predictions, Predictions
     return ensemble([v for v, _ in sets], name), ensemble([t for _, t in sets], name)
 
 
+def seed_ensemble_sets(root: str | Path, task: str, arch: str) -> tuple[Predictions, Predictions] | None:
+    """The probability average of all seeds of one architecture (val, test); None under two seeds."""
+    idx = prediction_index(root)
+    seeds = sorted(idx[(idx.task == task) & (idx.arch == arch) & (idx.seed >= 0)].seed.unique())
+    if len(seeds) < 2:
+        return None
+    name = f"{arch} ({len(seeds)}-seed ensemble)"
+    return tuple(ensemble([load_set(root, task, arch, s, split) for s in seeds], name) for split in ("val", "test"))
+
+
 def results_table(root: str | Path = ASSETS) -> pd.DataFrame:
     """Per (task, model): mean ± std over seeds on test (thresholds from validation), plus ensembles
     and the hierarchical model; recipe columns from each run's metrics.json."""
@@ -108,7 +118,8 @@ def results_table(root: str | Path = ASSETS) -> pd.DataFrame:
             continue
         if arch == "hierarchical":
             runs = [test_metrics(load_set(root, task, arch, -1, "val"), load_set(root, task, arch, -1, "test"))]
-            recipe = {"init": "stage A binary ensemble x stage B bacteria_virus", "image_size": "", "epochs": ""}
+            recipe = {"init": f"stage A binary {best_binary_arch(root) or '?'} (best val AUROC) x stage B bacteria_virus",
+                      "image_size": "", "epochs": ""}
         else:
             runs = [test_metrics(load_set(root, task, arch, s, "val"), load_set(root, task, arch, s, "test")) for s in seeds]
             cfg = run_info(root, task, Path(g.path.iloc[0]).stem.rsplit("_", 1)[0]).get("metrics", {}).get("config", {})
@@ -118,11 +129,18 @@ def results_table(root: str | Path = ASSETS) -> pd.DataFrame:
         rows.append({"task": task, "model": arch, "seeds": len(runs), **recipe,
                      **{k: f"{v['mean']:.3f} ± {v['std']:.3f}" if len(runs) > 1 else f"{v['mean']:.3f}"
                         for k, v in ms.items() if k != "threshold"}})
+    for (task, arch), g in idx[idx.seed >= 0].groupby(["task", "arch"], sort=True):
+        ens = seed_ensemble_sets(root, task, arch)
+        if ens is not None:
+            m = test_metrics(*ens)
+            rows.append({"task": task, "model": ens[1].frame["model"].iloc[0], "seeds": g.seed.nunique(),
+                         "init": "mean of the seeds' probabilities", "image_size": "", "epochs": "", **{k: f"{v:.3f}" for k, v in m.items() if k != "threshold"}})
     for task in sorted(idx.task.unique()):
         ens = ensemble_sets(root, task)
         if ens is not None:
             m = test_metrics(*ens)
             rows.append({"task": task, "model": ens[1].frame["model"].iloc[0], "seeds": 1, "init": "best seed of each",
+                         "image_size": "", "epochs": "",
                          **{k: f"{v:.3f}" for k, v in m.items() if k != "threshold"}})
     cols = ["task", "model", "seeds", "init", "image_size", "epochs", "accuracy", "recall", "specificity", "f1",
             "macro_f1", "f1_NORMAL", "f1_BACTERIA", "f1_VIRUS", "auroc"]
@@ -130,29 +148,62 @@ def results_table(root: str | Path = ASSETS) -> pd.DataFrame:
     return df[[c for c in cols if c in df.columns]].fillna("")
 
 
+def best_binary_arch(root: str | Path) -> str | None:
+    """The binary architecture whose best seed has the highest validation AUROC."""
+    idx = prediction_index(root)
+    archs = sorted(idx[(idx.task == "binary") & (idx.seed >= 0)].arch.unique())
+    scored = [(_val_score(load_set(root, "binary", a, best_seed(root, "binary", a), "val")), a) for a in archs]
+    return max(scored)[1] if scored else None
+
+
 def hierarchical_sets(zoo: str | Path, data_dir: str | Path, progress=None) -> tuple[Predictions, Predictions] | None:
-    """Stage A = the binary ensemble of best seeds, stage B = bacteria_virus densenet121, on val and test."""
+    """Stage A = the best binary model on validation (AUROC), stage B = the bacteria_virus model; val and test."""
     from .data import kermany_splits
-    from .inference import Ensemble, Hierarchical, Predictor, predict_frame
+    from .inference import Hierarchical, Predictor, predict_frame
     from .sources import LocalSource
 
     src = LocalSource(zoo)
     refs = src.list()
-    a_refs = [r for r in refs if r.task == "binary" and r.seed is None]
+    arch = best_binary_arch(zoo)
+    a_refs = [r for r in refs if r.task == "binary" and r.seed is None and r.arch == arch]
     b_refs = [r for r in refs if r.task == "bacteria_virus" and r.seed is None]
     if not a_refs or not b_refs:
         return None
-    stage_a = Ensemble([Predictor(src.load(r)) for r in a_refs])
-    stage_b = Predictor(src.load(b_refs[0]))
-    hier = Hierarchical(stage_a, stage_b)
+    hier = Hierarchical(Predictor(src.load(a_refs[0])), Predictor(src.load(b_refs[0])))
     splits = kermany_splits(data_dir)
     out = []
     for split in ("val", "test"):
-        t = predict_frame(hier, splits[split], split=split, progress=progress)
+        t = predict_frame(hier, splits[split], split=split, progress=progress, use_cache=False)
         f = t.frame
         out.append(make_table(f["image_id"], f["y_true"], t.probs, t.classes, paths=list(f["image_id"]), split=split,
                               model="hierarchical", task="three_class", seed=None, checkpoint=hier.key))
     return out[0], out[1]
+
+
+def repredict(zoo: str | Path, data_dir: str | Path, progress=None) -> list[Path]:
+    """Rewrite each seed's val/test prediction files from its checkpoint through the inference path in
+    fp32 (what the app computes), e.g. for runs whose training loop predicted under bf16."""
+    from .data import kermany_splits
+    from .inference import Predictor, predict_frame
+    from .sources import LocalSource
+
+    zoo = Path(zoo)
+    splits = kermany_splits(data_dir)
+    src = LocalSource(zoo)
+    written = []
+    for ref in src.list():
+        if ref.seed is None:
+            continue
+        predictor = Predictor(src.load(ref), precision="fp32")
+        for split in ("val", "test"):
+            t = predict_frame(predictor, splits[split], split=split, progress=progress, use_cache=False)
+            f = t.frame
+            table = make_table(f["image_id"], f["y_true"], t.probs, t.classes, paths=list(f["image_id"]), split=split,
+                               model=ref.arch, task=ref.task, seed=ref.seed, checkpoint=predictor.fingerprint)
+            dst = zoo / "predictions" / ref.task / f"{Path(ref.relpath).stem}_{split}.csv"
+            write_predictions(table, dst)
+            written.append(dst)
+    return written
 
 
 def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS) -> pd.DataFrame:
