@@ -87,6 +87,8 @@ def _bundle_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("zoo", help="the folder train.py --zoo wrote")
     p.add_argument("--data-dir", default="../shared/data/chest_xray")
     p.add_argument("--assets", default=None, help="default: the repo's assets/")
+    p.add_argument("--leave-out", nargs="*", default=[], metavar="TASK/ARCH",
+                   help="best checkpoints not to export (e.g. three_class/resnet18: assets/models stays under 100 MB)")
     p.add_argument("--repredict", action="store_true",
                    help="first rewrite every seed's prediction files through the fp32 inference path")
 
@@ -106,7 +108,7 @@ def _bundle(args: argparse.Namespace) -> int:
                 bar.refresh()
 
             print(f"re-predicted {len(repredict(args.zoo, args.data_dir, progress))} prediction files")
-    print(to_markdown(bundle(args.zoo, args.data_dir, args.assets or ASSETS)), end="")
+    print(to_markdown(bundle(args.zoo, args.data_dir, args.assets or ASSETS, args.leave_out)), end="")
     return 0
 
 

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -206,9 +207,11 @@ def repredict(zoo: str | Path, data_dir: str | Path, progress=None) -> list[Path
     return written
 
 
-def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS) -> pd.DataFrame:
+def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS,
+           leave_out: Sequence[str] = ()) -> pd.DataFrame:
     """Copy the zoo's prediction files and run logs into ``assets``, export each best checkpoint as fp16
-    safetensors, add the hierarchical predictions, and write the results table (CSV + Markdown)."""
+    safetensors (but those named ``task/arch`` in ``leave_out``, e.g. to keep assets/models under 100 MB),
+    add the hierarchical predictions, and write the results table (CSV + Markdown)."""
     from .training import bundle as export_best
 
     zoo, assets = Path(zoo), Path(assets)
@@ -223,7 +226,7 @@ def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS) -
     from .sources import LocalSource
 
     for ref in LocalSource(zoo).list():
-        if ref.seed is None:
+        if ref.seed is None and ref.key not in leave_out:
             export_best(zoo / ref.relpath, assets / "models")
     hier = hierarchical_sets(zoo, data_dir)
     if hier is not None:
