@@ -45,7 +45,7 @@ def speed(frame, gray: np.ndarray) -> None:
           f"{'fp32 |dp|':>11}{'GradCAM s':>11}")
     for arch in ("resnet18", "densenet121", "efficientnet_lite0"):
         ck = checkpoint(arch)
-        base = Predictor(ck, channels_last=False, graph=False)  # the published loop: eager fp32, one by one
+        base = Predictor(ck, channels_last=False, fast=False)  # the published loop: eager fp32, one by one
         exact, fast = Predictor(ck), Predictor(ck, precision="bf16")
         base.predict_grays([gray])
         for p in (exact, fast):  # warm-up, builds the fast copies

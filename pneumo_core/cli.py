@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from .errors import PneumoError
 
@@ -20,6 +21,19 @@ def command(name: str, add_arguments: Callable[[argparse.ArgumentParser], None])
         COMMANDS[name] = (add_arguments, run)
         return run
     return register
+
+
+@contextmanager
+def tqdm_progress(desc: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``(done, total)`` progress callback (what pneumo_core's long work takes) drawn as a tqdm bar."""
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit="img") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        yield progress
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -97,16 +111,10 @@ def _bundle_args(p: argparse.ArgumentParser) -> None:
 def _bundle(args: argparse.Namespace) -> int:
     """Copy a trained zoo's predictions and logs into assets/, export best seeds as fp16 safetensors,
     add the hierarchical model's predictions, write assets/results.{csv,md}."""
-    from tqdm import tqdm
-
     from .zoo import ASSETS, bundle, repredict, to_markdown
 
     if args.repredict:
-        with tqdm(desc="re-predicting", unit="img") as bar:
-            def progress(done: int, total: int) -> None:
-                bar.total, bar.n = total, done
-                bar.refresh()
-
+        with tqdm_progress("re-predicting") as progress:
             print(f"re-predicted {len(repredict(args.zoo, args.data_dir, progress))} prediction files")
     print(to_markdown(bundle(args.zoo, args.data_dir, args.assets or ASSETS, args.leave_out)), end="")
     return 0

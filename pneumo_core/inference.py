@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from .checkpoints import Checkpoint
 from .data import ImageDataset, data_fingerprint, for_task
 from .errors import CheckpointError
-from .frozen import freeze
+from .fast_copy import fast_copy
 from .images import ImageSource, load_grayscale
 from .predictions import Predictions, make_table, read_predictions, write_predictions
 from .preprocessing import Preprocessing, normalise, to_tensor
@@ -31,12 +31,12 @@ class Predictor:
     has it natively) is about 2x faster here but approximate: measured on the bundled models
     (bench/inference_bench.py), probabilities move by up to ~0.02 for ResNet18/DenseNet121 and up to
     ~0.25 for EfficientNet-Lite0, enough to flip decisions; use it for quick looks, not for operating points.
-    Dataset inference (``batch_logits``) runs a fast copy of the model (pneumo_core.frozen: BatchNorm
+    Dataset inference (``batch_logits``) runs a fast copy of the model (pneumo_core.fast_copy: BatchNorm
     folded; built on first use); single images and CAMs run the eager model.
     """
 
     def __init__(self, ckpt: Checkpoint, device: str = "cpu", precision: str = "fp32",
-                 channels_last: bool = True, graph: bool = True) -> None:
+                 channels_last: bool = True, fast: bool = True) -> None:
         self.ckpt = ckpt
         self.meta = ckpt.meta
         self.task = get_task(ckpt.meta.task)
@@ -53,9 +53,9 @@ class Predictor:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.lock = threading.RLock()
-        self.use_graph = graph and self.device.type == "cpu"
-        self._graph: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self._graph_lock = threading.Lock()
+        self.use_fast = fast and self.device.type == "cpu"
+        self._fast: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._fast_lock = threading.Lock()
         self.fingerprint = ckpt.fingerprint or "unsaved"
         self.name = f"{self.meta.arch}" + (f"/seed{self.meta.seed}" if self.meta.seed is not None else "")
 
@@ -76,21 +76,21 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.model(x).float().cpu()
 
-    def _frozen(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        with self._graph_lock:
-            if self._graph is None and self.use_graph:
+    def _fast_copy(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        with self._fast_lock:
+            if self._fast is None and self.use_fast:
                 try:
-                    self._graph = freeze(self.model, self.prep.image_size, self.prep.channels, self.bf16)
+                    self._fast = fast_copy(self.model, self.prep.image_size, self.prep.channels, self.bf16)
                 except Exception:  # noqa: BLE001 - a model TorchScript cannot trace runs eagerly
-                    self.use_graph = False
-            return self._graph
+                    self.use_fast = False
+            return self._fast
 
     @torch.inference_mode()
     def batch_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits of a normalised batch through the fast copy (the eager model where there is none).
         In fp32 they equal ``logits`` within ~1e-5 (BatchNorm folding reorders the arithmetic)."""
-        graph = self._frozen() if self.use_graph else None
-        return graph(batch.to(self.device)).cpu() if graph is not None else self.logits(batch)
+        fast = self._fast_copy() if self.use_fast else None
+        return fast(batch.to(self.device)).cpu() if fast is not None else self.logits(batch)
 
     def predict_grays(self, grays: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, K) of grayscale [0, 1] arrays."""

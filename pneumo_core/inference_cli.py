@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import command
+from .cli import command, tqdm_progress
 from .errors import ImageLoadError
 
 
@@ -91,8 +91,6 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .data import is_kermany, kermany_splits, load_dataset
     from .inference import Predictor, predict_frame
     from .predictions import write_predictions
@@ -107,16 +105,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         frame = splits[args.split]
     else:
         frame = load_dataset(args.data_dir)
-    bar = tqdm(total=len(frame), desc="predicting", unit="img")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    table = predict_frame(predictor, frame, split=args.split, batch_size=args.batch_size, num_workers=args.workers,
-                          progress=progress)
-    bar.close()
+    with tqdm_progress("predicting") as progress:
+        table = predict_frame(predictor, frame, split=args.split, batch_size=args.batch_size,
+                              num_workers=args.workers, progress=progress)
     write_predictions(table, args.out)
     print(f"wrote {args.out} ({len(table.frame)} predictions)")
     return 0

@@ -133,20 +133,21 @@ def results_table(root: str | Path = ASSETS) -> pd.DataFrame:
     for (task, arch), g in idx[idx.seed >= 0].groupby(["task", "arch"], sort=True):
         ens = seed_ensemble_sets(root, task, arch)
         if ens is not None:
-            m = test_metrics(*ens)
-            rows.append({"task": task, "model": ens[1].frame["model"].iloc[0], "seeds": g.seed.nunique(),
-                         "init": "mean of the seeds' probabilities", "image_size": "", "epochs": "", **{k: f"{v:.3f}" for k, v in m.items() if k != "threshold"}})
+            rows.append(_ensemble_row(task, ens, g.seed.nunique(), "mean of the seeds' probabilities"))
     for task in sorted(idx.task.unique()):
         ens = ensemble_sets(root, task)
         if ens is not None:
-            m = test_metrics(*ens)
-            rows.append({"task": task, "model": ens[1].frame["model"].iloc[0], "seeds": 1, "init": "best seed of each",
-                         "image_size": "", "epochs": "",
-                         **{k: f"{v:.3f}" for k, v in m.items() if k != "threshold"}})
+            rows.append(_ensemble_row(task, ens, 1, "best seed of each"))
     cols = ["task", "model", "seeds", "init", "image_size", "epochs", "accuracy", "recall", "specificity", "f1",
             "macro_f1", "f1_NORMAL", "f1_BACTERIA", "f1_VIRUS", "auroc"]
     df = pd.DataFrame(rows)
     return df[[c for c in cols if c in df.columns]].fillna("")
+
+
+def _ensemble_row(task: str, ens: tuple[Predictions, Predictions], seeds: int, init: str) -> dict:
+    m = test_metrics(*ens)
+    return {"task": task, "model": ens[1].frame["model"].iloc[0], "seeds": seeds, "init": init, "image_size": "",
+            "epochs": "", **{k: f"{v:.3f}" for k, v in m.items() if k != "threshold"}}
 
 
 def best_binary_arch(root: str | Path) -> str | None:
@@ -160,7 +161,7 @@ def best_binary_arch(root: str | Path) -> str | None:
 def hierarchical_sets(zoo: str | Path, data_dir: str | Path, progress=None) -> tuple[Predictions, Predictions] | None:
     """Stage A = the best binary model on validation (AUROC), stage B = the bacteria_virus model; val and test."""
     from .data import kermany_splits
-    from .inference import Hierarchical, Predictor, predict_frame
+    from .inference import Hierarchical, Predictor
     from .sources import LocalSource
 
     src = LocalSource(zoo)
@@ -172,20 +173,26 @@ def hierarchical_sets(zoo: str | Path, data_dir: str | Path, progress=None) -> t
         return None
     hier = Hierarchical(Predictor(src.load(a_refs[0])), Predictor(src.load(b_refs[0])))
     splits = kermany_splits(data_dir)
-    out = []
-    for split in ("val", "test"):
-        t = predict_frame(hier, splits[split], split=split, progress=progress, use_cache=False)
-        f = t.frame
-        out.append(make_table(f["image_id"], f["y_true"], t.probs, t.classes, paths=list(f["image_id"]), split=split,
-                              model="hierarchical", task="three_class", seed=None, checkpoint=hier.key))
-    return out[0], out[1]
+    val, test = (_predict_split(hier, splits[split], split, progress, model="hierarchical", task="three_class",
+                                seed=None, checkpoint=hier.key) for split in ("val", "test"))
+    return val, test
+
+
+def _predict_split(predictor, frame: pd.DataFrame, split: str, progress, **labels) -> Predictions:
+    """Fresh (uncached) predictions of one split, as a table fit to commit: image ids as paths, ``labels``
+    (model, task, seed, checkpoint) as given."""
+    from .inference import predict_frame
+
+    t = predict_frame(predictor, frame, split=split, progress=progress, use_cache=False)
+    f = t.frame
+    return make_table(f["image_id"], f["y_true"], t.probs, t.classes, paths=list(f["image_id"]), split=split, **labels)
 
 
 def repredict(zoo: str | Path, data_dir: str | Path, progress=None) -> list[Path]:
     """Rewrite each seed's val/test prediction files from its checkpoint through the inference path in
     fp32 (what the app computes), e.g. for runs whose training loop predicted under bf16."""
     from .data import kermany_splits
-    from .inference import Predictor, predict_frame
+    from .inference import Predictor
     from .sources import LocalSource
 
     zoo = Path(zoo)
@@ -197,10 +204,8 @@ def repredict(zoo: str | Path, data_dir: str | Path, progress=None) -> list[Path
             continue
         predictor = Predictor(src.load(ref), precision="fp32")
         for split in ("val", "test"):
-            t = predict_frame(predictor, splits[split], split=split, progress=progress, use_cache=False)
-            f = t.frame
-            table = make_table(f["image_id"], f["y_true"], t.probs, t.classes, paths=list(f["image_id"]), split=split,
-                               model=ref.arch, task=ref.task, seed=ref.seed, checkpoint=predictor.fingerprint)
+            table = _predict_split(predictor, splits[split], split, progress, model=ref.arch, task=ref.task,
+                                   seed=ref.seed, checkpoint=predictor.fingerprint)
             dst = zoo / "predictions" / ref.task / f"{Path(ref.relpath).stem}_{split}.csv"
             write_predictions(table, dst)
             written.append(dst)
@@ -212,6 +217,7 @@ def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS,
     """Copy the zoo's prediction files and run logs into ``assets``, export each best checkpoint as fp16
     safetensors (but those named ``task/arch`` in ``leave_out``, e.g. to keep assets/models under 100 MB),
     add the hierarchical predictions, and write the results table (CSV + Markdown)."""
+    from .sources import LocalSource
     from .training import bundle as export_best
 
     zoo, assets = Path(zoo), Path(assets)
@@ -223,8 +229,6 @@ def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS,
         dst = assets / f.relative_to(zoo)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, dst)
-    from .sources import LocalSource
-
     for ref in LocalSource(zoo).list():
         if ref.seed is None and ref.key not in leave_out:
             export_best(zoo / ref.relpath, assets / "models")

@@ -49,7 +49,7 @@ def _pred(source, key):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fast_copy_folds_batchnorm_and_matches_eager(source, arch, test_frame):
-    from pneumo_core.frozen import fold_batchnorm
+    from pneumo_core.fast_copy import fold_batchnorm
 
     p = _pred(source, f"binary/{arch}/seed0")
     x = torch.stack([p.tensor(load_grayscale(f)) for f in test_frame["path"][:6]])
