@@ -1,28 +1,15 @@
 """Pneumo Explorer: `streamlit run app.py`. Research and teaching only, not for clinical use."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from pages._common import SOURCES, current_source, state  # noqa: E402
-from pneumo_core.sources import DEFAULT_REPO  # noqa: E402
+from pages._common import SOURCES, current_source, navigation, state
+from pneumo_core.models.sources import DEFAULT_REPO
 
 st.set_page_config(page_title="Pneumo Explorer", page_icon=":material/pulmonology:", layout="wide")
-st.session_state["_via_app"] = True  # see pages/_common.start_page
+st.session_state["via_app"] = True  # see pages/_common.start_page
 
-PAGES = [
-    st.Page("pages/predict.py", title="Predict", icon=":material/search:", url_path="predict", default=True),
-    st.Page("pages/compare.py", title="Compare heatmaps", icon=":material/compare:", url_path="compare"),
-    st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:", url_path="thresholds"),
-    st.Page("pages/calibration.py", title="Calibration", icon=":material/straighten:", url_path="calibration"),
-    st.Page("pages/errors.py", title="Errors", icon=":material/error:", url_path="errors"),
-    st.Page("pages/models.py", title="Models", icon=":material/table_chart:", url_path="models"),
-]
-page = st.navigation(PAGES)
+page = navigation()
 
 with st.sidebar:
     st.markdown("### Pneumo Explorer")

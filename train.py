@@ -12,26 +12,10 @@ import sys
 from dataclasses import replace
 
 from pneumo_core.errors import PneumoError
-from pneumo_core.models import ARCHS
-from pneumo_core.tasks import TASKS
-from pneumo_core.training import TrainConfig, bundle, select_best_seed, train
-
-# The demo zoo: what each model costs on the 2-core CPU decided its resolution, epochs and seeds
-# (bench/train_bench.py). ImageNet weights exist offline only for EfficientNet-Lite0; the others
-# train from scratch at 128 px unless torchvision can get their ImageNet weights.
-ZOO: list[dict] = [
-    dict(task="binary", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=3,
-         freeze_fraction=0.4, seeds=[0, 1, 2]),
-    dict(task="three_class", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=2,
-         freeze_fraction=0.6, seeds=[0, 1, 2]),
-    dict(task="binary", arch="resnet18", init="scratch", image_size=128, epochs=8, seeds=[0, 1, 2]),
-    dict(task="binary", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
-    dict(task="binary", arch="custom_cnn", init="scratch", image_size=128, epochs=10, lr=1e-3, seeds=[0, 1, 2]),
-    dict(task="bacteria_virus", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
-    dict(task="three_class", arch="resnet18", init="scratch", image_size=128, epochs=8, seeds=[0, 1, 2]),
-    dict(task="three_class", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
-]
-
+from pneumo_core.models.networks import ARCHS
+from pneumo_core.data.tasks import TASKS
+from pneumo_core.training.loop import TrainConfig, select_best_seed, train
+from pneumo_core.training.zoo import ZOO, export_best
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             seeds = entry.pop("seeds")
             for seed in seeds:
                 train(replace(base, seed=seed, **entry), resume=a.resume or a.zoo)
-            best = select_best_seed(a.out, entry["task"], entry["arch"], seeds)
+            best = select_best_seed(a.out, entry["task"], entry["arch"])
             if best is not None:
                 print(f"best seed -> {best}")
                 if a.bundle:
-                    print(f"bundled -> {bundle(best, a.bundle)}")
+                    print(f"bundled -> {export_best(a.out, entry['task'], entry['arch'], a.bundle)}")
     except PneumoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

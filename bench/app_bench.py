@@ -9,7 +9,6 @@ prediction set into a temporary folder and points the app at it as a local folde
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,10 +16,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from pneumo_core.predictions import make_table, write_predictions  # noqa: E402
+from pneumo_core.evaluation.predictions import make_table, write_predictions  # noqa: E402
 
 
 def slider_ms(state: dict, moves: int = 10) -> float:

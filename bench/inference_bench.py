@@ -9,21 +9,19 @@ mode: the bundled trained models (assets/models) on the same test images, agains
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pneumo_core.checkpoints import Checkpoint, CheckpointMeta  # noqa: E402
-from pneumo_core.data import kermany_splits  # noqa: E402
-from pneumo_core.gradcam import explain  # noqa: E402
-from pneumo_core.images import load_grayscale  # noqa: E402
-from pneumo_core.inference import Predictor, predict_frame, predict_loop  # noqa: E402
-from pneumo_core.models import build_model  # noqa: E402
-from pneumo_core.sources import bundled_source  # noqa: E402
+from pneumo_core.models.checkpoints import Checkpoint, CheckpointMeta  # noqa: E402
+from pneumo_core.data.datasets import kermany_splits  # noqa: E402
+from pneumo_core.explain.cams import explain  # noqa: E402
+from pneumo_core.data.images import load_grayscale  # noqa: E402
+from pneumo_core.inference.predictors import Predictor, predict_frame, predict_loop  # noqa: E402
+from pneumo_core.models.networks import build_model  # noqa: E402
+from pneumo_core.models.sources import bundled_source  # noqa: E402
 
 
 def checkpoint(arch: str) -> Checkpoint:

@@ -9,16 +9,13 @@ Targets (issue 3): <= 20 ms per query at 1,000,000 predictions; bootstrap <= 2 s
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pneumo_core.bootstrap import bootstrap_binary  # noqa: E402
-from pneumo_core.thresholds import ThresholdSweep  # noqa: E402
+from pneumo_core.evaluation.bootstrap import bootstrap_binary  # noqa: E402
+from pneumo_core.evaluation.thresholds import ThresholdSweep  # noqa: E402
 
 
 def main() -> None:

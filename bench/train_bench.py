@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pneumo_core.training import TrainConfig, train  # noqa: E402
+from pneumo_core.training.loop import TrainConfig, train  # noqa: E402
 
 
 def main() -> None:

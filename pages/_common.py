@@ -12,27 +12,42 @@ import streamlit as st
 
 from pneumo_core import NOT_FOR_CLINICAL_USE
 from pneumo_core.errors import PneumoError
-from pneumo_core.predictions import Predictions
-from pneumo_core.sources import DEFAULT_REPO, HubSource, LocalSource, Source, bundled_source
-from pneumo_core.zoo import ASSETS, prediction_index
+from pneumo_core.evaluation.predictions import Predictions
+from pneumo_core.models.sources import DEFAULT_REPO, HubSource, LocalSource, Source, bundled_source
+from pneumo_core.evaluation import selection
+from pneumo_core.files import ASSETS
 
 SOURCES = ("Bundled demo models", "Local checkpoints folder", "Hugging Face Hub")
 DATA_HINT = ("Set a dataset folder in the sidebar (a Kermany layout: `chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`) "
              "to see the images.")
 
 
+PAGES = [  # (file, title, icon, url path); the first is the default page
+    ("pages/predict.py", "Predict", ":material/search:", "predict"),
+    ("pages/compare.py", "Compare heatmaps", ":material/compare:", "compare"),
+    ("pages/thresholds.py", "Thresholds", ":material/tune:", "thresholds"),
+    ("pages/calibration.py", "Calibration", ":material/straighten:", "calibration"),
+    ("pages/errors.py", "Errors", ":material/error:", "errors"),
+    ("pages/models.py", "Models", ":material/table_chart:", "models"),
+]
+
+
+def navigation(position: str = "sidebar"):
+    """The app's pages through the public ``st.navigation``."""
+    return st.navigation([st.Page(f, title=t, icon=i, url_path=u, default=(k == 0))
+                          for k, (f, t, i, u) in enumerate(PAGES)], position=position)
+
+
 def start_page(title: str) -> None:
     """Every page begins here: its title and, once, quietly, the "not for clinical use" line.
 
-    With a ``pages/`` folder beside ``app.py``, Streamlit starts in its legacy multipage mode and a
-    deep link (``/thresholds?threshold=0.3``) would run the page file alone, without ``app.py``'s
-    navigation and sidebar, until ``st.navigation`` has run once in the process. A page entered that
-    way switches the process to ``st.navigation`` mode and reruns through ``app.py``.
+    With a ``pages/`` folder beside ``app.py``, a fresh server starts in Streamlit's legacy multipage
+    mode, so a deep link (``/thresholds?threshold=0.3``) runs the page file alone, without ``app.py``'s
+    sidebar. Calling ``st.navigation`` (public API) switches the server to navigation mode for good;
+    the rerun then goes through ``app.py`` to the same page, query parameters kept.
     """
-    if not st.session_state.get("_via_app"):
-        from streamlit.runtime.pages_manager import PagesManager
-
-        PagesManager.uses_pages_directory = False
+    if not st.session_state.get("via_app"):
+        navigation(position="hidden")
         st.rerun()
     st.title(title)
     st.caption(NOT_FOR_CLINICAL_USE)
@@ -75,9 +90,9 @@ def current_source() -> tuple[Source, str]:
     return bundled_source(), "bundled demo models (assets/models)"
 
 
-@st.cache_resource(show_spinner="Loading model…")
+@st.cache_resource(show_spinner="Loading model…", max_entries=24)
 def predictor(_source: Source, source_label: str, key: str):
-    from pneumo_core.inference import Predictor
+    from pneumo_core.inference.predictors import Predictor
 
     return Predictor(_source.load(key))
 
@@ -100,31 +115,14 @@ def predictions_root() -> Path:
 
 
 @st.cache_data(show_spinner=False)
-def index(root: str):
-    return prediction_index(root)
+def prediction_set(root: str, task: str, arch: str, seed: int, split: str) -> Predictions:
+    return selection.load_choice(root, task, arch, seed, split)
 
 
 @st.cache_data(show_spinner=False)
-def prediction_set(root: str, task: str, arch: str, seed: int, split: str) -> Predictions:
-    from pneumo_core.zoo import ensemble_sets, load_set
-
-    if arch.startswith("ensemble"):
-        sets = ensemble_sets(root, task)
-        return sets[0] if split == "val" else sets[1]
-    return load_set(root, task, arch, seed, split)
-
-
-def set_options(root: Path, tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
-    """(task, arch, seed) triples with both val and test files, plus one ensemble per task."""
-    idx = index(str(root))
-    out = []
-    for (task, arch, seed), g in idx.groupby(["task", "arch", "seed"], sort=True):
-        if task in tasks and set(g.split) >= {"val", "test"}:
-            out.append((task, arch, int(seed)))
-    for task in tasks:
-        if len({a for t, a, s in out if t == task and s >= 0}) >= 2:
-            out.append((task, "ensemble", -1))
-    return out
+def set_options(root: str, tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """(task, arch, seed) choices, best first (pneumo_core.evaluation.selection)."""
+    return selection.set_choices(root, tasks)
 
 
 COMPUTED = -2  # seed marker: predictions computed now from a source model on the dataset folder
@@ -148,8 +146,8 @@ def source_options(tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
 
 def computed_set(task: str, arch: str, split: str) -> Predictions:
     """Predict a split of the dataset folder with a source model, with a progress bar (cached on disk)."""
-    from pneumo_core.data import kermany_splits
-    from pneumo_core.inference import predict_frame
+    from pneumo_core.data.datasets import kermany_splits
+    from pneumo_core.inference.predictors import predict_frame
 
     source, src_label = current_source()
     model = predictor(source, src_label, f"{task}/{arch}")
@@ -162,7 +160,7 @@ def computed_set(task: str, arch: str, split: str) -> Predictions:
 
 
 def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> tuple[str, str, int] | None:
-    opts = set_options(root, tasks) + source_options(tasks)
+    opts = set_options(str(root), tasks) + source_options(tasks)
     if not opts:
         st.info("No prediction files yet. Train models with `python train.py --zoo` or point the sidebar at a "
                 "local checkpoints folder that has `predictions/`.")
@@ -203,3 +201,81 @@ def probs_table(classes, probs: np.ndarray):
     import pandas as pd
 
     return pd.DataFrame([probs], columns=list(classes))
+
+
+# ---------------------------------------------------------------- compute once, show many times
+
+def digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def decoded(data: bytes, name: str) -> np.ndarray:
+    """An upload's grayscale image (raises ImageLoadError with a one-line message)."""
+    from pneumo_core.data.images import load_grayscale
+
+    return load_grayscale(data, name=name)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def model_probs(_source: Source, source_label: str, key: str, image: str, _gray: np.ndarray) -> np.ndarray:
+    """One model's class probabilities for one image, cached per (source, model, image content)."""
+    return predictor(_source, source_label, key).predict_grays([_gray])[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def cam(_source: Source, source_label: str, key: str, image: str, method: str, target: int | None,
+        _gray: np.ndarray):
+    """A CAM's raw and normalised maps, cached per (source, model, image content, method, class);
+    opacity, colour map and scale only re-render it. Faithfulness is computed separately, on demand."""
+    from pneumo_core.explain.cams import explain
+
+    return explain(predictor(_source, source_label, key), _gray, method, target, faithfulness=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def faithfulness(_source: Source, source_label: str, key: str, image: str, method: str, target: int | None,
+                 _gray: np.ndarray) -> float:
+    from pneumo_core.explain.cams import explain
+
+    return explain(predictor(_source, source_label, key), _gray, method, target, faithfulness=True).faithfulness
+
+
+# ---------------------------------------------------------------- images to look at
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
+
+
+def sample_images() -> list[Path]:
+    """The bundled sample X-rays (assets/examples: Kermany test images, CC BY 4.0), VIRUS first."""
+    files = sorted((ASSETS / "examples").glob("*.jpeg"))
+    return sorted(files, key=lambda p: ("virus" not in p.name, "bacteria" not in p.name, p.name))
+
+
+def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
+    """An uploaded X-ray, else a bundled sample (a VIRUS one first; "Try a sample" steps through them),
+    else a test image of the dataset folder: (name, bytes)."""
+    up = st.file_uploader("An X-ray (JPEG, PNG or DICOM)", type=UPLOAD_TYPES, key=f"{prefix}_upload")
+    if up is not None:
+        return up.name, up.getvalue()
+    choices = {f"sample · {p.name}": p for p in sample_images()}
+    if root is not None:
+        from pneumo_core.data.datasets import kermany_splits
+
+        try:
+            choices.update({f"dataset · {i}": root / i for i in kermany_splits(root)["test"]["image_id"]})
+        except PneumoError:
+            pass
+    if not choices:
+        return None
+    names = list(choices)
+    key = f"{prefix}_pick"
+    if st.button("Try a sample", key=f"{prefix}_next", help="the next bundled sample X-ray"):
+        current = st.session_state.get(key, names[0])
+        samples = [n for n in names if n.startswith("sample")]
+        if samples:
+            st.session_state[key] = samples[(samples.index(current) + 1) % len(samples)] if current in samples else samples[0]
+    name = st.selectbox("…or pick an image", names, key=key)
+    return name.split(" · ", 1)[1], choices[name].read_bytes()

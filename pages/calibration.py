@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._common import start_page, val_and_test
-from pneumo_core.calibration import (
+from pneumo_core.evaluation.calibration import (
     binary_reliability,
     brier,
     class_reliability,
@@ -13,7 +13,7 @@ from pneumo_core.calibration import (
     temperature_scale_probs,
     top_label_reliability,
 )
-from pneumo_core.charts import reliability_figure
+from pneumo_core.visualize.charts import reliability_figure
 
 start_page("Calibration")
 opt, val, test = val_and_test(("binary", "three_class"), key="cal_model")

@@ -5,10 +5,11 @@ import numpy as np
 import streamlit as st
 
 from pages._common import DATA_HINT, current_source, image_path, model_keys, predictor, start_page, val_and_test
-from pneumo_core.charts import confusion_figure
-from pneumo_core.gradcam import explain, overlay
-from pneumo_core.images import load_grayscale
-from pneumo_core.metrics import binary_at, multiclass_summary
+from pneumo_core.visualize.charts import confusion_figure
+from pneumo_core.explain.cams import explain, overlay
+from pneumo_core.data.images import load_grayscale
+from pneumo_core.evaluation import selection
+from pneumo_core.evaluation.metrics import binary_at, multiclass_summary
 
 start_page("Errors")
 opt, val, test = val_and_test(("three_class", "binary"), key="err_model")
@@ -16,9 +17,7 @@ classes = list(test.classes)
 probs, y = test.probs, test.y_true
 
 if test.is_binary:
-    from pneumo_core.thresholds import choose
-
-    t = choose(val.y_binary, val.p_positive, "youden").threshold
+    t = selection.threshold_on(val)
     pred = (test.p_positive >= t).astype(int)
     st.caption(f"Threshold {t:.3f} (Youden's J on validation).")
     m = binary_at(test.y_binary, test.p_positive, t)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import index, predictions_root, start_page
-from pneumo_core.charts import learning_curve_figure
-from pneumo_core.zoo import results_table, run_info
+from pages._common import predictions_root, start_page
+from pneumo_core.visualize.charts import learning_curve_figure
+from pneumo_core.evaluation.artifacts import run_info, runs
+from pneumo_core.evaluation.results import load_results
 
 start_page("Models")
 root = predictions_root()
@@ -13,26 +14,25 @@ root = predictions_root()
 
 @st.cache_data(show_spinner="Computing the results table…")
 def table(root: str):
-    return results_table(root)
+    return load_results(root)
 
 
 t = table(str(root))
 if t.empty:
     st.info("No prediction files yet: train the zoo with `python train.py --zoo`.")
     st.stop()
-st.caption("Test set (624 images); binary thresholds chosen on the patient-aware validation split (Youden). "
-           "Mean ± std over seeds where there are several.")
+st.caption("Test set (624 images); binary thresholds chosen on the patient-aware validation split (Youden's J); "
+           "best seed = lowest validation log loss. Mean ± std over seeds where there are several; "
+           "[low, high] = 95 % bootstrap interval of that figure.")
 for task in t["task"].unique():
     st.subheader(task.replace("_", " "))
     part = t[t["task"] == task].drop(columns=["task"])
     st.dataframe(part.loc[:, (part != "").any()], hide_index=True, key=f"results_{task}")
 
 st.subheader("Learning curves")
-idx = index(str(root))
-runs = sorted({(r.task, p.rsplit("/", 1)[-1].rsplit("_", 1)[0]) for r, p in zip(idx.itertuples(), idx.path)
-               if r.seed >= 0})
-if runs:
-    pick = st.selectbox("Run", [f"{a} · {b}" for a, b in runs], key="lc_run")
+all_runs = runs(root)
+if all_runs:
+    pick = st.selectbox("Run", [f"{a} · {b}" for a, b in all_runs], key="lc_run")
     task, stem = pick.split(" · ")
     info = run_info(root, task, stem)
     if "history" in info:

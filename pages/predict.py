@@ -1,19 +1,20 @@
-"""Predict: upload X-rays -> per-model probabilities, ensemble / hierarchical views, Grad-CAM overlay."""
+"""Predict: upload X-rays -> the results table's models (each at its validation threshold), the OOD
+check, a Grad-CAM overlay. Probabilities and maps are computed once per image and model."""
 from __future__ import annotations
 
 import io
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages._common import current_source, model_keys, predictor, start_page
+from pages._common import (UPLOAD_TYPES, cam, current_source, decoded, digest, faithfulness, model_keys, model_probs,
+                           predictions_root, predictor, sample_images, start_page)
 from pneumo_core.errors import ImageLoadError
-from pneumo_core.gradcam import COLORMAPS, METHODS, explain, overlay
-from pneumo_core.images import load_grayscale
-from pneumo_core.inference import Ensemble, Hierarchical
-from pneumo_core.ood import default_gate
+from pneumo_core.evaluation import selection
+from pneumo_core.explain.cams import COLORMAPS, METHODS, overlay
+from pneumo_core.explain.ood import default_gate
+from pneumo_core.inference.verdicts import stored_verdicts, zoo_verdicts
 
 start_page("Predict")
 source, src_label = current_source()
@@ -21,72 +22,98 @@ keys = [k for k in model_keys(source) if "/seed" not in k]
 if not keys:
     st.warning("No models available from this source.")
     st.stop()
-uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=["jpg", "jpeg", "png", "dcm", "dicom"],
-                           accept_multiple_files=True, key="uploads")
-if not uploads:
-    st.info("Upload one or more frontal chest X-rays to see each model's probabilities and its heatmap.")
+uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=UPLOAD_TYPES, accept_multiple_files=True,
+                           key="uploads")
+files = [(up.name, up.getvalue()) for up in uploads or []]
+samples = sample_images()
+if samples and st.button("Try a sample", key="predict_sample", help="a bundled test X-ray (the next one each click)"):
+    st.session_state["predict_sample_i"] = (st.session_state.get("predict_sample_i", -1) + 1) % len(samples)
+if not files and "predict_sample_i" in st.session_state:
+    pick = samples[st.session_state["predict_sample_i"]]
+    files = [(pick.name, pick.read_bytes())]
+if not files:
+    st.info("Upload one or more frontal chest X-rays, or try a sample, to see each model's verdict and its heatmap.")
     st.stop()
 
-images, rows = {}, []
-gate = default_gate()
-for up in uploads:
+images: dict[str, tuple[str, object]] = {}  # name -> (content digest, grayscale)
+for fname, data in files:
     try:
-        images[up.name] = load_grayscale(up.getvalue(), name=up.name)
+        images[fname] = (digest(data), decoded(data, fname))
     except ImageLoadError as exc:
         st.error(str(exc))
 if not images:
     st.stop()
 
-preds = {k: predictor(source, src_label, k) for k in keys}
-for name, gray in images.items():
-    ood = float(gate.score([gray])[0]) if gate is not None else None
-    if ood is not None and ood > gate.threshold:
-        st.warning(f"{name}: this does not look like a frontal chest X-ray (OOD score {ood:.2f} > "
-                   f"{gate.threshold:.2f}); the predictions below are shown anyway.")
-    for k, p in preds.items():
-        probs = p.predict_grays([gray])[0]
-        rows.append({"image": name, "model": k, **{c: float(v) for c, v in zip(p.classes, probs)},
-                     "predicted": p.classes[int(np.argmax(probs))], "ood_score": ood})
-    binary = [p for k, p in preds.items() if k.startswith("binary/")]
-    if len(binary) > 1:
-        probs = Ensemble(binary).predict_grays([gray])[0]
-        rows.append({"image": name, "model": "binary ensemble", "NORMAL": probs[0], "PNEUMONIA": probs[1],
-                     "predicted": ("NORMAL", "PNEUMONIA")[int(probs[1] >= 0.5)], "ood_score": ood})
-    three = [p for k, p in preds.items() if k.startswith("three_class/")]
-    if len(three) > 1:
-        probs = Ensemble(three).predict_grays([gray])[0]
-        rows.append({"image": name, "model": "three-class ensemble", **dict(zip(three[0].classes, probs)),
-                     "predicted": three[0].classes[int(np.argmax(probs))], "ood_score": ood})
-    bv = [p for k, p in preds.items() if k.startswith("bacteria_virus/")]
-    if binary and bv:
-        stage_a = Ensemble(binary) if len(binary) > 1 else binary[0]
-        probs = Hierarchical(stage_a, bv[0]).predict_grays([gray])[0]
-        rows.append({"image": name, "model": "hierarchical", **dict(zip(("NORMAL", "BACTERIA", "VIRUS"), probs)),
-                     "predicted": ("NORMAL", "BACTERIA", "VIRUS")[int(np.argmax(probs))], "ood_score": ood})
-table = pd.DataFrame(rows)
-st.dataframe(table, hide_index=True, key="pred_table",
-             column_config={c: st.column_config.NumberColumn(format="%.3f")
-                            for c in ("NORMAL", "PNEUMONIA", "BACTERIA", "VIRUS", "ood_score") if c in table})
-st.download_button("Download results (CSV)", table.to_csv(index=False), "predictions.csv", "text/csv", key="dl_csv")
+root = predictions_root()
+gate = default_gate()
+rows = []
+for name, (h, gray) in images.items():
+    def probs_of(key: str, h=h, gray=gray):
+        return model_probs(source, src_label, key, h, gray)
 
-st.subheader("Heatmap")
-c1, c2, c3, c4 = st.columns(4)
-img_name = c1.selectbox("Image", list(images), key="cam_image")
-model_key = c2.selectbox("Model", list(preds), key="cam_model")
-method = c3.selectbox("Method", list(METHODS), format_func=lambda m: METHODS[m][1], key="cam_method")
-p = preds[model_key]
-cls = c4.selectbox("Class to explain", ["predicted"] + list(p.classes), key="cam_class")
-opacity = st.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-cmap = st.selectbox("Colour map", list(COLORMAPS), key="cmap")
-with st.spinner(f"{METHODS[method][1]}…"):
-    r = explain(p, images[img_name], method, None if cls == "predicted" else list(p.classes).index(cls))
-if r.degenerate:
-    st.warning(r.message)
-pic = overlay(images[img_name], r.normalised, opacity, cmap)
-a, b = st.columns(2)
-a.image(images[img_name], caption=img_name, clamp=True)
-b.image(pic, caption=f"{r.method} for {r.class_name} · faithfulness (confidence change) {r.faithfulness:+.3f}")
-buf = io.BytesIO()
-Image.fromarray(pic).save(buf, format="PNG")
-st.download_button("Download overlay (PNG)", buf.getvalue(), f"{img_name.rsplit('.', 1)[0]}_{method}.png", "image/png",
-                   key="dl_png")
+    verdicts = zoo_verdicts(root, set(keys), probs_of)
+    if not verdicts:  # a source without prediction files: each model at its stored threshold
+        verdicts = stored_verdicts({k: (predictor(source, src_label, k).classes, predictor(source, src_label, k).meta.threshold)
+                                    for k in keys}, probs_of)
+    ood = float(gate.score([gray])[0]) if gate is not None else None
+    with st.container(border=True):
+        st.markdown(f"**{name}**")
+        if ood is not None:
+            msg = f"OOD score {ood:.2f} (threshold {gate.threshold:.2f})"
+            if ood > gate.threshold:
+                st.warning(f"This does not look like a frontal chest X-ray ({msg}); the verdicts are shown anyway.")
+            else:
+                st.caption(f"Looks like a frontal chest X-ray: {msg}.")
+        table = pd.DataFrame([{"model": v.model, "task": v.task, "verdict": v.label, "probability": v.confidence,
+                               "decided by": v.decided_by} for v in verdicts])
+        st.dataframe(table, hide_index=True, key=f"verdicts_{h}",
+                     column_config={"probability": st.column_config.NumberColumn(format="%.3f",
+                                                                                help="probability of the verdict")})
+    for v in verdicts:
+        rows.append({"image": name, "model": v.model, "task": v.task, "verdict": v.label,
+                     "probability": round(v.confidence, 4), "decided_by": v.decided_by, "ood_score": ood,
+                     **{f"P({c})": round(p, 4) for c, p in zip(v.classes, v.probs)}})
+st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=False), "predictions.csv", "text/csv",
+                   key="dl_csv")
+
+
+@st.fragment
+def heatmap() -> None:
+    st.subheader("Heatmap")
+    cam_keys = keys[:]
+    best = selection.best_model(root, "binary", with_checkpoint=True)
+    if best is not None and best.key in cam_keys:  # open on the best binary model
+        cam_keys.remove(best.key)
+        cam_keys.insert(0, best.key)
+    c1, c2, c3, c4 = st.columns(4)
+    img_name = c1.selectbox("Image", list(images), key="cam_image")
+    model_key = c2.selectbox("Model", cam_keys, key="cam_model")
+    method = c3.selectbox("Method", list(METHODS), format_func=lambda m: METHODS[m][1], key="cam_method")
+    p = predictor(source, src_label, model_key)
+    cls = c4.selectbox("Class to explain", ["predicted"] + list(p.classes), key="cam_class")
+    o1, o2 = st.columns(2)
+    opacity = o1.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    cmap = o2.selectbox("Colour map", list(COLORMAPS), key="cmap")
+    h, gray = images[img_name]
+    target = None if cls == "predicted" else list(p.classes).index(cls)
+    with st.spinner(f"{METHODS[method][1]}…"):
+        r = cam(source, src_label, model_key, h, method, target, gray)
+    if r.degenerate:
+        st.warning(r.message)
+    pic = overlay(gray, r.normalised, opacity, cmap)
+    a, b = st.columns(2)
+    a.image(gray, caption=img_name, clamp=True)
+    b.image(pic, caption=f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px", clamp=True)
+    if st.toggle("Faithfulness score", key="cam_faith",
+                 help="How much the model's confidence in the class changes when the image is multiplied by "
+                      "the heatmap (keeping only the hot regions). Positive: the hot regions alone support the "
+                      "class (a faithful map); near 0 or negative: they do not."):
+        f = faithfulness(source, src_label, model_key, h, method, target, gray)
+        st.caption(f"Keeping only the heat changes the confidence in {r.class_name} by {f:+.3f}.")
+    buf = io.BytesIO()
+    Image.fromarray(pic).save(buf, format="PNG")
+    st.download_button("Download overlay (PNG)", buf.getvalue(), f"{img_name.rsplit('.', 1)[0]}_{method}.png",
+                       "image/png", key="dl_png")
+
+
+heatmap()

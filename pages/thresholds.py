@@ -6,11 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from pages._common import DATA_HINT, image_path, predictions_root, start_page, val_and_test
-from pneumo_core.bootstrap import bootstrap_binary
-from pneumo_core.charts import confusion_figure, pr_figure, roc_figure
-from pneumo_core.data import subtype_of
-from pneumo_core.metrics import average_precision, auroc, by_group, pr_curve, prevalence_adjusted, roc_curve
-from pneumo_core.thresholds import ThresholdSweep, choose
+from pneumo_core.evaluation.bootstrap import bootstrap_binary
+from pneumo_core.visualize.charts import confusion_figure, pr_figure, roc_figure
+from pneumo_core.data.datasets import subtype_of
+from pneumo_core.evaluation.metrics import average_precision, auroc, by_group, pr_curve, prevalence_adjusted, roc_curve
+from pneumo_core.evaluation import selection
+from pneumo_core.evaluation.thresholds import ThresholdSweep, choose
 
 start_page("Thresholds")
 opt, val, test = val_and_test(("binary", "three_class"), key="thr_model")
@@ -35,11 +36,15 @@ y, p = test.y_binary, test.p_positive
 sweep = sweep_of(key, y, p)
 curves = curves_of(key, y, p)
 
-if "threshold" not in st.session_state:
-    try:
-        st.session_state["threshold"] = float(np.clip(float(st.query_params.get("threshold", 0.5)), 0, 1))
-    except ValueError:
-        st.session_state["threshold"] = 0.5
+val_threshold = selection.pneumonia_threshold_on(val)
+if st.session_state.get("thr_for") != key:  # a new model opens at its validation threshold
+    st.session_state["thr_for"] = key
+    st.session_state["threshold"] = round(val_threshold, 3)
+    if "threshold" in st.query_params:
+        try:
+            st.session_state["threshold"] = float(np.clip(float(st.query_params["threshold"]), 0, 1))
+        except ValueError:
+            pass
 
 with st.expander("Operating points chosen on validation", expanded=True):
     c1, c2, c3 = st.columns([2, 1, 1])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pneumo_core.zoo import ASSETS, prediction_index
+from pneumo_core.training.zoo import ASSETS, prediction_index
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/predict.py", "pages/compare.py", "pages/thresholds.py", "pages/calibration.py", "pages/errors.py",
@@ -42,13 +42,13 @@ def test_every_page_renders_without_exception(page):
 def _first_binary_set():
     idx = prediction_index(ASSETS)
     row = idx[(idx.task == "binary") & (idx.seed >= 0) & (idx.split == "test")].iloc[0]
-    from pneumo_core.predictions import read_predictions
+    from pneumo_core.evaluation.predictions import read_predictions
 
     return read_predictions(row.path)
 
 
 def test_threshold_slider_updates_confusion_numbers():
-    from pneumo_core.thresholds import ThresholdSweep
+    from pneumo_core.evaluation.thresholds import ThresholdSweep
 
     at = _app("pages/thresholds.py")
     test = _first_binary_set()

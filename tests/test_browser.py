@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pneumo_core.predictions import read_predictions
-from pneumo_core.thresholds import ThresholdSweep
-from pneumo_core.zoo import ASSETS, prediction_index
+from pneumo_core.evaluation.predictions import read_predictions
+from pneumo_core.evaluation.thresholds import ThresholdSweep
+from pneumo_core.training.zoo import ASSETS, prediction_index
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "test-output"

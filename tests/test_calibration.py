@@ -9,8 +9,8 @@ from scipy.special import softmax
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from pneumo_core.bootstrap import bootstrap_binary, mean_std, stratified_indices
-from pneumo_core.calibration import (
+from pneumo_core.evaluation.bootstrap import bootstrap_binary, mean_std, stratified_indices
+from pneumo_core.evaluation.calibration import (
     apply_temperature,
     binary_reliability,
     brier,

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo_core.checkpoints import (
+from pneumo_core.models.checkpoints import (
     CheckpointMeta,
     export_safetensors,
     load_checkpoint,
     save_checkpoint,
 )
 from pneumo_core.errors import ArchitectureMismatchError, CheckpointError, SourceUnavailableError, UnsafeCheckpointError
-from pneumo_core.images import load_grayscale
-from pneumo_core.models import build_model
-from pneumo_core.preprocessing import to_tensor
-from pneumo_core.sources import (
+from pneumo_core.data.images import load_grayscale
+from pneumo_core.models.networks import build_model
+from pneumo_core.data.preprocessing import to_tensor
+from pneumo_core.models.sources import (
     DEFAULT_REPO,
     HubSource,
     LocalSource,
@@ -28,7 +28,7 @@ from pneumo_core.sources import (
     parse_relpath,
     resolve_checkpoint,
 )
-from pneumo_core.tasks import logits_to_probs
+from pneumo_core.data.tasks import logits_to_probs
 
 
 def _published(path: Path, arch: str, n_out: int, seed: int = 0) -> torch.nn.Module:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pneumo_core.data import (
-    ImageDataset,
+from pneumo_core.data.loader import ImageDataset
+from pneumo_core.data.datasets import (
     data_fingerprint,
     dataset_summary,
     for_task,
@@ -24,7 +24,7 @@ from pneumo_core.data import (
     scan_rsna,
 )
 from pneumo_core.errors import DatasetError
-from pneumo_core.tasks import BACTERIA_VIRUS, BINARY, THREE_CLASS
+from pneumo_core.data.tasks import BACTERIA_VIRUS, BINARY, THREE_CLASS
 from tests.dicom_utils import write_dicom
 
 
@@ -134,7 +134,7 @@ def test_folder_per_class_and_csv(tmp_path, data_dir):
 
 
 def test_rsna_layout_from_written_dicoms(tmp_path, data_dir):
-    from pneumo_core.images import load_grayscale
+    from pneumo_core.data.images import load_grayscale
 
     normal, pneu = _some(data_dir, 2)
     dcm = tmp_path / "stage_2_train_images"

@@ -15,8 +15,8 @@ from pneumo_core.errors import (
     TruncatedImageError,
     UnsupportedDicomError,
 )
-from pneumo_core.images import load_grayscale
-from pneumo_core.preprocessing import Preprocessing, denormalise, to_tensor
+from pneumo_core.data.images import load_grayscale
+from pneumo_core.data.preprocessing import Preprocessing, denormalise, to_tensor
 from tests.dicom_utils import write_dicom
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo_core.data import kermany_splits
-from pneumo_core.gradcam import METHODS, explain, overlay, own_scale, shared_scale
-from pneumo_core.images import load_grayscale
-from pneumo_core.inference import Ensemble, Hierarchical, Predictor, predict_frame, predict_loop
-from pneumo_core.sources import LocalSource
+from pneumo_core.data.datasets import kermany_splits
+from pneumo_core.explain.cams import METHODS, explain, overlay, own_scale, shared_scale
+from pneumo_core.data.images import load_grayscale
+from pneumo_core.inference.predictors import Ensemble, Hierarchical, Predictor, predict_frame, predict_loop
+from pneumo_core.models.sources import LocalSource
 from tests.zoo_fixture import train_tiny
 
 ARCHS = ["custom_cnn", "resnet18", "densenet121", "efficientnet_lite0", "mobilenet_v3_small"]
@@ -49,7 +49,7 @@ def _pred(source, key):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fast_copy_folds_batchnorm_and_matches_eager(source, arch, test_frame):
-    from pneumo_core.fast_copy import fold_batchnorm
+    from pneumo_core.inference.fast_copy import fold_batchnorm
 
     p = _pred(source, f"binary/{arch}/seed0")
     x = torch.stack([p.tensor(load_grayscale(f)) for f in test_frame["path"][:6]])
@@ -201,7 +201,7 @@ def test_shared_and_own_scales_and_overlay(normal_image):
 
 
 def test_ood_gate_accepts_xrays_and_rejects_other_pictures(data_dir):
-    from pneumo_core.ood import default_gate, measure
+    from pneumo_core.explain.ood import default_gate, measure
 
     gate = default_gate()
     assert gate is not None, "assets/models/ood_gate.npz is missing: python -m pneumo_core ood-build"
@@ -215,7 +215,7 @@ def test_ood_gate_accepts_xrays_and_rejects_other_pictures(data_dir):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_matches_eager(source, fmt, tmp_path, normal_image, pneumonia_image):
-    from pneumo_core.export import export
+    from pneumo_core.models.export import export
 
     ck = source.load("binary/resnet18/seed0")
     p = Predictor(ck)

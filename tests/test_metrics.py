@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from pneumo_core.metrics import (
+from pneumo_core.evaluation.metrics import (
     auroc,
     binary_at,
     binary_summary,
@@ -16,7 +16,7 @@ from pneumo_core.metrics import (
     prevalence_adjusted,
     rates,
 )
-from pneumo_core.thresholds import ThresholdSweep, choose, parse_rule
+from pneumo_core.evaluation.thresholds import ThresholdSweep, choose, parse_rule
 
 
 def _random(n=500, seed=0, ties=False):

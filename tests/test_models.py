@@ -6,9 +6,9 @@ import time
 import pytest
 import torch
 
-from pneumo_core.checkpoints import CheckpointMeta, infer_arch, save_checkpoint
+from pneumo_core.models.checkpoints import CheckpointMeta, infer_arch, save_checkpoint
 from pneumo_core.errors import ModelError, WeightsUnavailableError
-from pneumo_core.models import ARCHS, build_model, cam_layer_of, head_of, imagenet_weights_file
+from pneumo_core.models.networks import ARCHS, build_model, cam_layer_of, head_of, imagenet_weights_file
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from pneumo_core.data import scan_kermany
+from pneumo_core.data.datasets import scan_kermany
 from pneumo_core.errors import PredictionFileError
-from pneumo_core.predictions import align, ensemble, make_table, read_predictions, write_predictions
+from pneumo_core.evaluation.predictions import align, ensemble, make_table, read_predictions, write_predictions
 
 BINARY_KEYS = "tp fp tn fn sensitivity specificity precision npv f1 accuracy auroc average_precision ece brier threshold".split()
 THREE_KEYS = "accuracy macro_f1 per_class confusion_matrix auroc_macro ece".split()
@@ -132,7 +132,7 @@ def test_ensemble_refuses_different_images(test_ids):
         ensemble([a, b])
     # same images in another order are aligned by id
     shuffled = a.frame.sample(frac=1, random_state=0)
-    from pneumo_core.predictions import validate
+    from pneumo_core.evaluation.predictions import validate
 
     e = ensemble([a, validate(shuffled, "shuffled")])
     np.testing.assert_allclose(np.sort(e.p_positive), np.sort(a.p_positive))
@@ -144,7 +144,7 @@ def test_operating_point_chosen_on_validation(tmp_path, test_ids):
     test = write_predictions(_binary_table(ids, labels, seed=6), tmp_path / "test.csv")
     out = json.loads(_cli(test, "--operating-point", "sens=0.95", "--on", val, "--json", "--bootstrap", "200").stdout)
     v = read_predictions(val)
-    from pneumo_core.thresholds import choose
+    from pneumo_core.evaluation.thresholds import choose
 
     assert out["threshold"] == pytest.approx(choose(v.y_binary, v.p_positive, "sens=0.95").threshold)
     assert out["operating_point"]["chosen_on"].endswith("val.csv")

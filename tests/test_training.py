@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from pneumo_core.checkpoints import load_checkpoint
-from pneumo_core.models import build_model
-from pneumo_core.predictions import read_predictions
-from pneumo_core.sources import LocalSource
-from pneumo_core.training import TrainConfig, augment_batch, freeze, loss_fn, stages, train
-from pneumo_core.tasks import BINARY, THREE_CLASS
+from pneumo_core.models.checkpoints import load_checkpoint
+from pneumo_core.models.networks import build_model
+from pneumo_core.evaluation.predictions import read_predictions
+from pneumo_core.models.sources import LocalSource
+from pneumo_core.training.loop import TrainConfig, augment_batch, freeze, loss_fn, stages, train
+from pneumo_core.data.tasks import BINARY, THREE_CLASS
 from tests.zoo_fixture import train_tiny
 
 
@@ -50,7 +50,7 @@ def test_resume_from_last_state(tmp_path, data_dir):
 
     with pytest.raises(Stop):
         train(cfg, log=die_after_epoch_1)
-    from pneumo_core.training import RunPaths
+    from pneumo_core.training.loop import RunPaths
 
     paths = RunPaths.of(cfg)
     assert paths.last.exists() and not paths.checkpoint.exists()

@@ -6,9 +6,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pneumo_core.predictions import read_predictions
-from pneumo_core.training import select_best_seed
-from pneumo_core.zoo import best_binary_arch, bundle, prediction_index, repredict
+from pneumo_core.evaluation.predictions import read_predictions
+from pneumo_core.training.loop import select_best_seed
+from pneumo_core.evaluation import selection
+from pneumo_core.evaluation.artifacts import prediction_index
+from pneumo_core.models.checkpoints import load_checkpoint
+from pneumo_core.training.zoo import bundle, repredict
 from tests.zoo_fixture import train_tiny
 
 
@@ -23,7 +26,7 @@ def zoo(tmp_path_factory, data_dir):
     train_tiny(out, data_dir, cache, "three_class", "custom_cnn")
     for task, arch, seeds in (("binary", "custom_cnn", [0, 1]), ("binary", "resnet18", [0]),
                               ("bacteria_virus", "custom_cnn", [0]), ("three_class", "custom_cnn", [0])):
-        assert select_best_seed(out, task, arch, seeds) is not None  # what train.py does after the seeds
+        assert select_best_seed(out, task, arch) is not None  # what train.py does after the seeds
     return out
 
 
@@ -51,7 +54,16 @@ def test_bundle_exports_models_hierarchical_and_table(zoo, data_dir, tmp_path):
     hier = read_predictions(tmp_path / "predictions" / "three_class" / "hierarchical_test.csv")
     np.testing.assert_allclose(hier.probs.sum(axis=1), 1.0, atol=1e-5)
     assert len(hier.frame) == 624
-    assert best_binary_arch(tmp_path) in ("custom_cnn", "resnet18")
+    plan = selection.hierarchical_plan(tmp_path)
+    assert plan.stage_a.key == "binary/custom_cnn"  # resnet18 was left out: the app could not run it
+    assert plan.stage_b.key == "bacteria_virus/custom_cnn"
+    # the bundled checkpoint is the rule's seed and carries the rule's threshold
+    best = selection.best_seed(zoo, "binary", "custom_cnn")
+    meta = load_checkpoint(tmp_path / "models/checkpoints/binary/custom_cnn.safetensors").meta
+    assert meta.seed == best
+    assert meta.threshold == pytest.approx(selection.model_threshold(zoo, selection.Member("binary", "custom_cnn", best)))
+    # train.py's <arch>.pt is the same seed
+    assert load_checkpoint(zoo / "checkpoints/binary/custom_cnn.pt").meta.seed == best
 
     rows = table.set_index("model")
     cnn = rows[(rows.task == "binary")].loc["custom_cnn"]
@@ -60,9 +72,10 @@ def test_bundle_exports_models_hierarchical_and_table(zoo, data_dir, tmp_path):
         t = read_predictions(tmp_path / "predictions" / "binary" / f"custom_cnn_seed{seed}_test.csv")
         aurocs.append(roc_auc_score(t.y_binary, t.p_positive))
     assert cnn["seeds"] == 2
-    assert cnn["auroc"] == f"{np.mean(aurocs):.3f} ± {np.std(aurocs, ddof=1):.3f}"
+    assert cnn["auroc"].startswith(f"{np.mean(aurocs):.3f} ± {np.std(aurocs, ddof=1):.3f} [")
     assert "custom_cnn (2-seed ensemble)" in rows.index
-    assert any(m.startswith("ensemble(custom_cnn+resnet18)") for m in rows.index)  # left-out models still count
+    # the ensemble's members are the architectures the bundle holds (the app can run each of them)
+    assert "ensemble(custom_cnn+resnet18)" not in rows.index
     assert rows.loc["hierarchical", "macro_f1"] != ""
     md = (tmp_path / "results.md").read_text()
     assert md.count("\n") == len(table) + 2 and "custom_cnn (2-seed ensemble)" in md

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pneumo_core.training import TrainConfig, train
+from pneumo_core.training.loop import TrainConfig, train
 
 TINY = dict(image_size=64, epochs=2, limit=80, batch_size=16, patience=5)
 

@@ -1,0 +1,1 @@
+"""``python -m pneumo_core <command>``."""

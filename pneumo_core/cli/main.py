@@ -1,0 +1,34 @@
+"""``python -m pneumo_core <command>``: the parser over every command module's subcommands.
+
+Errors that pneumo_core raises on purpose print one line and exit 2; they never show a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pneumo_core.cli import data, inference, report, zoo  # noqa: F401 - each registers its commands
+from pneumo_core.cli.registry import COMMANDS
+from pneumo_core.errors import PneumoError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pneumo_core",
+                                     description="Pneumo Explorer command line (not for clinical use).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except PneumoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,1 @@
+"""Images, preprocessing, the prediction tasks and dataset tables."""

@@ -1,0 +1,1 @@
+"""Metrics, thresholds, calibration, bootstrap, prediction files and reports: pure functions over arrays."""

@@ -1,0 +1,190 @@
+"""Uncertainty: stratified bootstrap confidence intervals (seeded, vectorised) and seed aggregation."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from pneumo_core.evaluation.calibration import bin_edges, bin_index
+from pneumo_core.evaluation.metrics import auroc
+
+DEFAULT_METRICS = ("auroc", "sensitivity", "specificity", "f1", "ece")
+
+
+def stratified_indices(y: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_boot, N) resample indices; each class is resampled within itself, keeping class counts."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_boot, len(y)), dtype=np.int64)
+    col = 0
+    for cls in np.unique(y):
+        members = np.flatnonzero(y == cls)
+        out[:, col:col + len(members)] = members[rng.integers(0, len(members), (n_boot, len(members)))]
+        col += len(members)
+    return out
+
+
+def _weights(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each item is drawn in each resample: (n_boot, N)."""
+    b = idx.shape[0]
+    w = np.zeros((b, n))
+    np.add.at(w, (np.repeat(np.arange(b), idx.shape[1]), idx.ravel()), 1.0)
+    return w
+
+
+def _auroc_weighted(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUROC of each weighted resample by Mann-Whitney: pairs (pos, neg) with pos > neg, ties half."""
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    if len(pos) == 0 or len(neg) == 0:
+        return np.full(w.shape[0], np.nan)
+    if len(pos) * len(neg) <= 4_000_000:
+        sp, sn = p[pos][:, None], p[neg][None, :]
+        pair = (sp > sn) + 0.5 * (sp == sn)
+        num = np.einsum("bi,ij,bj->b", w[:, pos], pair, w[:, neg], optimize=True)
+        return num / (w[:, pos].sum(1) * w[:, neg].sum(1))
+    # large sets: rank-based, one resample at a time
+    order = np.argsort(p, kind="mergesort")
+    out = np.empty(w.shape[0])
+    ps = p[order]
+    for b in range(w.shape[0]):
+        wb, yb = w[b, order], y[order]
+        wn = np.cumsum(wb * (yb == 0))
+        # negatives strictly below each positive, ties half
+        lo = np.searchsorted(ps, ps, side="left")
+        hi = np.searchsorted(ps, ps, side="right")
+        below = np.where(lo > 0, wn[lo - 1], 0.0)
+        tie = wn[hi - 1] - below
+        wp = wb * (yb == 1)
+        out[b] = np.sum(wp * (below + 0.5 * tie)) / (wp.sum() * wn[-1])
+    return out
+
+
+def bootstrap_binary(
+    y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0,
+    metrics: Sequence[str] = DEFAULT_METRICS, n_bins: int = 15, level: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """Percentile CIs of binary metrics over stratified resamples: {metric: {value, low, high}}."""
+    y = np.asarray(y).astype(np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    idx = stratified_indices(y, n_boot, seed)
+    w = _weights(idx, len(y))
+    pred = (p >= threshold).astype(np.float64)
+    tp = w @ (pred * y)
+    fp = w @ (pred * (1 - y))
+    fn = w @ ((1 - pred) * y)
+    tn = w @ ((1 - pred) * (1 - y))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "precision": tp / (tp + fp),
+            "npv": tn / (tn + fn),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+            "accuracy": (tp + tn) / len(y),
+        }
+    if "auroc" in metrics:
+        samples["auroc"] = _auroc_weighted(p, y, w)
+    if "ece" in metrics:
+        edges = bin_edges(p, n_bins, "uniform")
+        onehot = np.eye(len(edges) - 1)[bin_index(p, edges)]  # (N, bins)
+        sconf, shit = w @ (onehot * p[:, None]), w @ (onehot * y[:, None])
+        samples["ece"] = np.abs(sconf - shit).sum(1) / len(y)
+    full = point_estimates(y, p, threshold, n_bins)
+    alpha = (1 - level) / 2
+    out = {}
+    for m in metrics:
+        s = samples[m]
+        s = s[np.isfinite(s)]
+        lo, hi = (np.quantile(s, [alpha, 1 - alpha]) if len(s) else (np.nan, np.nan))
+        out[m] = {"value": full[m], "low": float(lo), "high": float(hi)}
+    return out
+
+
+def point_estimates(y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int = 15) -> dict[str, float]:
+    from pneumo_core.evaluation.calibration import binary_reliability
+    from pneumo_core.evaluation.metrics import binary_at
+
+    d = binary_at(y, p, threshold)
+    d["auroc"] = auroc(y, p)
+    d["ece"] = binary_reliability(y, p, n_bins).ece
+    return d
+
+
+def mean_std(values: Iterable[dict]) -> dict[str, dict[str, float]]:
+    """Mean and sample std (ddof=1; 0 for one run) of every numeric key shared by all dicts."""
+    runs = list(values)
+    if not runs:
+        return {}
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and all(k in r for r in runs)]
+    out = {}
+    for k in keys:
+        arr = np.array([float(r[k]) for r in runs])
+        out[k] = {"mean": float(np.nanmean(arr)), "std": float(np.nanstd(arr, ddof=1)) if len(arr) > 1 else 0.0,
+                  "n": len(arr)}
+    return out
+
+
+def _f1_counts(w: np.ndarray, pred: np.ndarray, y: np.ndarray, c: int) -> np.ndarray:
+    tp = w @ ((pred == c) & (y == c))
+    fp = w @ ((pred == c) & (y != c))
+    fn = w @ ((pred != c) & (y == c))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 2 * tp / (2 * tp + fp + fn)
+
+
+def resampled_metrics(y: np.ndarray, probs: np.ndarray, threshold: float | None, w: np.ndarray,
+                      classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """Headline metrics of one prediction set on each weighted resample (rows of ``w``).
+
+    Two classes: accuracy, sensitivity, specificity, f1, auroc at ``threshold`` on P(classes[1]);
+    more: accuracy, macro_f1, f1_<CLASS>, auroc (macro one-vs-rest), the class of largest probability.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    n = w.sum(1)
+    if probs.shape[1] == 2:
+        p = probs[:, 1]
+        pred = (p >= (0.5 if threshold is None else threshold)).astype(np.int64)
+        tp, fn = w @ ((pred == 1) & (y == 1)), w @ ((pred == 0) & (y == 1))
+        tn, fp = w @ ((pred == 0) & (y == 0)), w @ ((pred == 1) & (y == 0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"accuracy": (tp + tn) / n, "recall": tp / (tp + fn), "specificity": tn / (tn + fp),
+                    "f1": 2 * tp / (2 * tp + fp + fn), "auroc": _auroc_weighted(p, y, w)}
+    pred = probs.argmax(1)
+    per = {c: _f1_counts(w, pred, y, k) for k, c in enumerate(classes)}
+    out = {"accuracy": (w @ (pred == y)) / n, "macro_f1": np.mean(list(per.values()), axis=0)}
+    out.update({f"f1_{c}": v for c, v in per.items()})
+    out["auroc"] = np.mean([_auroc_weighted(probs[:, k], (y == k).astype(np.int64), w)
+                            for k in range(len(classes))], axis=0)
+    return out
+
+
+def bootstrap_runs(y: np.ndarray, runs: Sequence[tuple[np.ndarray, float | None]], classes: Sequence[str],
+                   n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile CIs of the mean over ``runs`` (one (probs, threshold) per seed, same images) of each
+    headline metric: the test images are resampled (stratified), every run scored on the same resample."""
+    idx = stratified_indices(y, n_boot, seed)
+    w = _weights(idx, len(y))
+    samples = [resampled_metrics(y, probs, t, w, classes) for probs, t in runs]
+    alpha = (1 - level) / 2
+    out = {}
+    for k in samples[0]:
+        s = np.mean([r[k] for r in samples], axis=0)
+        s = s[np.isfinite(s)]
+        out[k] = tuple(float(v) for v in np.quantile(s, [alpha, 1 - alpha])) if len(s) else (np.nan, np.nan)
+    return out
+
+
+def paired_difference(y: np.ndarray, a: tuple[np.ndarray, float | None], b: tuple[np.ndarray, float | None],
+                      classes: Sequence[str], metric: str, n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict[str, float]:
+    """Paired bootstrap of metric(a) - metric(b) on the same images: {diff, low, high}."""
+    idx = stratified_indices(y, n_boot, seed)
+    w = _weights(idx, len(y))
+    full = np.ones((1, len(y)))
+    d = resampled_metrics(y, *a, w, classes)[metric] - resampled_metrics(y, *b, w, classes)[metric]
+    point = float(resampled_metrics(y, *a, full, classes)[metric][0] - resampled_metrics(y, *b, full, classes)[metric][0])
+    d = d[np.isfinite(d)]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(d, [alpha, 1 - alpha])
+    return {"diff": point, "low": float(lo), "high": float(hi)}

@@ -1,0 +1,204 @@
+"""The zoo's rules, in one place. Training, bundling, ``results``, ``report``, ``predict``, ``evaluate``
+and every page ask this module; nothing else decides.
+
+Every rule reads **validation** prediction files only (the fp32 files under ``predictions/``), never a
+test split:
+
+- **best seed** of an architecture: the lowest validation log loss (a proper score; validation AUROC is
+  near 1 for most models here and separates them poorly);
+- **best model** of a task: the architecture whose best seed has the lowest validation log loss;
+- **ensemble** of a task: the probability mean of the best seed of every architecture whose best
+  checkpoint the folder holds (so the app can run every member);
+- **hierarchical** three-class model: stage A = the best binary model, stage B = the best
+  BACTERIA-vs-VIRUS model;
+- **threshold** of a two-class model or ensemble: Youden's J on its own validation predictions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from pneumo_core.data.tasks import get_task
+from pneumo_core.evaluation import artifacts
+from pneumo_core.evaluation.metrics import log_loss
+from pneumo_core.evaluation.predictions import Predictions, ensemble
+from pneumo_core.evaluation.thresholds import choose
+
+SEED_RULE = "lowest validation log loss"
+THRESHOLD_RULE = "youden"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One trained model of the zoo: a task, an architecture and a seed."""
+
+    task: str
+    arch: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The source key of the architecture's best checkpoint, e.g. ``binary/resnet18``."""
+        return f"{self.task}/{self.arch}"
+
+
+def _val(root: str | Path, m: Member) -> Predictions:
+    return artifacts.load_set(root, m.task, m.arch, m.seed, "val")
+
+
+def val_loss(val: Predictions) -> float:
+    """The selection score: log loss on the validation predictions (lower is better)."""
+    return log_loss(val.y_true, val.probs)
+
+
+@lru_cache(maxsize=256)
+def _best_seed(root: str, task: str, arch: str, stamp: float) -> int | None:
+    seeds = artifacts.seeds_of(root, task, arch)
+    if not seeds:
+        return None
+    return min(seeds, key=lambda s: (val_loss(_val(root, Member(task, arch, s))), s))
+
+
+def _stamp(root: str | Path, task: str) -> float:
+    """Changes when the task's prediction files change (keeps the cache honest)."""
+    files = list(Path(root).glob(f"predictions/{task}/*_val.csv"))
+    return max((f.stat().st_mtime_ns for f in files), default=0) + len(files)
+
+
+def best_seed(root: str | Path, task: str, arch: str) -> int | None:
+    """The architecture's seed with the lowest validation log loss (ties: the lower seed)."""
+    return _best_seed(str(root), task, arch, _stamp(root, task))
+
+
+def best_of_each(root: str | Path, task: str, with_checkpoint: bool = False) -> list[Member]:
+    """The best seed of every architecture of a task (only those whose checkpoint the folder holds)."""
+    out = []
+    for arch in artifacts.archs_of(root, task):
+        if with_checkpoint and not artifacts.has_checkpoint(root, task, arch):
+            continue
+        seed = best_seed(root, task, arch)
+        if seed is not None:
+            out.append(Member(task, arch, seed))
+    return out
+
+
+def best_model(root: str | Path, task: str, with_checkpoint: bool = False) -> Member | None:
+    """The task's best single model: the lowest validation log loss over the architectures' best seeds."""
+    cands = best_of_each(root, task, with_checkpoint)
+    return min(cands, key=lambda m: (val_loss(_val(root, m)), m.arch)) if cands else None
+
+
+def ensemble_members(root: str | Path, task: str) -> list[Member]:
+    """The members of the task's ensemble: the best seed of each architecture with a checkpoint in the
+    folder (every architecture, in a folder without checkpoints). Empty under two members."""
+    members = best_of_each(root, task, with_checkpoint=True) or best_of_each(root, task)
+    return members if len(members) >= 2 else []
+
+
+def ensemble_name(members: list[Member]) -> str:
+    return "ensemble(" + "+".join(m.arch for m in members) + ")"
+
+
+def ensemble_set(root: str | Path, members: list[Member], split: str) -> Predictions:
+    """The members' probability mean on one split (from their prediction files)."""
+    sets = [artifacts.load_set(root, m.task, m.arch, m.seed, split) for m in members]
+    return ensemble(sets, ensemble_name(members))
+
+
+@dataclass(frozen=True)
+class HierarchicalPlan:
+    stage_a: Member  # binary
+    stage_b: Member  # bacteria_virus
+
+    @property
+    def description(self) -> str:
+        return (f"stage A binary {self.stage_a.arch} seed {self.stage_a.seed} x stage B bacteria_virus "
+                f"{self.stage_b.arch} seed {self.stage_b.seed} ({SEED_RULE})")
+
+
+def hierarchical_plan(root: str | Path, with_checkpoint: bool = True) -> HierarchicalPlan | None:
+    a = best_model(root, "binary", with_checkpoint)
+    b = best_model(root, "bacteria_virus", with_checkpoint)
+    return HierarchicalPlan(a, b) if a and b else None
+
+
+def threshold_on(val: Predictions) -> float | None:
+    """The decision threshold on P(classes[1]): Youden's J on these validation predictions; None for
+    three-class sets (they decide by the largest probability)."""
+    if not val.is_binary:
+        return None
+    return choose(val.y_binary, val.p_positive, THRESHOLD_RULE).threshold
+
+
+def pneumonia_threshold_on(val: Predictions) -> float:
+    """Youden's J on P(pneumonia) of any set with a binary view (a three-class set: BACTERIA + VIRUS);
+    equals :func:`threshold_on` for a binary set."""
+    return choose(val.y_binary, val.p_positive, THRESHOLD_RULE).threshold
+
+
+def model_threshold(root: str | Path, m: Member) -> float | None:
+    return threshold_on(_val(root, m))
+
+
+def ensemble_threshold(root: str | Path, members: list[Member]) -> float | None:
+    """Chosen on the ensemble's own validation predictions, not from its members' thresholds."""
+    return threshold_on(ensemble_set(root, members, "val"))
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """What a page or command shows as one model: its members (one, or an ensemble's) and threshold."""
+
+    task: str
+    name: str
+    members: tuple[Member, ...]
+    threshold: float | None
+    kind: str  # "model" | "ensemble"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return get_task(self.task).classes
+
+
+def zoo_models(root: str | Path, task: str) -> list[ZooModel]:
+    """The task's models as the results table has them, best first (validation log loss): the ensemble
+    and each architecture's best seed (those with a checkpoint in the folder)."""
+    scored = []
+    members = ensemble_members(root, task)
+    if members:
+        val = ensemble_set(root, members, "val")
+        scored.append((val_loss(val), ZooModel(task, ensemble_name(members), tuple(members), threshold_on(val),
+                                               "ensemble")))
+    for m in best_of_each(root, task, with_checkpoint=True):
+        val = _val(root, m)
+        scored.append((val_loss(val), ZooModel(task, f"{m.arch} (seed {m.seed})", (m,), threshold_on(val), "model")))
+    return [z for _, z in sorted(scored, key=lambda t: t[0])]
+
+
+ENSEMBLE = "ensemble"
+
+
+def set_choices(root: str | Path, tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """Every prediction set a page can show, as (task, arch, seed): per task (in the order given) the
+    task's models best first by validation log loss (the ensemble as ``(task, "ensemble", -1)``, each
+    architecture's best seed), the hierarchical model, then every other seed."""
+    out: list[tuple[str, str, int]] = []
+    for task in tasks:
+        for z in zoo_models(root, task):
+            out.append((task, ENSEMBLE, artifacts.COMBINED) if z.kind == "ensemble"
+                       else (task, z.members[0].arch, z.members[0].seed))
+        idx = artifacts.prediction_index(root)
+        combined = idx[(idx.task == task) & (idx.seed == artifacts.COMBINED)]
+        out += [(task, a, artifacts.COMBINED) for a in sorted(combined.arch.unique())
+                if set(combined[combined.arch == a].split) >= {"val", "test"}]
+        for arch in artifacts.archs_of(root, task):
+            out += [(task, arch, s) for s in artifacts.seeds_of(root, task, arch) if (task, arch, s) not in out]
+    return out
+
+
+def load_choice(root: str | Path, task: str, arch: str, seed: int, split: str) -> Predictions:
+    """The prediction set of a choice of :func:`set_choices` on one split."""
+    if arch == ENSEMBLE:
+        return ensemble_set(root, ensemble_members(root, task), split)
+    return artifacts.load_set(root, task, arch, seed, split)

@@ -1,0 +1,1 @@
+"""Class activation maps and the out-of-distribution gate."""

@@ -1,0 +1,171 @@
+"""Class activation maps through pytorch-grad-cam: raw and normalised maps, overlays, faithfulness.
+
+Each call builds its own CAM object inside a ``with`` block (its hooks are removed on exit) and holds
+the predictor's lock, because hooks on a shared model would see another session's forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from pytorch_grad_cam import (
+    AblationCAM,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
+from pytorch_grad_cam.utils.image import show_cam_on_image
+
+from pneumo_core.inference.predictors import Predictor
+from pneumo_core.models.networks import cam_layer_of
+
+#: name -> (class, label, slow)
+METHODS: dict[str, tuple[type, str, bool]] = {
+    "gradcam": (GradCAM, "Grad-CAM", False),
+    "gradcam++": (GradCAMPlusPlus, "Grad-CAM++", False),
+    "hirescam": (HiResCAM, "HiResCAM", False),
+    "xgradcam": (XGradCAM, "XGrad-CAM", False),
+    "layercam": (LayerCAM, "LayerCAM", False),
+    "eigencam": (EigenCAM, "EigenCAM (class-agnostic)", False),
+    "scorecam": (ScoreCAM, "Score-CAM (slow)", True),
+    "ablationcam": (AblationCAM, "Ablation-CAM (slow)", True),
+}
+
+
+class LogitTarget:
+    """Output to explain: a class logit; for a single-logit binary model class 0 is the negated logit."""
+
+    def __init__(self, cls: int, single_logit: bool) -> None:
+        self.cls, self.single = cls, single_logit
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        if self.single:
+            return out[..., 0] if self.cls == 1 else -out[..., 0]
+        return out[..., self.cls]
+
+
+class ProbTarget:
+    """The probability of a class (for the faithfulness score)."""
+
+    def __init__(self, cls: int, single_logit: bool) -> None:
+        self.cls, self.single = cls, single_logit
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        if self.single:
+            p = torch.sigmoid(out[..., 0])
+            return p if self.cls == 1 else 1 - p
+        return torch.softmax(out, dim=-1)[..., self.cls]
+
+
+@dataclass
+class CamResult:
+    raw: np.ndarray  # (S, S) non-negative map at input resolution, in the model's own units
+    normalised: np.ndarray  # (S, S) in [0, 1]
+    target: int
+    class_name: str
+    method: str
+    probs: np.ndarray
+    degenerate: bool
+    message: str = ""
+    faithfulness: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.degenerate
+
+
+def _single_logit(predictor: Predictor) -> bool:
+    return predictor.task.n_outputs == 1 and predictor.meta.n_outputs == 1
+
+
+def explain(predictor: Predictor, gray: np.ndarray, method: str = "gradcam", target: int | None = None,
+            faithfulness: bool = True) -> CamResult:
+    """A CAM for ``target`` (default: the predicted class) on one grayscale image."""
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
+    cls_, label, _ = METHODS[method]
+    x = predictor.tensor(gray).unsqueeze(0)
+    single = _single_logit(predictor)
+    with predictor.lock:
+        model = predictor.model
+        probs = predictor.predict_grays([gray])[0]
+        tgt = int(np.argmax(probs)) if target is None else int(target)
+        if not 0 <= tgt < len(predictor.classes):
+            raise ValueError(f"class index {tgt} out of range for {predictor.classes}")
+        layer = cam_layer_of(model, predictor.meta.arch)
+        raw_maps: list[np.ndarray] = []
+        with torch.enable_grad(), cls_(model=model, target_layers=[layer]) as cam:
+            original = cam.get_cam_image
+
+            def recording(*args, **kwargs):
+                out = original(*args, **kwargs)
+                raw_maps.append(np.maximum(np.asarray(out, dtype=np.float32), 0))
+                return out
+
+            cam.get_cam_image = recording  # keep the map before the library min-max scales it
+            if method == "scorecam":
+                cam.batch_size = 32
+            normalised = cam(input_tensor=x, targets=[LogitTarget(tgt, single)])[0]
+            score = None
+            if faithfulness:
+                score = float(CamMultImageConfidenceChange()(x, normalised[None], [ProbTarget(tgt, single)], model)[0])
+        model.zero_grad(set_to_none=True)
+    s = predictor.prep.image_size
+    raw = cv2.resize(raw_maps[0][0], (s, s), interpolation=cv2.INTER_LINEAR) if raw_maps else np.zeros((s, s), np.float32)
+    raw = np.maximum(raw, 0)
+    degenerate = (not np.isfinite(raw).all()) or float(raw.max() - raw.min()) <= 1e-8 * max(1.0, float(np.abs(raw).max()))
+    message = f"no signal for {predictor.classes[tgt]}: the map is flat" if degenerate else ""
+    if degenerate:
+        normalised = np.zeros((s, s), np.float32)
+        raw = np.nan_to_num(raw)
+    return CamResult(raw.astype(np.float32), np.asarray(normalised, np.float32), tgt, predictor.classes[tgt], label,
+                     probs, degenerate, message, score)
+
+
+def cam_grid(predictor: Predictor) -> int:
+    """Cells per side of the CAM layer's feature map at the model's input size (e.g. 7 for a 224-px
+    ResNet18): how coarse the heatmap really is before it is smoothed up to the image."""
+    if getattr(predictor, "_cam_grid", None) is None:
+        layer = cam_layer_of(predictor.model, predictor.meta.arch)
+        seen: dict[str, int] = {}
+        with predictor.lock:
+            hook = layer.register_forward_hook(lambda m, i, o: seen.setdefault("side", int(o.shape[-1])))
+            try:
+                s = predictor.prep.image_size
+                predictor.logits(torch.zeros(1, predictor.prep.channels, s, s))
+            finally:
+                hook.remove()
+        predictor._cam_grid = seen["side"]
+    return predictor._cam_grid
+
+
+def shared_scale(raws: list[np.ndarray]) -> list[np.ndarray]:
+    """Maps on one colour scale: each divided by the largest value over all of them."""
+    top = max((float(r.max()) for r in raws), default=0.0)
+    return [np.zeros_like(r) if top <= 0 else r / top for r in raws]
+
+
+def own_scale(raw: np.ndarray) -> np.ndarray:
+    lo, hi = float(raw.min()), float(raw.max())
+    return np.zeros_like(raw) if hi <= lo else (raw - lo) / (hi - lo)
+
+
+COLORMAPS = {"jet": cv2.COLORMAP_JET, "inferno": cv2.COLORMAP_INFERNO, "viridis": cv2.COLORMAP_VIRIDIS,
+             "turbo": cv2.COLORMAP_TURBO, "hot": cv2.COLORMAP_HOT}
+
+
+def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.45, colormap: str = "jet") -> np.ndarray:
+    """An RGB uint8 picture: the X-ray with ``heat`` ([0, 1], any size) drawn over it."""
+    h, w = gray.shape
+    if heat.shape != gray.shape:
+        heat = cv2.resize(heat.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    rgb = np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2).astype(np.float32)
+    return show_cam_on_image(rgb, np.clip(heat, 0, 1).astype(np.float32), use_rgb=True,
+                             colormap=COLORMAPS.get(colormap, cv2.COLORMAP_JET), image_weight=1 - opacity)

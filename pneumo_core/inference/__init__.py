@@ -1,0 +1,1 @@
+"""Predictors (one checkpoint, ensembles, the hierarchical model) and dataset inference."""

@@ -1,0 +1,78 @@
+"""One image's verdicts from the zoo's models (the results table's rows): each model and ensemble at its
+validation threshold, and the hierarchical model, all from per-model probabilities computed once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from pneumo_core.data.tasks import get_task
+from pneumo_core.evaluation import selection
+from pneumo_core.inference.predictors import Hierarchical
+
+TASK_ORDER = ("binary", "three_class", "bacteria_virus")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    model: str
+    task: str
+    classes: tuple[str, ...]
+    probs: tuple[float, ...]
+    label: str
+    confidence: float  # the probability of the decided class
+    decided_by: str  # e.g. "P(PNEUMONIA) ≥ 0.509 (Youden's J on validation)"
+    members: tuple[str, ...]  # source keys of the models it runs
+
+
+def decide(probs: Sequence[float], classes: Sequence[str], threshold: float | None) -> tuple[str, float, str]:
+    """(label, probability of the label, the rule): two classes at ``threshold`` on P(classes[1]);
+    more at the largest probability."""
+    p = np.asarray(probs, dtype=np.float64)
+    if len(classes) == 2 and threshold is not None:
+        k = int(p[1] >= threshold)
+        return classes[k], float(p[k]), f"P({classes[1]}) ≥ {threshold:.3f} (Youden's J on validation)"
+    k = int(np.argmax(p))
+    return classes[k], float(p[k]), "largest probability"
+
+
+def zoo_verdicts(root: str | Path, available: set[str], probs_of: Callable[[str], np.ndarray],
+                 tasks: Sequence[str] = TASK_ORDER) -> list[Verdict]:
+    """The verdicts of the results table's models whose members are all in ``available`` (source keys
+    such as ``binary/resnet18``); ``probs_of(key)`` gives one model's class probabilities for the image
+    (cache it: a member serves several rows). Per task best first; the hierarchical model after the
+    three-class models."""
+    out = []
+    for task in tasks:
+        classes = get_task(task).classes
+        for z in selection.zoo_models(root, task):
+            keys = tuple(m.key for m in z.members)
+            if not set(keys) <= available:
+                continue
+            p = np.mean([probs_of(k) for k in keys], axis=0)
+            label, conf, rule = decide(p, classes, z.threshold)
+            out.append(Verdict(z.name, task, classes, tuple(map(float, p)), label, conf, rule, keys))
+        if task == "three_class":
+            plan = selection.hierarchical_plan(root)
+            if plan and {plan.stage_a.key, plan.stage_b.key} <= available:
+                p = Hierarchical.combine([probs_of(plan.stage_a.key)[1]], [probs_of(plan.stage_b.key)[1]])[0]
+                label, conf, rule = decide(p, classes, None)
+                out.append(Verdict("hierarchical", task, classes, tuple(map(float, p)), label, conf, rule,
+                                   (plan.stage_a.key, plan.stage_b.key)))
+    return out
+
+
+def stored_verdicts(models: dict[str, tuple[tuple[str, ...], float]], probs_of: Callable[[str], np.ndarray]) -> list[Verdict]:
+    """Verdicts of models without prediction files (e.g. a Hub repo): each at its checkpoint's stored
+    threshold. ``models``: key -> (classes, threshold)."""
+    out = []
+    for key, (classes, threshold) in models.items():
+        p = probs_of(key)
+        label, conf, rule = decide(p, classes, threshold if len(classes) == 2 else None)
+        if len(classes) == 2:
+            rule = f"P({classes[1]}) ≥ {threshold:.3f} (stored in the checkpoint)"
+        out.append(Verdict(key, key.split("/")[0], tuple(classes), tuple(map(float, p)), label, conf, rule, (key,)))
+    return out

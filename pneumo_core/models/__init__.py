@@ -1,0 +1,1 @@
+"""Architectures, checkpoints and where they come from (Hub, local folders, the bundle)."""

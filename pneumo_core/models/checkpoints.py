@@ -1,0 +1,207 @@
+"""One checkpoint format for Hub and local files, loaded safely (``weights_only`` or safetensors).
+
+On disk: the published dict ``{epoch, model_state_dict, metrics, ...}`` plus our metadata under the key
+``pneumo``. Published checkpoints lack it: arch, task and outputs are inferred from the file's name,
+folder and tensors.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pneumo_core.files import atomic_write
+from pneumo_core.errors import ArchitectureMismatchError, CheckpointError
+from pneumo_core.models.networks import ARCHS, get_arch
+from pneumo_core.models.weights import file_fingerprint, read_raw
+from pneumo_core.data.preprocessing import Preprocessing
+from pneumo_core.data.tasks import TASK_FOLDERS, get_task
+
+FORMAT_VERSION = 1
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+
+
+@dataclass
+class CheckpointMeta:
+    arch: str
+    task: str
+    classes: list[str]
+    n_outputs: int
+    preprocessing: dict = field(default_factory=lambda: Preprocessing().to_dict())
+    seed: int | None = None
+    init: str | None = None
+    data_fingerprint: str | None = None
+    threshold: float = 0.5
+    temperature: float = 1.0
+    image_size: int | None = None
+    epochs: int | None = None
+    recipe: dict = field(default_factory=dict)
+    source: str = "pneumo_core"  # or "published (inferred)"
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def prep(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.preprocessing)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CheckpointMeta":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    meta: CheckpointMeta
+    epoch: int | None = None
+    metrics: dict = field(default_factory=dict)
+    path: str | None = None
+    fingerprint: str | None = None
+
+    def build(self) -> nn.Module:
+        """The model with these weights, in eval mode (strict load)."""
+        return build_from_state(self.meta.arch, self.meta.n_outputs, self.state_dict, self.path or "checkpoint")
+
+
+def save_checkpoint(
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor],
+    meta: CheckpointMeta,
+    epoch: int | None = None,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temp file + rename). ``extra`` holds e.g. optimizer state for resume."""
+    path = Path(path)
+    payload: dict[str, Any] = {
+        "epoch": epoch,
+        "model_state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "metrics": metrics or {},
+        "pneumo": meta.to_dict(),
+    }
+    if extra:
+        payload.update(extra)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return path
+
+
+def infer_arch(state_dict: dict[str, torch.Tensor], name_hint: str = "") -> str:
+    """The zoo architecture these tensors belong to (file name first, checked against the keys)."""
+    stem = Path(name_hint).stem.lower()
+    for arch in sorted(ARCHS, key=len, reverse=True):
+        if stem.startswith(arch):
+            return arch
+    keys = state_dict.keys()
+    if "_conv_stem.weight" in keys:
+        return "efficientnet_lite0"
+    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
+        return "resnet50" if "layer1.0.conv3.weight" in keys else "resnet18"
+    if any(k.startswith("features.denseblock") for k in keys):
+        return "densenet121"
+    w0 = state_dict.get("features.0.0.weight")
+    if w0 is not None:
+        if w0.shape[0] == 32 and "classifier.3.weight" in keys and state_dict["classifier.3.weight"].shape[1] == 128:
+            return "custom_cnn"
+        c0 = state_dict.get("classifier.0.weight")
+        if c0 is not None:
+            return "mobilenet_v3_small" if c0.shape[1] == 576 else "mobilenet_v3_large"
+    raise CheckpointError(
+        f"cannot tell the architecture of {name_hint or 'this checkpoint'} from its name or tensors; "
+        f"name the file after one of {', '.join(ARCHS)}"
+    )
+
+
+def infer_task(path: str | Path, n_outputs: int) -> str:
+    p = Path(path)
+    if "bacteria_virus" in p.stem.lower():
+        return "bacteria_virus"
+    folder_to_task = {v: k for k, v in TASK_FOLDERS.items()}
+    folder_to_task["three_class"] = "three_class"
+    task = folder_to_task.get(p.parent.name.lower())
+    if task == "bacteria_virus" and n_outputs == 3:
+        task = "three_class"
+    if task is None:
+        task = "three_class" if n_outputs == 3 else "binary"
+    return task
+
+
+def load_checkpoint(path: str | Path, arch: str | None = None, task: str | None = None) -> Checkpoint:
+    """Load ours or a published checkpoint (.pt/.pth/.safetensors); metadata inferred when absent."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    sd, rest = read_raw(path)
+    if "pneumo" in rest and isinstance(rest["pneumo"], dict):
+        meta = CheckpointMeta.from_dict(rest["pneumo"])
+    else:
+        a = arch or infer_arch(sd, path.name)
+        head = sd.get(get_arch(a).head + ".weight")
+        if head is None:
+            try:
+                found = infer_arch(sd)
+            except CheckpointError:
+                found = "no architecture of the zoo"
+            raise ArchitectureMismatchError(
+                f"{path}: the file is named like {a}, but its tensors are those of {found}"
+            )
+        n_out = int(head.shape[0])
+        t = task or infer_task(path, n_out)
+        meta = CheckpointMeta(arch=a, task=t, classes=list(get_task(t).classes), n_outputs=n_out,
+                              source="published (inferred)")
+    metrics = rest.get("metrics") if isinstance(rest.get("metrics"), dict) else {}
+    epoch = rest.get("epoch")
+    return Checkpoint(sd, meta, int(epoch) if isinstance(epoch, (int, float)) else None,
+                      {k: (float(v) if isinstance(v, (int, float, np.generic)) else v) for k, v in metrics.items()},
+                      str(path), file_fingerprint(path))
+
+
+def build_from_state(arch: str, n_outputs: int, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Build ``arch`` and load ``state_dict`` strictly; a mismatch names both sides."""
+    model = get_arch(arch).build(n_outputs)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        try:
+            found = infer_arch(state_dict)
+        except CheckpointError:
+            found = "an unknown architecture"
+        head = state_dict.get(get_arch(arch).head + ".weight")
+        outs = f" with {head.shape[0]} output(s)" if head is not None else ""
+        raise ArchitectureMismatchError(
+            f"{source}: expected {arch} with {n_outputs} output(s), but the weights are for {found}{outs} "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
+    return model.eval()
+
+
+def export_safetensors(ckpt: Checkpoint, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write weights (floating tensors cast to ``dtype``) and metadata as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in ckpt.state_dict.items()}
+    meta = {"pneumo": json.dumps(ckpt.meta.to_dict()), "metrics": json.dumps(_jsonable(ckpt.metrics)),
+            "epoch": str(ckpt.epoch), "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path = Path(path)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj

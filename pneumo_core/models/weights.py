@@ -1,0 +1,97 @@
+"""Reading weight files safely: ``torch.load(weights_only=True)`` or safetensors, nothing that runs code.
+
+The lowest layer of ``models``: it knows file formats, not architectures.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pneumo_core.errors import CheckpointError, UnsafeCheckpointError
+
+
+def file_fingerprint(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+# numpy scalars often end up in published `metrics`; rebuilding them runs no user code. numpy 1.x
+# pickles name the scalar "numpy.core.multiarray.scalar", numpy 2.x "numpy._core.multiarray.scalar".
+_SAFE_NUMPY: list = [np.dtype, np._core.multiarray.scalar,
+                     (np._core.multiarray.scalar, "numpy.core.multiarray.scalar")] + [
+    getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")
+]
+
+
+def torch_load_safe(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)``; a pickle that would run code is refused, and nothing runs."""
+    try:
+        with torch.serialization.safe_globals(_SAFE_NUMPY):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines()]
+        hint = next((ln for ln in lines if "global" in ln.lower()), "")
+        if not hint:  # not a code payload: the bytes are simply not a checkpoint
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({lines[-1] if lines else exc})") from None
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: the file carries pickled objects that could run code "
+            f"({hint}). Only plain weight files are accepted."
+        ) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint file not found") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    return tensors, meta
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, the rest of the payload) of any supported file."""
+    if path.suffix == ".safetensors":
+        tensors, smeta = _read_safetensors(path)
+        rest: dict = {}
+        for key in ("pneumo", "metrics"):
+            if key in smeta:
+                rest[key] = json.loads(smeta[key])
+        if "epoch" in smeta:
+            rest["epoch"] = int(smeta["epoch"]) if smeta["epoch"] not in ("", "None") else None
+        return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, rest
+    obj = torch_load_safe(path)
+    if isinstance(obj, dict) and "model_state_dict" in obj:
+        sd, rest = obj["model_state_dict"], {k: v for k, v in obj.items() if k != "model_state_dict"}
+    elif isinstance(obj, dict) and "state_dict" in obj:
+        sd, rest = obj["state_dict"], {k: v for k, v in obj.items() if k != "state_dict"}
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        sd, rest = obj, {}
+    else:
+        raise CheckpointError(f"{path}: no model_state_dict in this file (keys: {list(obj)[:6] if isinstance(obj, dict) else type(obj).__name__})")
+    return _strip_prefix(dict(sd)), rest
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    return read_raw(Path(path))[0]

@@ -1,0 +1,159 @@
+"""The model zoo: what ``train.py --zoo`` trains, and turning a trained zoo into ``assets/`` (fp32
+re-prediction, the rule's best checkpoints as fp16 safetensors with the rule's thresholds, the
+hierarchical model's predictions, the results table).
+
+Which seed, which members and which threshold is decided in :mod:`pneumo_core.evaluation.selection`.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from pneumo_core.data.datasets import kermany_splits
+from pneumo_core.evaluation import artifacts, selection
+from pneumo_core.evaluation.predictions import Predictions, make_table, write_predictions
+from pneumo_core.evaluation.results import results_table
+from pneumo_core.files import ASSETS
+from pneumo_core.inference.predictors import Hierarchical, Predictor, predict_frame
+from pneumo_core.models.checkpoints import export_safetensors, load_checkpoint
+from pneumo_core.models.sources import LocalSource, checkpoint_relpath
+
+# The demo zoo: what each model costs on the 2-core CPU decided its resolution, epochs and seeds
+# (bench/train_bench.py). ImageNet weights exist offline only for EfficientNet-Lite0; the others
+# train from scratch at 128 px unless torchvision can get their ImageNet weights.
+ZOO: list[dict] = [
+    dict(task="binary", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=3,
+         freeze_fraction=0.4, seeds=[0, 1, 2]),
+    dict(task="three_class", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=2,
+         freeze_fraction=0.6, seeds=[0, 1, 2]),
+    dict(task="binary", arch="resnet18", init="scratch", image_size=128, epochs=8, seeds=[0, 1, 2]),
+    dict(task="binary", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
+    dict(task="binary", arch="custom_cnn", init="scratch", image_size=128, epochs=10, lr=1e-3, seeds=[0, 1, 2]),
+    dict(task="bacteria_virus", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
+    dict(task="three_class", arch="resnet18", init="scratch", image_size=128, epochs=8, seeds=[0, 1, 2]),
+    dict(task="three_class", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
+]
+
+HIERARCHICAL_SPLITS = ("val", "test")
+
+
+def _predict_split(predictor, frame: pd.DataFrame, split: str, progress, **labels) -> Predictions:
+    """Fresh (uncached) predictions of one split, as a table fit to commit: image ids as paths, ``labels``
+    (model, task, seed, checkpoint) as given."""
+    t = predict_frame(predictor, frame, split=split, progress=progress, use_cache=False)
+    f = t.frame
+    return make_table(f["image_id"], f["y_true"], t.probs, t.classes, paths=list(f["image_id"]), split=split, **labels)
+
+
+def hierarchical_sets(root: str | Path, source: LocalSource, data_dir: str | Path,
+                      progress=None) -> tuple[Predictions, ...] | None:
+    """The hierarchical model of the rule (stage A and B: the best models on validation of ``root``'s
+    prediction files), run from ``source``'s best checkpoints on the val and test splits."""
+    plan = selection.hierarchical_plan(root)
+    if plan is None:
+        return None
+    hier = Hierarchical(Predictor(source.load(plan.stage_a.key)), Predictor(source.load(plan.stage_b.key)))
+    splits = kermany_splits(data_dir)
+    return tuple(_predict_split(hier, splits[split], split, progress, model="hierarchical", task="three_class",
+                                seed=None, checkpoint=hier.key) for split in HIERARCHICAL_SPLITS)
+
+
+def repredict(zoo: str | Path, data_dir: str | Path, progress=None) -> list[Path]:
+    """Rewrite each seed's val/test prediction files from its checkpoint through the inference path in
+    fp32 (what the app computes), e.g. for runs whose training loop predicted under bf16."""
+    zoo = Path(zoo)
+    splits = kermany_splits(data_dir)
+    src = LocalSource(zoo)
+    written = []
+    for ref in src.list():
+        if ref.seed is None:
+            continue
+        predictor = Predictor(src.load(ref), precision="fp32")
+        for split in ("val", "test"):
+            table = _predict_split(predictor, splits[split], split, progress, model=ref.arch, task=ref.task,
+                                   seed=ref.seed, checkpoint=predictor.fingerprint)
+            dst = zoo / "predictions" / ref.task / f"{Path(ref.relpath).stem}_{split}.csv"
+            write_predictions(table, dst)
+            written.append(dst)
+    return written
+
+
+def export_best(zoo: str | Path, task: str, arch: str, models_dir: str | Path) -> Path | None:
+    """The rule's best seed of ``task/arch`` in a trained zoo, as fp16 safetensors with the rule's threshold."""
+    seed = selection.best_seed(zoo, task, arch)
+    if seed is None:
+        return None
+    ckpt = load_checkpoint(Path(zoo) / checkpoint_relpath(task, arch, seed))
+    ckpt.meta = replace(ckpt.meta, threshold=_threshold_or(selection.model_threshold(zoo, selection.Member(task, arch, seed)),
+                                                           ckpt.meta.threshold))
+    return export_safetensors(ckpt, Path(models_dir) / checkpoint_relpath(task, arch, suffix=".safetensors"))
+
+
+def _threshold_or(t: float | None, default: float) -> float:
+    return default if t is None else float(t)
+
+
+def refresh_thresholds(assets: str | Path = ASSETS) -> list[str]:
+    """Set each bundled checkpoint's stored threshold to the rule's (Youden on its committed validation
+    predictions); returns what changed. Tensors are untouched."""
+    assets = Path(assets)
+    changed = []
+    for ref in LocalSource(assets / "models").list():
+        seed = selection.best_seed(assets, ref.task, ref.arch)
+        if seed is None:
+            continue
+        ckpt = load_checkpoint(assets / "models" / ref.relpath)
+        if ckpt.meta.seed != seed:
+            changed.append(f"{ref.key}: bundled seed {ckpt.meta.seed} is not the rule's best seed {seed}; "
+                           "bundle the zoo again")
+            continue
+        t = selection.model_threshold(assets, selection.Member(ref.task, ref.arch, seed))
+        if t is not None and abs(t - ckpt.meta.threshold) > 1e-9:
+            changed.append(f"{ref.key}: threshold {ckpt.meta.threshold:.4f} -> {t:.4f}")
+            ckpt.meta = replace(ckpt.meta, threshold=float(t))
+            export_safetensors(ckpt, assets / "models" / ref.relpath)
+    return changed
+
+
+def write_hierarchical(assets: str | Path = ASSETS, data_dir: str | Path = "../shared/data/chest_xray",
+                       progress=None) -> list[Path]:
+    """The hierarchical model's prediction files in ``assets`` from the bundled checkpoints."""
+    assets = Path(assets)
+    sets = hierarchical_sets(assets, LocalSource(assets / "models"), data_dir, progress)
+    out = []
+    for t in sets or ():
+        out.append(write_predictions(t, assets / "predictions" / "three_class" /
+                                     f"hierarchical_{t.frame['split'].iloc[0]}.csv"))
+    return out
+
+
+def write_results(assets: str | Path = ASSETS, n_boot: int = 1000) -> pd.DataFrame:
+    assets = Path(assets)
+    table = results_table(assets, n_boot)
+    table.to_csv(assets / "results.csv", index=False)
+    (assets / "results.md").write_text(table.to_markdown(index=False) + "\n")
+    return table
+
+
+def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS,
+           leave_out: Sequence[str] = (), progress=None) -> pd.DataFrame:
+    """Copy the zoo's prediction files and run logs into ``assets``, export the rule's best seed of each
+    architecture as fp16 safetensors with the rule's threshold (but those named ``task/arch`` in
+    ``leave_out``, e.g. to keep assets/models under 100 MB), add the hierarchical model's predictions
+    and write the results table (CSV + Markdown)."""
+    zoo, assets = Path(zoo), Path(assets)
+    for f in list(zoo.glob("predictions/*/*.csv")) + list(zoo.glob("runs/*/*/history.json")) + \
+            list(zoo.glob("runs/*/*/metrics.json")):
+        dst = assets / f.relative_to(zoo)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dst)
+    for task in ("binary", "three_class", "bacteria_virus"):
+        for arch in artifacts.archs_of(zoo, task):
+            if f"{task}/{arch}" not in leave_out:
+                export_best(zoo, task, arch, assets / "models")
+    write_hierarchical(assets, data_dir, progress)
+    return write_results(assets)

@@ -1,0 +1,1 @@
+"""Plotly figures of what evaluation computes (no numbers of their own)."""

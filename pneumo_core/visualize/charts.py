@@ -1,0 +1,92 @@
+"""Plotly figures for the app (layout only; the numbers come from metrics/calibration)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from pneumo_core.evaluation.calibration import Reliability
+
+
+def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=40, r=10, t=40, b=40), template="plotly_white")
+    return fig
+
+
+def _curve_figure(x: np.ndarray, y: np.ndarray, name: str, title: str, xtitle: str, ytitle: str,
+                  point: tuple[float, float] | None, chance: bool = False) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name=name))
+    if chance:
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance"))
+    if point is not None:
+        fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(size=12, color="red"),
+                                 name="current threshold"))
+    fig.update_xaxes(title=xtitle, range=[0, 1])
+    fig.update_yaxes(title=ytitle, range=[0, 1.02])
+    return _layout(fig, title)
+
+
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, point: tuple[float, float] | None = None) -> go.Figure:
+    return _curve_figure(fpr, tpr, f"ROC (AUROC {auc:.3f})", "ROC curve", "1 - specificity", "sensitivity", point,
+                         chance=True)
+
+
+def pr_figure(recall: np.ndarray, precision: np.ndarray, ap: float, point: tuple[float, float] | None = None) -> go.Figure:
+    return _curve_figure(recall, precision, f"PR (AP {ap:.3f})", "Precision-recall curve", "recall (sensitivity)",
+                         "precision (PPV)", point)
+
+
+def confusion_figure(cm: Sequence[Sequence[int]], labels: Sequence[str], title: str = "Confusion matrix") -> go.Figure:
+    cm = np.asarray(cm)
+    fig = go.Figure(go.Heatmap(z=cm, x=[f"pred {l}" for l in labels], y=[f"true {l}" for l in labels],
+                               text=cm, texttemplate="%{text}", colorscale="Blues", showscale=False))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, 320)
+
+
+def reliability_figure(rel: Reliability, title: str = "Reliability diagram", other: Reliability | None = None,
+                       other_name: str = "after temperature scaling") -> go.Figure:
+    fig = make_subplots(rows=2, cols=1, row_heights=[0.72, 0.28], shared_xaxes=True, vertical_spacing=0.06)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"),
+                             name="perfect calibration"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=rel.confidence, y=rel.frequency, mode="lines+markers",
+                             name=f"model (ECE {rel.ece:.3f})"), row=1, col=1)
+    if other is not None:
+        fig.add_trace(go.Scatter(x=other.confidence, y=other.frequency, mode="lines+markers",
+                                 name=f"{other_name} (ECE {other.ece:.3f})"), row=1, col=1)
+    fig.add_trace(go.Bar(x=(rel.lower + rel.upper) / 2, y=rel.count, width=rel.upper - rel.lower, name="count",
+                         marker_color="lightsteelblue"), row=2, col=1)
+    fig.update_xaxes(title="predicted probability", range=[0, 1], row=2, col=1)
+    fig.update_yaxes(title="observed frequency", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title="images", row=2, col=1)
+    return _layout(fig, title, 480)
+
+
+def learning_curve_figure(history: list[dict], title: str) -> go.Figure:
+    fig = go.Figure()
+    ft = [h for h in history if h.get("phase") == "finetune"]
+    if ft:
+        ep = [h["epoch"] for h in ft]
+        fig.add_trace(go.Scatter(x=ep, y=[h["train_loss"] for h in ft], name="train loss"))
+        fig.add_trace(go.Scatter(x=ep, y=[h["val_loss"] for h in ft], name="val loss"))
+        fig.add_trace(go.Scatter(x=ep, y=[h["val_auroc"] for h in ft], name="val AUROC", yaxis="y2"))
+        fig.update_layout(yaxis2=dict(overlaying="y", side="right", range=[0.5, 1], title="AUROC"))
+    fig.update_xaxes(title="fine-tuning epoch")
+    fig.update_yaxes(title="loss")
+    return _layout(fig, title, 300)
+
+
+_PLOTLY_COLORSCALE = {"jet": "Jet", "inferno": "Inferno", "viridis": "Viridis", "turbo": "Turbo", "hot": "Hot"}
+
+
+def colorbar_figure(colormap: str = "jet", low: str = "no contribution", high: str = "strongest contribution",
+                    height: int = 70) -> go.Figure:
+    """A horizontal colour bar for heatmap overlays, labelled at both ends."""
+    fig = go.Figure(go.Heatmap(z=[np.linspace(0, 1, 256)], colorscale=_PLOTLY_COLORSCALE.get(colormap, "Jet"),
+                               showscale=False, hoverinfo="skip"))
+    fig.update_xaxes(tickvals=[0, 255], ticktext=[low, high], showgrid=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=5, b=25), template="plotly_white")
+    return fig

@@ -1,0 +1,61 @@
+"""The package's shape: imports go one way, down the layers of ARCHITECTURE.md; no module edits sys.path."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ["errors", "files", "device", "data", "models", "evaluation", "inference", "explain", "visualize",
+          "training", "cli"]
+BASE = {"errors", "files", "device"}  # layer 0: may import each other
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "pneumo_core" or len(parts) < 2 or parts[1] not in LAYERS:
+        return None
+    return 0 if parts[1] in BASE else LAYERS.index(parts[1])
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.append(node.module)
+        elif isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+    return out
+
+
+def test_imports_go_down_the_layers():
+    upward = []
+    for path in (ROOT / "pneumo_core").rglob("*.py"):
+        me = _layer(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        if me is None:
+            continue
+        for mod in _imports(path):
+            there = _layer(mod)
+            if there is not None and there > me:
+                upward.append(f"{path.relative_to(ROOT)} imports {mod}")
+    assert not upward, upward
+
+
+def test_every_module_has_a_layer():
+    stray = [p.name for p in (ROOT / "pneumo_core").glob("*.py")
+             if p.stem not in BASE | {"__init__", "__main__"}]
+    assert not stray, f"top-level modules outside the layers: {stray}"
+
+
+def test_nothing_edits_sys_path():
+    files = [ROOT / "app.py", ROOT / "train.py", *[p for d in ("pages", "pneumo_core", "tests", "bench")
+                                                   for p in (ROOT / d).rglob("*.py")]]
+    offenders = [str(p.relative_to(ROOT)) for p in files
+                 if "sys.path.insert" in p.read_text() and p.name != "test_architecture.py"]
+    assert not offenders
+
+
+def test_no_private_streamlit_api():
+    for p in [ROOT / "app.py", *(ROOT / "pages").glob("*.py")]:
+        for mod in _imports(p):
+            assert not (mod.startswith("streamlit.") and mod != "streamlit.testing.v1"), f"{p.name}: {mod}"

@@ -1,0 +1,169 @@
+"""One truth: the zoo's rules (pneumo_core.evaluation.selection) against the committed assets, the
+bundled checkpoints, ``report`` and the Predict page's verdicts; and a shared predictor under threads."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from pneumo_core.evaluation import artifacts, selection
+from pneumo_core.evaluation.predictions import ensemble, read_predictions
+from pneumo_core.evaluation.report import report_many
+from pneumo_core.evaluation.thresholds import choose
+from pneumo_core.files import ASSETS
+from pneumo_core.models.sources import bundled_source
+
+SOURCE = bundled_source()
+BUNDLED = [r for r in SOURCE.list() if r.seed is None]
+
+
+@pytest.mark.parametrize("ref", BUNDLED, ids=lambda r: r.key)
+def test_bundled_checkpoint_is_the_rules_best_seed_with_its_validation_threshold(ref):
+    meta = SOURCE.load(ref).meta
+    best = selection.best_seed(ASSETS, ref.task, ref.arch)
+    assert meta.seed == best
+    val = artifacts.load_set(ASSETS, ref.task, ref.arch, best, "val")
+    if val.is_binary:  # three-class models decide by the largest probability
+        youden = choose(val.y_binary, val.p_positive, "youden").threshold
+        assert meta.threshold == pytest.approx(youden, abs=1e-7)
+
+
+def test_best_seed_is_the_lowest_validation_log_loss():
+    from sklearn.metrics import log_loss
+
+    for task, arch in (("binary", "efficientnet_lite0"), ("binary", "resnet18"), ("three_class", "resnet18")):
+        losses = {}
+        for s in artifacts.seeds_of(ASSETS, task, arch):
+            v = artifacts.load_set(ASSETS, task, arch, s, "val")
+            losses[s] = log_loss(v.y_true, v.probs, labels=list(range(len(v.classes))))
+        assert selection.best_seed(ASSETS, task, arch) == min(losses, key=losses.get)
+
+
+def test_selection_reads_no_test_split_file(monkeypatch):
+    read = []
+    real = artifacts.read_predictions
+    monkeypatch.setattr(artifacts, "read_predictions", lambda path, *a, **k: read.append(str(path)) or real(path, *a, **k))
+    selection._best_seed.cache_clear()
+    for task in ("binary", "three_class", "bacteria_virus"):
+        for z in selection.zoo_models(ASSETS, task):
+            assert z.members
+        for arch in artifacts.archs_of(ASSETS, task):
+            selection.best_seed(ASSETS, task, arch)
+    assert selection.hierarchical_plan(ASSETS) is not None
+    assert read and not [p for p in read if "_test" in p]
+    assert all(p.endswith("_val.csv") for p in read)
+
+
+def test_ensemble_threshold_is_chosen_on_the_ensembles_own_validation_predictions():
+    members = selection.ensemble_members(ASSETS, "binary")
+    assert len(members) >= 2
+    vals = [artifacts.load_set(ASSETS, m.task, m.arch, m.seed, "val") for m in members]
+    tests = [artifacts.load_set(ASSETS, m.task, m.arch, m.seed, "test") for m in members]
+    ens_val = ensemble(vals)
+    want = choose(ens_val.y_binary, ens_val.p_positive, "youden")
+    assert selection.ensemble_threshold(ASSETS, members) == pytest.approx(want.threshold)
+    member_ts = [choose(v.y_binary, v.p_positive, "youden").threshold for v in vals]
+    assert abs(np.mean(member_ts) - want.threshold) > 1e-3  # the old rule would give another number
+    # report decides the ensemble at that threshold
+    r = report_many(tests, member_ts, [None] * len(tests), ensemble_threshold=want.threshold, ensemble_op=want)
+    assert r["ensemble"]["threshold"] == pytest.approx(want.threshold)
+
+
+def test_report_cli_ensemble_uses_the_ensemble_validation_threshold(capsys):
+    import json
+
+    from pneumo_core.cli.main import main
+
+    members = selection.ensemble_members(ASSETS, "binary")
+    path = {s: [artifacts.prediction_index(ASSETS).query(f"task == 'binary' and arch == '{m.arch}' and seed == {m.seed} "
+                                                           f"and split == '{s}'").path.iloc[0] for m in members]
+            for s in ("val", "test")}
+    assert main(["report", *path["test"], "--operating-point", "youden", "--on", *path["val"], "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    table = selection.ensemble_set(ASSETS, members, "test")
+    t = selection.ensemble_threshold(ASSETS, members)
+    assert r["ensemble"]["threshold"] == pytest.approx(t)
+    pred = table.p_positive >= t
+    assert r["ensemble"]["accuracy"] == pytest.approx(float((pred == table.y_binary).mean()))
+
+
+@pytest.fixture(scope="module")
+def sample_images(data_dir):
+    test = read_predictions(ASSETS / "predictions" / "three_class" / "hierarchical_test.csv").frame
+    ids = [i for i in test["image_id"] if "virus" in i][:2] + [i for i in test["image_id"] if "NORMAL" in i][:1]
+    return ids
+
+
+def test_predict_page_verdicts_equal_the_results_rows(sample_images, data_dir):
+    """The Predict page's ensemble and hierarchical rows, run from the bundled models, give the
+    probabilities of the committed prediction sets behind the results table (to three decimals)."""
+    from pneumo_core.data.images import load_grayscale
+    from pneumo_core.inference.predictors import Predictor
+    from pneumo_core.inference.verdicts import zoo_verdicts
+
+    keys = {r.key for r in BUNDLED}
+    predictors: dict = {}
+    for image_id in sample_images:
+        gray = load_grayscale(data_dir / image_id)
+
+        def probs_of(key):
+            p = predictors.setdefault(key, Predictor(SOURCE.load(key)))
+            return p.predict_grays([gray])[0]
+
+        verdicts = {(v.task, v.model): v for v in zoo_verdicts(ASSETS, keys, probs_of)}
+        for task in ("binary", "three_class"):
+            members = selection.ensemble_members(ASSETS, task)
+            if not members or not {m.key for m in members} <= keys:
+                continue
+            row = selection.ensemble_set(ASSETS, members, "test").frame.set_index("image_id").loc[image_id]
+            v = verdicts[(task, selection.ensemble_name(members))]
+            want = [row[f"prob_{c}"] for c in v.classes]
+            np.testing.assert_allclose(v.probs, want, atol=1e-3)
+            t = selection.ensemble_threshold(ASSETS, members)
+            assert (t is None) == (task != "binary")
+        hier = read_predictions(ASSETS / "predictions" / "three_class" / "hierarchical_test.csv").frame.set_index("image_id")
+        v = verdicts[("three_class", "hierarchical")]
+        np.testing.assert_allclose(v.probs, [hier.loc[image_id, f"prob_{c}"] for c in v.classes], atol=1e-3)
+
+
+def test_results_table_carries_intervals_and_the_rules_members():
+    from pneumo_core.evaluation.results import load_results
+
+    t = load_results(ASSETS).set_index("model")
+    members = selection.ensemble_members(ASSETS, "binary")
+    row = t.loc[selection.ensemble_name(members)]
+    assert "[" in row["auroc"] and "[" in row["accuracy"]
+    assert float(row["threshold"]) == pytest.approx(selection.ensemble_threshold(ASSETS, members), abs=5e-4)
+    plan = selection.hierarchical_plan(ASSETS)
+    assert t.loc["hierarchical", "init"] == plan.description
+
+
+def test_shared_predictor_gives_serial_cams_under_threads(data_dir):
+    """CAMs on real test images in one thread while another predicts single images on the same
+    predictor equal the CAMs computed alone (the forward pass takes the predictor's lock)."""
+    from pneumo_core.data.images import load_grayscale
+    from pneumo_core.explain.cams import explain
+    from pneumo_core.inference.predictors import Predictor
+
+    predictor = Predictor(SOURCE.load("binary/resnet18"))
+    paths = sorted((data_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:12] + sorted((data_dir / "test" / "NORMAL").glob("*.jpeg"))[:4]
+    grays = [load_grayscale(p) for p in paths]
+    serial = [explain(predictor, g, "gradcam", faithfulness=False).raw for g in grays]
+    stop = threading.Event()
+
+    def hammer():
+        k = 0
+        while not stop.is_set():
+            predictor.predict_grays([grays[k % len(grays)]])
+            k += 1
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        threaded = [explain(predictor, g, "gradcam", faithfulness=False).raw for g in grays]
+    finally:
+        stop.set()
+        t.join()
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
