@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import SOURCES, current_source, navigation, state
+from pages._common import NARROW_CSS, SOURCES, current_source, data_dir, navigation, state
 from pneumo_core.models.sources import DEFAULT_REPO
 
-st.set_page_config(page_title="Pneumo Explorer", page_icon=":material/pulmonology:", layout="wide")
+st.set_page_config(page_title="Pneumo Explorer", page_icon=":material/pulmonology:", layout="wide",
+                   initial_sidebar_state="auto")
+st.html(NARROW_CSS)
 st.session_state["via_app"] = True  # see pages/_common.start_page
 
 page = navigation()
@@ -26,5 +28,7 @@ with st.sidebar:
     state("data_dir", "")
     st.text_input("Dataset folder (optional)", key="data_dir", placeholder="…/chest_xray",
                   help="A Kermany layout folder. Galleries need it; everything else works without.")
+    if st.session_state["data_dir"] and data_dir() is None:
+        st.error(f"Dataset folder not found: {st.session_state['data_dir']}")
 
 page.run()

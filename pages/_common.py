@@ -17,6 +17,14 @@ from pneumo_core.models.sources import DEFAULT_REPO, HubSource, LocalSource, Sou
 from pneumo_core.evaluation import selection
 from pneumo_core.files import ASSETS
 
+PLOT_CONFIG = {"displayModeBar": False}  # no plotly toolbar: it covers titles on small screens
+#: below ~1000 px, columns stack so charts and the confusion matrix keep their width
+NARROW_CSS = """<style>
+@media (max-width: 1000px) {
+  div[data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
+  div[data-testid="stHorizontalBlock"] > div[data-testid="stColumn"] { min-width: 100%; }
+}
+</style>"""
 SOURCES = ("Bundled demo models", "Local checkpoints folder", "Hugging Face Hub")
 DATA_HINT = ("Set a dataset folder in the sidebar (a Kermany layout: `chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`) "
              "to see the images.")
@@ -168,6 +176,8 @@ def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> tuple[str, str, 
     wanted = st.query_params.get("model")
     labels = [label(o) for o in opts]
     default = labels.index(wanted) if wanted in labels else 0
+    if wanted and wanted not in labels and key not in st.session_state:
+        st.warning(f"The link's model {wanted!r} is not available here; showing {labels[0]!r}.")
     choice = st.selectbox("Model and prediction set", labels, index=default, key=key)
     st.query_params["model"] = choice
     return opts[labels.index(choice)]
@@ -272,6 +282,14 @@ def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
         return None
     names = list(choices)
     key = f"{prefix}_pick"
+    wanted = st.query_params.get("image")  # a link from the Errors page
+    if wanted and st.session_state.get(f"{prefix}_linked") != wanted:
+        st.session_state[f"{prefix}_linked"] = wanted
+        hit = next((n for n in names if n.split(" · ", 1)[1] == wanted), None)
+        if hit:
+            st.session_state[key] = hit
+        else:
+            st.warning(f"Image {wanted!r} not found: set the dataset folder in the sidebar to open it.")
     if st.button("Try a sample", key=f"{prefix}_next", help="the next bundled sample X-ray"):
         current = st.session_state.get(key, names[0])
         samples = [n for n in names if n.startswith("sample")]
@@ -279,3 +297,16 @@ def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
             st.session_state[key] = samples[(samples.index(current) + 1) % len(samples)] if current in samples else samples[0]
     name = st.selectbox("…or pick an image", names, key=key)
     return name.split(" · ", 1)[1], choices[name].read_bytes()
+
+
+def linked_image() -> tuple[str, bytes] | None:
+    """The image named by the URL (``?image=test/PNEUMONIA/x.jpeg``: a dataset-folder id or a sample's name)."""
+    wanted = st.query_params.get("image")
+    if not wanted:
+        return None
+    for base in (data_dir(), ASSETS / "examples"):
+        p = (base / wanted) if base is not None else None
+        if p is not None and p.is_file() and base.resolve() in p.resolve().parents:
+            return Path(wanted).name, p.read_bytes()
+    st.warning(f"Image {wanted!r} not found: set the dataset folder in the sidebar to open it.")
+    return None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import (cam, current_source, data_dir, decoded, digest, faithfulness, image_picker, model_keys,
+from pages._common import (PLOT_CONFIG, cam, current_source, data_dir, decoded, digest, faithfulness, image_picker, model_keys,
                            predictor, start_page)
 from pneumo_core.explain.cams import METHODS, cam_grid, overlay, own_scale, shared_scale
 from pneumo_core.visualize.charts import colorbar_figure
@@ -44,7 +44,7 @@ def maps() -> None:
                     f"{g} × {g} cells, smoothed up to the image.")
         if r.degenerate:
             col.warning(r.message)
-    st.plotly_chart(colorbar_figure(), key="cmp_colorbar", config={"displayModeBar": False})
+    st.plotly_chart(colorbar_figure(), key="cmp_colorbar", config=PLOT_CONFIG)
     if st.toggle("Faithfulness scores", key="cmp_faith",
                  help="How much each model's confidence changes when the image is multiplied by its heatmap "
                       "(keeping only the hot regions). Positive: the hot regions alone support the prediction; "

@@ -1,59 +1,77 @@
-"""Errors: the N x N confusion matrix and galleries of mistakes (VIRUS errors first), with CAMs."""
+"""Errors: the N x N confusion matrix and every mistake (VIRUS errors first), paged, with cached CAMs."""
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from pages._common import DATA_HINT, current_source, image_path, model_keys, predictor, start_page, val_and_test
-from pneumo_core.visualize.charts import confusion_figure
-from pneumo_core.explain.cams import explain, overlay
+from pages._common import (PLOT_CONFIG, DATA_HINT, cam, current_source, digest, image_path, model_keys, predictions_root,
+                           start_page, val_and_test)
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.evaluation import selection
-from pneumo_core.evaluation.metrics import binary_at, multiclass_summary
+from pneumo_core.evaluation.mistakes import ANY, confusion, decisions, mistakes
+from pneumo_core.explain.cams import overlay
+from pneumo_core.visualize.charts import confusion_figure
+
+PER_PAGE = 12
 
 start_page("Errors")
 opt, val, test = val_and_test(("three_class", "binary"), key="err_model")
 classes = list(test.classes)
-probs, y = test.probs, test.y_true
-
-if test.is_binary:
-    t = selection.threshold_on(val)
-    pred = (test.p_positive >= t).astype(int)
-    st.caption(f"Threshold {t:.3f} (Youden's J on validation).")
-    m = binary_at(test.y_binary, test.p_positive, t)
-    cm = [[m["tn"], m["fp"]], [m["fn"], m["tp"]]]
-else:
-    pred = probs.argmax(1)
-    cm = multiclass_summary(y, probs, classes)["confusion_matrix"]
-st.plotly_chart(confusion_figure(cm, classes, "Confusion matrix on test"), key="err_cm")
+t = selection.threshold_on(val) if test.is_binary else None
+decided = decisions(test, t)
+st.caption(f"Decision: P({classes[1]}) ≥ {t:.3f} (Youden's J on validation)." if t is not None
+           else "Decision: the class of largest probability.")
+st.plotly_chart(confusion_figure(confusion(test, decided), classes, "Confusion matrix on test"), key="err_cm",
+                config=PLOT_CONFIG)
 
 c1, c2 = st.columns(2)
 default_true = classes.index("VIRUS") if "VIRUS" in classes else classes.index("PNEUMONIA")
 true_cls = c1.selectbox("True class", classes, index=default_true, key="err_true")
-others = ["any wrong class"] + [c for c in classes if c != true_cls]
-pred_cls = c2.selectbox("Predicted as", others, key="err_pred")
-ti = classes.index(true_cls)
-mask = (y == ti) & (pred != ti)
-if pred_cls != "any wrong class":
-    mask &= pred == classes.index(pred_cls)
-conf = probs[np.arange(len(pred)), pred] if not test.is_binary else np.where(pred == 1, test.p_positive, 1 - test.p_positive)
-rows = test.frame.loc[mask, ["image_id"]].assign(predicted=[classes[i] for i in pred[mask]], confidence=conf[mask])
-rows = rows.sort_values("confidence", ascending=False)
-label = ("false negatives" if test.is_binary and ti == 1 else "false positives" if test.is_binary else "errors")
+pred_cls = c2.selectbox("Predicted as", [ANY] + [c for c in classes if c != true_cls], key="err_pred")
+rows = mistakes(test, decided, true_cls, pred_cls)
+label = ("false negatives" if test.is_binary and true_cls == classes[1] else "false positives" if test.is_binary
+         else "errors")
 st.markdown(f"**{len(rows)}** {true_cls} {label}, most confident first.")
-st.dataframe(rows, hide_index=True, key="err_table")
+st.dataframe(rows, hide_index=True, key="err_table", height=220)
+if rows.empty:
+    st.stop()
 
-if image_path(rows["image_id"].iloc[0] if len(rows) else "") is None:
+pages = (len(rows) - 1) // PER_PAGE + 1
+page = st.number_input(f"Page (of {pages}, {PER_PAGE} images each)", 1, pages, 1, key="err_page") if pages > 1 else 1
+shown = rows.iloc[(page - 1) * PER_PAGE: page * PER_PAGE]
+if image_path(shown["image_id"].iloc[0]) is None:
     st.caption(DATA_HINT)
     st.stop()
+
 source, src_label = current_source()
-keys = [k for k in model_keys(source, test.task) if k.split("/")[1] == opt[1] and "/seed" not in k]
-show = st.toggle("Grad-CAM on each image (slower)", key="err_cam", value=False)
-cols = st.columns(4)
-for j, (image_id, p_lbl, c) in enumerate(rows.head(12).itertuples(index=False)):
-    gray = load_grayscale(image_path(image_id))
-    img = gray
-    if show and keys:
-        r = explain(predictor(source, src_label, keys[0]), gray, "gradcam", faithfulness=False)
-        img = overlay(gray, r.normalised)
-    cols[j % 4].image(img, caption=f"{image_id.split('/')[-1]} → {p_lbl} ({c:.2f})", clamp=True)
+task, arch, seed = opt
+key = f"{task}/{arch}"
+bundled_seed = selection.best_seed(predictions_root(), task, arch)
+cam_key = key if key in model_keys(source) and seed == bundled_seed else None
+if cam_key is None:
+    why = ("an ensemble has no single heatmap" if arch == selection.ENSEMBLE or arch == "hierarchical"
+           else f"no checkpoint of {arch} seed {seed} is loaded (the source holds "
+                f"{'seed ' + str(bundled_seed) if key in model_keys(source) else 'no ' + key})")
+    st.info(f"No Grad-CAM for this model: {why}. The X-rays are shown without heatmaps.")
+show = cam_key is not None and st.toggle("Grad-CAM beside each image", key="err_cam", value=False)
+
+
+@st.fragment
+def gallery() -> None:
+    cols = st.columns(3)
+    for j, (image_id, p_lbl, c) in enumerate(shown.itertuples(index=False)):
+        path = image_path(image_id)
+        with cols[j % 3]:
+            gray = load_grayscale(path)
+            if show:
+                r = cam(source, src_label, cam_key, digest(path.read_bytes()), "gradcam", None, gray)
+                st.image([gray, overlay(gray, r.normalised)], width=150, clamp=True,
+                         caption=["original", f"Grad-CAM {r.class_name}"])
+            else:
+                st.image(gray, width=200, clamp=True)
+            st.caption(f"{image_id.split('/')[-1]}: {true_cls} → {p_lbl} ({c:.2f})")
+            a, b = st.columns(2)
+            a.page_link("pages/predict.py", label="Predict", icon=":material/search:", query_params={"image": image_id})
+            b.page_link("pages/compare.py", label="Compare", icon=":material/compare:", query_params={"image": image_id})
+
+
+gallery()

@@ -1,12 +1,12 @@
-"""Models: the results table, learning curves, per-class F1, recipes."""
+"""Models: the results table, learning curves (seeds overlaid), recipes."""
 from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import predictions_root, start_page
-from pneumo_core.visualize.charts import learning_curve_figure
+from pages._common import PLOT_CONFIG, predictions_root, start_page
 from pneumo_core.evaluation.artifacts import run_info, runs
 from pneumo_core.evaluation.results import load_results
+from pneumo_core.visualize.charts import learning_curve_figure
 
 start_page("Models")
 root = predictions_root()
@@ -27,18 +27,22 @@ st.caption("Test set (624 images); binary thresholds chosen on the patient-aware
 for task in t["task"].unique():
     st.subheader(task.replace("_", " "))
     part = t[t["task"] == task].drop(columns=["task"])
-    st.dataframe(part.loc[:, (part != "").any()], hide_index=True, key=f"results_{task}")
+    st.dataframe(part.loc[:, (part != "").any()], hide_index=True, key=f"results_{task}", width="stretch")
 
 st.subheader("Learning curves")
-all_runs = runs(root)
-if all_runs:
-    pick = st.selectbox("Run", [f"{a} · {b}" for a, b in all_runs], key="lc_run")
-    task, stem = pick.split(" · ")
-    info = run_info(root, task, stem)
-    if "history" in info:
-        st.plotly_chart(learning_curve_figure(info["history"], stem), key="lc_chart")
-    if "metrics" in info:
-        cfg = info["metrics"]["config"]
-        st.caption("Recipe: " + ", ".join(f"{k} {cfg[k]}" for k in ("init", "image_size", "head_epochs", "epochs",
-                                                                      "freeze_fraction", "lr", "batch_size")))
-        st.caption(f"Wall time {info['metrics']['wall_s'] / 60:.1f} min on this machine's CPU.")
+by_model: dict[tuple[str, str], list[str]] = {}
+for task, stem in runs(root):
+    by_model.setdefault((task, stem.rsplit("_seed", 1)[0]), []).append(stem)
+if by_model:
+    labels = [f"{task} · {model}" for task, model in by_model]
+    pick = st.selectbox("Model (every seed overlaid)", labels, key="lc_run")
+    task, model = list(by_model)[labels.index(pick)]
+    infos = {stem.rsplit("_", 1)[-1]: run_info(root, task, stem) for stem in by_model[(task, model)]}
+    st.plotly_chart(learning_curve_figure({k: v["history"] for k, v in infos.items() if "history" in v}, pick),
+                    key="lc_chart", config=PLOT_CONFIG)
+    for seed, info in infos.items():
+        if "metrics" in info:
+            cfg = info["metrics"]["config"]
+            st.caption(f"{seed}: " + ", ".join(f"{k} {cfg[k]}" for k in ("init", "image_size", "head_epochs", "epochs",
+                                                                         "freeze_fraction", "lr", "batch_size"))
+                       + f"; wall time {info['metrics']['wall_s'] / 60:.1f} min on the training machine's CPU.")

@@ -9,25 +9,20 @@ import streamlit as st
 from PIL import Image
 
 from pages._common import (UPLOAD_TYPES, cam, current_source, decoded, digest, faithfulness, model_keys, model_probs,
-                           predictions_root, predictor, sample_images, start_page)
+                           linked_image, predictions_root, predictor, sample_images, start_page)
 from pneumo_core.errors import ImageLoadError
 from pneumo_core.evaluation import selection
-from pneumo_core.explain.cams import COLORMAPS, METHODS, overlay
-from pneumo_core.explain.ood import default_gate
-from pneumo_core.inference.verdicts import stored_verdicts, zoo_verdicts
 
 start_page("Predict")
 source, src_label = current_source()
-keys = [k for k in model_keys(source) if "/seed" not in k]
-if not keys:
-    st.warning("No models available from this source.")
-    st.stop()
 uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=UPLOAD_TYPES, accept_multiple_files=True,
                            key="uploads")
 files = [(up.name, up.getvalue()) for up in uploads or []]
 samples = sample_images()
 if samples and st.button("Try a sample", key="predict_sample", help="a bundled test X-ray (the next one each click)"):
     st.session_state["predict_sample_i"] = (st.session_state.get("predict_sample_i", -1) + 1) % len(samples)
+if not files and "predict_sample_i" not in st.session_state and (linked := linked_image()) is not None:
+    files = [linked]
 if not files and "predict_sample_i" in st.session_state:
     pick = samples[st.session_state["predict_sample_i"]]
     files = [(pick.name, pick.read_bytes())]
@@ -44,6 +39,15 @@ for fname, data in files:
 if not images:
     st.stop()
 
+# torch, the models and the CAM library load only once there is an image (a fast first page)
+from pneumo_core.explain.cams import COLORMAPS, METHODS, overlay  # noqa: E402
+from pneumo_core.explain.ood import default_gate  # noqa: E402
+from pneumo_core.inference.verdicts import stored_verdicts, zoo_verdicts  # noqa: E402
+
+keys = [k for k in model_keys(source) if "/seed" not in k]
+if not keys:
+    st.warning("No models available from this source.")
+    st.stop()
 root = predictions_root()
 gate = default_gate()
 rows = []

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._common import DATA_HINT, image_path, predictions_root, start_page, val_and_test
+from pages._common import PLOT_CONFIG, DATA_HINT, image_path, predictions_root, start_page, val_and_test
 from pneumo_core.evaluation.bootstrap import bootstrap_binary
 from pneumo_core.visualize.charts import confusion_figure, pr_figure, roc_figure
 from pneumo_core.data.datasets import subtype_of
@@ -37,27 +37,40 @@ sweep = sweep_of(key, y, p)
 curves = curves_of(key, y, p)
 
 val_threshold = selection.pneumonia_threshold_on(val)
-if st.session_state.get("thr_for") != key:  # a new model opens at its validation threshold
+if st.session_state.get("thr_for") != key:  # a model opens at its validation threshold (a deep link's on arrival)
+    first_visit = "thr_for" not in st.session_state
     st.session_state["thr_for"] = key
     st.session_state["threshold"] = round(val_threshold, 3)
-    if "threshold" in st.query_params:
+    if first_visit and "threshold" in st.query_params:
         try:
-            st.session_state["threshold"] = float(np.clip(float(st.query_params["threshold"]), 0, 1))
+            asked = float(st.query_params["threshold"])
         except ValueError:
-            pass
+            asked = float("nan")
+        if 0 <= asked <= 1:
+            st.session_state["threshold"] = asked
+        else:
+            st.warning(f"The link's threshold {st.query_params['threshold']!r} is not a number in [0, 1]; "
+                       f"opening at the validation threshold {val_threshold:.3f}.")
 
 with st.expander("Operating points chosen on validation", expanded=True):
     c1, c2, c3 = st.columns([2, 1, 1])
     rule = c1.selectbox("Preset", ["Youden's J", "max F1", "sensitivity ≥", "specificity ≥", "minimum cost c·FP + FN"],
                         key="preset_rule")
-    target = c2.number_input("target / cost ratio c", 0.0, 1.0, 0.95 if "≥" in rule else 0.25, 0.01, key="preset_x")
+    defaults = {"sensitivity ≥": 0.95, "specificity ≥": 0.90, "minimum cost c·FP + FN": 0.25}
+    target = None
+    if rule in defaults:  # one box per rule, so each keeps its own sensible default
+        target = c2.number_input("target" if "≥" in rule else "cost ratio c", 0.0, 1.0, defaults[rule], 0.01,
+                                 key=f"preset_x_{rule}")
     spec = {"Youden's J": "youden", "max F1": "max-f1", "sensitivity ≥": f"sens={target}",
             "specificity ≥": f"spec={target}", "minimum cost c·FP + FN": f"cost={target}"}[rule]
     if c3.button("Apply to the slider", key="apply_preset"):
         try:
             op = choose(val.y_binary, val.p_positive, spec, chosen_on="validation")
+            at_val = ThresholdSweep(val.y_binary, val.p_positive).at(op.threshold)
             st.session_state["threshold"] = round(op.threshold, 3)
-            st.session_state["op_note"] = f"{spec} on validation → threshold {op.threshold:.3f}"
+            st.session_state["op_note"] = (f"{spec} on validation → threshold {op.threshold:.3f} (validation "
+                                           f"sensitivity {at_val['sensitivity']:.3f}, specificity "
+                                           f"{at_val['specificity']:.3f})")
         except ValueError as exc:
             st.session_state["op_note"] = f"{spec}: {exc}"
     if "op_note" in st.session_state:
@@ -72,7 +85,7 @@ def panel() -> None:
     left, right = st.columns([1, 1])
     with left:
         st.plotly_chart(confusion_figure([[m["tn"], m["fp"]], [m["fn"], m["tp"]]], ["NORMAL", "PNEUMONIA"]),
-                        key="cm_chart")
+                        key="cm_chart", config=PLOT_CONFIG)
         st.markdown(f"**TP** {m['tp']} · **FP** {m['fp']} · **TN** {m['tn']} · **FN** {m['fn']}")
     with right:
         names = [("Sensitivity", "sensitivity"), ("Specificity", "specificity"), ("PPV", "precision"),
@@ -81,25 +94,30 @@ def panel() -> None:
         if st.toggle("Bootstrap 95 % CIs (1000 resamples)", key="ci_toggle"):
             ci = bootstrap_binary(y, p, t, n_boot=1000, seed=0,
                                   metrics=("sensitivity", "specificity", "precision", "npv", "f1", "accuracy"))
+        prev = st.slider("Prevalence for PPV / NPV", 0.01, 0.99, float(round(y.mean(), 2)), 0.01, key="prevalence",
+                         help="PPV and NPV depend on how common pneumonia is where the model is used; the test "
+                              f"set's prevalence is {y.mean():.2f}.")
+        adj = prevalence_adjusted(m["sensitivity"], m["specificity"], prev)
+        shown = {**m, "precision": adj["ppv"], "npv": adj["npv"]}
         rows = []
         for label, k in names:
-            v = m[k]
+            v = shown[k]
+            if k in ("precision", "npv"):
+                label = f"{label} (prevalence {prev:.2f})"
             rows.append({"metric": label, "value": None if np.isnan(v) else round(v, 4),
-                         "95 % CI": f"{ci[k]['low']:.3f} – {ci[k]['high']:.3f}" if ci else ""})
+                         "95 % CI": f"{ci[k]['low']:.3f} – {ci[k]['high']:.3f}" if ci and k not in ("precision", "npv")
+                         else ""})
         st.dataframe(pd.DataFrame(rows), hide_index=True, key="metric_table")
-        prev = st.slider("Prevalence for PPV / NPV", 0.01, 0.99, float(round(y.mean(), 2)), 0.01, key="prevalence")
-        adj = prevalence_adjusted(m["sensitivity"], m["specificity"], prev)
-        st.caption(f"At prevalence {prev:.2f}: PPV {adj['ppv']:.3f}, NPV {adj['npv']:.3f}")
         groups = by_group(y, p, t, curves["subtypes"])
         rec = {g: v["sensitivity"] for g, v in groups.items() if g in ("BACTERIA", "VIRUS")}
         if rec:
             st.caption("Recall within pneumonia: " + ", ".join(f"{g} {v:.3f}" for g, v in rec.items()))
     a, b = st.columns(2)
     a.plotly_chart(roc_figure(curves["roc"]["fpr"], curves["roc"]["tpr"], curves["auroc"],
-                              (1 - m["specificity"], m["sensitivity"])), key="roc_chart")
+                              (1 - m["specificity"], m["sensitivity"])), key="roc_chart", config=PLOT_CONFIG)
     b.plotly_chart(pr_figure(curves["pr"]["recall"], curves["pr"]["precision"], curves["ap"],
                              (m["sensitivity"], m["precision"] if not np.isnan(m["precision"]) else 1.0)),
-                   key="pr_chart")
+                   key="pr_chart", config=PLOT_CONFIG)
     cell = st.segmented_control("Show the images of a cell", ["TP", "FP", "TN", "FN"], key="cell")
     if cell:
         pred = p >= t

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pneumo_core.training.zoo import ASSETS, prediction_index
+from pneumo_core.evaluation import selection
+from pneumo_core.evaluation.artifacts import prediction_index
+from pneumo_core.files import ASSETS
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/predict.py", "pages/compare.py", "pages/thresholds.py", "pages/calibration.py", "pages/errors.py",
@@ -39,19 +40,19 @@ def test_every_page_renders_without_exception(page):
     assert any("not for clinical use" in c.value.lower() for c in at.caption)
 
 
-def _first_binary_set():
-    idx = prediction_index(ASSETS)
-    row = idx[(idx.task == "binary") & (idx.seed >= 0) & (idx.split == "test")].iloc[0]
-    from pneumo_core.evaluation.predictions import read_predictions
-
-    return read_predictions(row.path)
+def _default_threshold_set():
+    """The set the Thresholds page opens on: the rule's best model first (selection.set_choices)."""
+    opt = selection.set_choices(ASSETS, ("binary", "three_class"))[0]
+    return selection.load_choice(ASSETS, *opt, "val"), selection.load_choice(ASSETS, *opt, "test")
 
 
 def test_threshold_slider_updates_confusion_numbers():
     from pneumo_core.evaluation.thresholds import ThresholdSweep
 
     at = _app("pages/thresholds.py")
-    test = _first_binary_set()
+    val, test = _default_threshold_set()
+    # it opens at the model's validation threshold, the one Errors uses
+    assert at.slider(key="threshold").value == pytest.approx(round(selection.pneumonia_threshold_on(val), 3))
     sweep = ThresholdSweep(test.y_binary, test.p_positive)
     for t in (0.2, 0.8):
         at.slider(key="threshold").set_value(t).run()
@@ -84,25 +85,40 @@ def test_calibration_temperature_scaling_and_models_table():
     table = _table(at, "ECE")
     assert len(table) == 2 and table["set"].iloc[1].startswith("temperature T =")
     at = _app("pages/models.py")
-    assert not at.exception and len(at.dataframe) >= 1
+    assert not at.exception
+    shown = set().union(*(set(d.value["model"]) for d in at.dataframe if "model" in d.value.columns))
+    assert selection.ensemble_name(selection.ensemble_members(ASSETS, "binary")) in shown and "hierarchical" in shown
 
 
-def test_uploading_a_real_test_image_yields_probabilities(pneumonia_image, tmp_path):
+def test_uploading_a_real_test_image_yields_the_results_tables_models(pneumonia_image):
     at = _app("pages/predict.py", timeout=300)
     # AppTest has no file_uploader element: the page reads uploads from session state like the widget would
-    pytest.importorskip("streamlit.testing.v1")
     from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
 
     rec = UploadedFileRec(file_id="1", name=pneumonia_image.name, type="image/jpeg", data=pneumonia_image.read_bytes())
     at.session_state["uploads"] = [UploadedFile(rec, None)]
     at.run()
     assert not at.exception, [e.message for e in at.exception]
-    table = _table(at, "predicted")
-    assert len(table) >= 1
-    classes = [c for c in ("NORMAL", "PNEUMONIA", "BACTERIA", "VIRUS") if c in table]
-    for _, row in table.iterrows():  # each model fills the columns of its own classes
-        probs = row[classes].dropna().to_numpy(dtype=float)
-        assert len(probs) >= 2 and np.isclose(probs.sum(), 1.0, atol=1e-4), row["model"]
+    table = _table(at, "verdict")
+    models = set(table["model"])
+    for task in ("binary", "three_class"):
+        for z in selection.zoo_models(ASSETS, task):
+            assert z.name in models
+    assert "hierarchical" in models
+    ens = table[table.model.str.startswith("ensemble(") & (table.task == "binary")].iloc[0]
+    t = selection.ensemble_threshold(ASSETS, selection.ensemble_members(ASSETS, "binary"))
+    assert f"≥ {t:.3f}" in ens["decided by"]
+    assert table["probability"].between(0, 1).all()
+    assert at.get("image")  # the heatmap and the original
+
+
+def test_sample_button_and_one_tweak_on_predict():
+    at = _app("pages/predict.py", timeout=300)
+    at.button(key="predict_sample").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(_table(at, "verdict")) >= 3
+    at.slider(key="opacity").set_value(0.8).run()
+    assert not at.exception
 
 
 def test_sources_degrade_cleanly_offline(tmp_path):

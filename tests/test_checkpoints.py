@@ -138,7 +138,7 @@ def test_our_format_round_trips_pt_and_safetensors(tmp_path, pneumonia_image):
     torch.manual_seed(1)
     model = build_model("resnet18", 1).eval()
     meta = CheckpointMeta(arch="resnet18", task="binary", classes=["NORMAL", "PNEUMONIA"], n_outputs=1, seed=2,
-                          init="scratch", data_fingerprint="abc", threshold=0.37, temperature=1.3)
+                          init="scratch", data_fingerprint="abc", threshold=0.37)
     path = save_checkpoint(tmp_path / "checkpoints/binary/resnet18_seed2.pt", model.state_dict(), meta, epoch=3,
                            metrics={"val_auroc": 0.9})
     c = load_checkpoint(path)

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -72,24 +71,26 @@ def test_bf16_mode_is_cached_apart(source, test_frame, tmp_path):
     assert np.abs(b.probs - a.probs).max() < 0.05  # approximate, not another model
 
 
-def test_batched_equals_per_image_and_cache_hits(source, test_frame, tmp_path):
+def test_batched_equals_per_image_and_cache_hits(source, test_frame, tmp_path, monkeypatch):
     p = _pred(source, "binary/resnet18/seed0")
     loop = predict_loop(p, test_frame)
     calls = []
-    t0 = time.perf_counter()
     batched = predict_frame(p, test_frame, split="test", batch_size=16, cache_dir=tmp_path,
                             progress=lambda d, n: calls.append((d, n)))
-    cold = time.perf_counter() - t0
     np.testing.assert_allclose(batched.probs, loop, atol=1e-5)
     assert calls[-1] == (40, 40)
     assert list(batched.frame["image_id"]) == list(test_frame["image_id"])
     cached_files = list((tmp_path / "predictions").glob("*.parquet"))
     assert len(cached_files) == 1 and p.fingerprint in cached_files[0].name
-    t0 = time.perf_counter()
+    import pneumo_core.inference.predictors as predictors
+
+    def no_model(*a, **k):
+        raise AssertionError("a cached prediction set ran the model")
+
+    monkeypatch.setattr(predictors, "_batched_probs", no_model)
     again = predict_frame(p, test_frame, split="test", cache_dir=tmp_path)
-    warm = time.perf_counter() - t0
     assert again.frame.equals(batched.frame)
-    assert warm < cold
+    monkeypatch.undo()
     # another model misses the cache
     other = predict_frame(_pred(source, "binary/custom_cnn/seed0"), test_frame, cache_dir=tmp_path)
     assert len(list((tmp_path / "predictions").glob("*.parquet"))) == 2
@@ -117,9 +118,15 @@ def test_ensemble_and_hierarchical_probabilities(source, test_frame, normal_imag
         Hierarchical(three, b)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_cam_is_not_degenerate_on_a_pneumonia_image(source, arch, pneumonia_image):
-    p = _pred(source, f"binary/{arch}/seed0")
+BUNDLED_BINARY = ["custom_cnn", "resnet18", "densenet121", "efficientnet_lite0"]
+
+
+@pytest.mark.parametrize("arch", BUNDLED_BINARY)
+def test_cam_is_not_degenerate_on_a_pneumonia_image(arch, pneumonia_image):
+    # the bundled trained models, not the tiny fixture models (whose maps depend on how 2 epochs went)
+    from pneumo_core.models.sources import bundled_source
+
+    p = Predictor(bundled_source().load(f"binary/{arch}"))
     r = explain(p, load_grayscale(pneumonia_image), "gradcam", target=1)
     s = p.prep.image_size
     assert r.raw.shape == (s, s) and r.normalised.shape == (s, s)
@@ -139,15 +146,22 @@ def test_single_logit_model_explains_normal_via_the_negated_logit(source, pneumo
     assert default.target == int(np.argmax(default.probs))
 
 
-def test_every_fast_method_runs(source, pneumonia_image):
-    p = _pred(source, "binary/resnet18/seed0")
+def test_every_fast_method_explains_and_tells_the_classes_apart(pneumonia_image):
+    from pneumo_core.models.sources import bundled_source
+
+    p = Predictor(bundled_source().load("binary/resnet18"))
     g = load_grayscale(pneumonia_image)
     for name, (_, label, slow) in METHODS.items():
         if slow:
             assert "slow" in label
             continue
-        r = explain(p, g, name, faithfulness=False)
-        assert r.method == label and r.raw.shape == (p.prep.image_size,) * 2
+        r = explain(p, g, name, target=1, faithfulness=False)
+        assert r.method == label and r.ok, (name, r.message)
+        assert np.isfinite(r.raw).all() and r.raw.min() >= 0
+        assert 0.005 < (r.normalised > 0.5).mean() < 0.9, name  # a region, neither a speck nor everything
+        if name != "eigencam":  # class-agnostic by design
+            other = explain(p, g, name, target=0, faithfulness=False)
+            assert not np.allclose(r.normalised, other.normalised, atol=1e-3), name
     with pytest.raises(ValueError, match="unknown CAM method"):
         explain(p, g, "magic")
 

@@ -165,4 +165,9 @@ def test_operating_point_applied_to_another_set():
     yt, pt = _random(n=300, seed=2)
     op = choose(yv, pv, "youden", chosen_on="val.csv")
     m = binary_at(yt, pt, op.threshold)
-    assert m["threshold"] == op.threshold and op.to_dict()["chosen_on"] == "val.csv"
+    tn, fp, fn, tp = skm.confusion_matrix(yt, (pt >= op.threshold).astype(int), labels=[0, 1]).ravel()
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (tp, fp, tn, fn)
+    # the threshold chosen on validation is Youden's optimum there, not on the set it is applied to
+    fpr, tpr, _ = skm.roc_curve(yv, pv)
+    assert op.value == pytest.approx(np.max(tpr - fpr))
+    assert op.to_dict()["chosen_on"] == "val.csv"

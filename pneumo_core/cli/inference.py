@@ -85,7 +85,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: about 2x faster on a CPU with native bf16, probabilities approximate (up to ~0.25 "
+                   help="bf16: about 2x faster on a CPU with native bf16, probabilities approximate (up to 0.19 "
                         "off for EfficientNet-Lite0; see bench/inference_bench.py)")
 
 

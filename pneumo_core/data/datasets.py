@@ -2,7 +2,7 @@
 
 Every reader returns a :class:`pandas.DataFrame` with the columns
 ``path`` (absolute), ``image_id`` (stable, relative), ``split``, ``label`` (upper-case class name) and
-``patient`` (split-qualified id). :class:`pneumo_core.data.loader.ImageDataset` turns such a table into model inputs.
+``patient`` (``split/<id>``; for Kermany the ``personN`` / ``IM-NNNN`` number of the file name). :class:`pneumo_core.data.loader.ImageDataset` turns such a table into model inputs.
 """
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def scan_kermany(root: str | Path, splits: Sequence[str] = KERMANY_SPLITS) -> pd.DataFrame:
-    """Index ``ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*``. Patient ids are qualified by split."""
+    """Index ``ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*``. Patient ids are ``split/personN``: Kermany numbers
+    ``personN`` once per subtype, so the key merges a BACTERIA and a VIRUS child of the same number (a
+    stricter patient-aware split, never a leak)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")

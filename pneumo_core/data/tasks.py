@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,16 @@ def get_task(name: str) -> Task:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
 
 
-def logits_to_probs(logits: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(N, 1) logits -> (N, 2) [P(class0), P(class1)]; (N, K>1) -> softmax. Always rows summing to 1."""
-    t = torch.as_tensor(logits, dtype=torch.float32)
+def logits_to_probs(logits) -> np.ndarray:
+    """(N, 1) logits -> (N, 2) [P(class0), P(class1)]; (N, K>1) -> softmax. Always rows summing to 1.
+    Takes a torch tensor or an array; computed in float32."""
+    t = np.asarray(logits.detach().cpu().numpy() if hasattr(logits, "detach") else logits, dtype=np.float32)
     if t.ndim == 1:
-        t = t.unsqueeze(1)
+        t = t[:, None]
     if t.shape[1] == 1:
-        p1 = torch.sigmoid(t[:, 0])
-        return torch.stack([1 - p1, p1], dim=1).numpy()
-    return torch.softmax(t, dim=1).numpy()
+        with np.errstate(over="ignore"):
+            p1 = (1.0 / (1.0 + np.exp(-t[:, 0]))).astype(np.float32)
+        return np.stack([1 - p1, p1], axis=1)
+    z = t - t.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

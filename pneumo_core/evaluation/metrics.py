@@ -7,8 +7,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sklearn import metrics as skm
 
+
+
+def _skm():
+    """sklearn.metrics, imported on first use (it costs ~1 s at the app's start)."""
+    from sklearn import metrics
+
+    return metrics
 
 def _ratio(a: float, b: float) -> float:
     return float(a / b) if b else float("nan")
@@ -43,23 +49,23 @@ def auroc(y: np.ndarray, p: np.ndarray) -> float:
     y = np.asarray(y)
     if len(np.unique(y)) < 2:
         return float("nan")
-    return float(skm.roc_auc_score(y, p))
+    return float(_skm().roc_auc_score(y, p))
 
 
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:
     y = np.asarray(y)
     if y.sum() == 0:
         return float("nan")
-    return float(skm.average_precision_score(y, p))
+    return float(_skm().average_precision_score(y, p))
 
 
 def roc_curve(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
-    fpr, tpr, thr = skm.roc_curve(y, p, drop_intermediate=False)
+    fpr, tpr, thr = _skm().roc_curve(y, p, drop_intermediate=False)
     return {"fpr": fpr, "tpr": tpr, "thresholds": thr}
 
 
 def pr_curve(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
-    precision, recall, thr = skm.precision_recall_curve(y, p)
+    precision, recall, thr = _skm().precision_recall_curve(y, p)
     return {"precision": precision, "recall": recall, "thresholds": thr}
 
 
@@ -82,8 +88,8 @@ def multiclass_summary(y: np.ndarray, probs: np.ndarray, classes: Sequence[str])
     k = len(classes)
     pred = probs.argmax(1)
     labels = list(range(k))
-    p, r, f, s = skm.precision_recall_fscore_support(y, pred, labels=labels, zero_division=np.nan)
-    cm = skm.confusion_matrix(y, pred, labels=labels)
+    p, r, f, s = _skm().precision_recall_fscore_support(y, pred, labels=labels, zero_division=np.nan)
+    cm = _skm().confusion_matrix(y, pred, labels=labels)
     per_class = {}
     for i, c in enumerate(classes):
         per_class[c] = {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
@@ -91,7 +97,7 @@ def multiclass_summary(y: np.ndarray, probs: np.ndarray, classes: Sequence[str])
     aucs = [v["auroc"] for v in per_class.values()]
     return {
         "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
-        "macro_f1": float(skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(_skm().f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
         "classes": list(classes),

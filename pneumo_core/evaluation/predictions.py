@@ -16,7 +16,7 @@ import pandas as pd
 
 from pneumo_core.files import atomic_write
 from pneumo_core.errors import PredictionFileError
-from pneumo_core.data.tasks import TASKS, get_task
+from pneumo_core.data.tasks import TASKS
 
 REQUIRED = ["image_id", "y_true"]
 META_COLUMNS = ["model", "task", "seed", "checkpoint"]
@@ -245,7 +245,3 @@ def ensemble(preds: Sequence[Predictions], model: str = "ensemble") -> Predictio
     return make_table(f["image_id"], f["y_true"], probs, al[0].classes, paths=list(f["path"]),
                       split=list(f["split"]), model=model, task=al[0].task, seed=None,
                       checkpoint="+".join(str(p.frame["checkpoint"].iloc[0]) for p in al))
-
-
-def task_classes(task: str) -> tuple[str, ...]:
-    return get_task(task).classes

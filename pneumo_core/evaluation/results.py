@@ -103,7 +103,7 @@ def results_table(root: str | Path = ASSETS, n_boot: int = 1000) -> pd.DataFrame
         except FileNotFoundError:
             pass
     df = pd.DataFrame(rows)
-    return df[[c for c in COLUMNS if c in df.columns]].fillna("")
+    return df[[c for c in COLUMNS if c in df.columns]].fillna("").astype(str)  # one type a column (Arrow)
 
 
 def load_results(root: str | Path = ASSETS, n_boot: int = 1000) -> pd.DataFrame:

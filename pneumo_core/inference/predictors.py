@@ -18,7 +18,7 @@ from pneumo_core.device import cpu_supports_bf16
 from pneumo_core.errors import CheckpointError
 from pneumo_core.files import cache_root
 from pneumo_core.inference.fast_copy import fast_copy
-from pneumo_core.data.images import ImageSource, load_grayscale
+from pneumo_core.data.images import load_grayscale
 from pneumo_core.evaluation.predictions import Predictions, make_table, read_predictions, write_predictions
 from pneumo_core.data.preprocessing import Preprocessing, normalise, to_tensor
 from pneumo_core.data.tasks import THREE_CLASS, get_task, logits_to_probs
@@ -32,8 +32,8 @@ class Predictor:
 
     precision: ``fp32`` (default) gives exact probabilities. ``bf16`` (or ``auto``: bf16 where the CPU
     has it natively) is about 2x faster here but approximate: measured on the bundled models
-    (bench/inference_bench.py), probabilities move by up to ~0.02 for ResNet18/DenseNet121 and up to
-    ~0.25 for EfficientNet-Lite0, enough to flip decisions; use it for quick looks, not for operating points.
+    (bench/inference_bench.py), probabilities move by up to 0.02 for ResNet18/DenseNet121 and up to
+    0.19 for EfficientNet-Lite0, enough to flip decisions; use it for quick looks, not for operating points.
     Dataset inference (``batch_logits``) runs a fast copy of the model (pneumo_core.fast_copy: BatchNorm
     folded; built on first use); single images and CAMs run the eager model.
     """
@@ -98,9 +98,6 @@ class Predictor:
         """Class probabilities (N, K) of grayscale [0, 1] arrays."""
         return logits_to_probs(self.logits(torch.stack([self.tensor(g) for g in grays])))
 
-    def predict(self, source: ImageSource) -> np.ndarray:
-        return self.predict_grays([load_grayscale(source)])[0]
-
 
 class Ensemble:
     """The mean of several predictors' probabilities (same task, any architectures)."""
@@ -119,9 +116,6 @@ class Ensemble:
 
     def predict_grays(self, grays: Sequence[np.ndarray]) -> np.ndarray:
         return np.mean([m.predict_grays(grays) for m in self.members], axis=0)
-
-    def predict(self, source: ImageSource) -> np.ndarray:
-        return self.predict_grays([load_grayscale(source)])[0]
 
 
 class Hierarchical:
@@ -144,9 +138,6 @@ class Hierarchical:
 
     def predict_grays(self, grays: Sequence[np.ndarray]) -> np.ndarray:
         return self.combine(self.stage_a.predict_grays(grays)[:, 1], self.stage_b.predict_grays(grays)[:, 1])
-
-    def predict(self, source: ImageSource) -> np.ndarray:
-        return self.predict_grays([load_grayscale(source)])[0]
 
 
 # ---------------------------------------------------------------- dataset inference

@@ -24,7 +24,6 @@ from pneumo_core.data.preprocessing import Preprocessing
 from pneumo_core.data.tasks import TASK_FOLDERS, get_task
 
 FORMAT_VERSION = 1
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 
 @dataclass
@@ -38,7 +37,6 @@ class CheckpointMeta:
     init: str | None = None
     data_fingerprint: str | None = None
     threshold: float = 0.5
-    temperature: float = 1.0
     image_size: int | None = None
     epochs: int | None = None
     recipe: dict = field(default_factory=dict)

@@ -4,7 +4,7 @@ The layout (the published repo's, and what ``train.py`` writes)::
 
     checkpoints/{binary,three_class,hierarchical}/<arch>[_bacteria_virus][_seed<n>].{pt,safetensors}
 
-A source lists :class:`CheckpointRef` entries and loads them as :class:`~pneumo_core.checkpoints.Checkpoint`.
+A source lists :class:`CheckpointRef` entries and loads them as :class:`~pneumo_core.models.checkpoints.Checkpoint`.
 """
 from __future__ import annotations
 
@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pneumo_core.files import ASSETS
-from pneumo_core.models.checkpoints import CHECKPOINT_SUFFIXES, Checkpoint, load_checkpoint
-from pneumo_core.errors import CheckpointError, SourceUnavailableError
-from pneumo_core.models.networks import ARCHS
+from typing import TYPE_CHECKING
+
 from pneumo_core.data.tasks import TASK_FOLDERS
+from pneumo_core.errors import CheckpointError, SourceUnavailableError
+from pneumo_core.files import ASSETS
+
+if TYPE_CHECKING:  # torch loads only when a model does: the app's first page renders without it
+    from pneumo_core.models.checkpoints import Checkpoint
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 DEFAULT_REPO = "luanacarolina/pneumonia-chest-xray-classifier"
 BUNDLED_DIR = ASSETS / "models"
@@ -60,6 +65,8 @@ def parse_relpath(relpath: str) -> CheckpointRef | None:
     parts = Path(relpath).parts
     if len(parts) < 3 or parts[-3] != "checkpoints" or Path(relpath).suffix not in CHECKPOINT_SUFFIXES:
         return None
+    from pneumo_core.models.networks import ARCHS
+
     task = _FOLDER_TASK.get(parts[-2])
     arch, bv, seed = parse_stem(Path(relpath).stem)
     if task is None or arch not in ARCHS:
@@ -96,7 +103,9 @@ class Source:
         have = ", ".join(r.key for r in refs) or "nothing"
         raise SourceUnavailableError(f"{self.label} has no checkpoint {key!r} (it has: {have})")
 
-    def load(self, ref: CheckpointRef | str) -> Checkpoint:
+    def load(self, ref: CheckpointRef | str) -> "Checkpoint":
+        from pneumo_core.models.checkpoints import load_checkpoint
+
         if isinstance(ref, str):
             ref = self.find(ref)
         return load_checkpoint(self.path(ref), arch=ref.arch, task=ref.task)
@@ -236,8 +245,10 @@ def parse_source(spec: str) -> tuple[Source, str | None]:
     raise CheckpointError(f"{spec}: not a checkpoint file, a checkpoints folder, or hub:REPO_ID/task/arch")
 
 
-def resolve_checkpoint(spec: str) -> Checkpoint:
+def resolve_checkpoint(spec: str) -> "Checkpoint":
     """A file, ``DIR/task/arch`` or ``hub:REPO_ID/task/arch`` -> loaded checkpoint."""
+    from pneumo_core.models.checkpoints import load_checkpoint
+
     p = Path(spec).expanduser()
     if p.is_file():
         return load_checkpoint(p)

@@ -64,18 +64,32 @@ def reliability_figure(rel: Reliability, title: str = "Reliability diagram", oth
     return _layout(fig, title, 480)
 
 
-def learning_curve_figure(history: list[dict], title: str) -> go.Figure:
-    fig = go.Figure()
-    ft = [h for h in history if h.get("phase") == "finetune"]
-    if ft:
-        ep = [h["epoch"] for h in ft]
-        fig.add_trace(go.Scatter(x=ep, y=[h["train_loss"] for h in ft], name="train loss"))
-        fig.add_trace(go.Scatter(x=ep, y=[h["val_loss"] for h in ft], name="val loss"))
-        fig.add_trace(go.Scatter(x=ep, y=[h["val_auroc"] for h in ft], name="val AUROC", yaxis="y2"))
-        fig.update_layout(yaxis2=dict(overlaying="y", side="right", range=[0.5, 1], title="AUROC"))
-    fig.update_xaxes(title="fine-tuning epoch")
-    fig.update_yaxes(title="loss")
-    return _layout(fig, title, 300)
+def learning_curve_figure(histories: dict[str, list[dict]], title: str) -> go.Figure:
+    """Loss (train solid, validation dashed) and validation AUROC per fine-tuning epoch, one colour per
+    run (e.g. the seeds of one architecture overlaid)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "validation AUROC"), horizontal_spacing=0.12)
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    top = 1
+    for k, (name, history) in enumerate(histories.items()):
+        ft = [h for h in history if h.get("phase") == "finetune"]
+        if not ft:
+            continue
+        c = palette[k % len(palette)]
+        ep = [int(h["epoch"]) for h in ft]
+        top = max(top, max(ep))
+        fig.add_trace(go.Scatter(x=ep, y=[h["train_loss"] for h in ft], name=f"{name} train", line=dict(color=c),
+                                 legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(x=ep, y=[h["val_loss"] for h in ft], name=f"{name} validation",
+                                 line=dict(color=c, dash="dash"), legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(x=ep, y=[h["val_auroc"] for h in ft], name=f"{name} val AUROC", line=dict(color=c),
+                                 legendgroup=name, showlegend=False), row=1, col=2)
+    for col in (1, 2):
+        fig.update_xaxes(title="fine-tuning epoch", tickmode="linear", dtick=1, range=[0.8, top + 0.2], row=1, col=col)
+    fig.update_yaxes(title="loss", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title="AUROC", range=[0.5, 1.005], row=1, col=2)
+    fig = _layout(fig, title, 340)
+    fig.update_layout(legend=dict(orientation="h", y=-0.25), margin=dict(l=50, r=10, t=60, b=40))
+    return fig
 
 
 _PLOTLY_COLORSCALE = {"jet": "Jet", "inferno": "Inferno", "viridis": "Viridis", "turbo": "Turbo", "hot": "Hot"}
