@@ -131,6 +131,7 @@ def test_sources_degrade_cleanly_offline(tmp_path):
     assert "Using the bundled demo models" in " ".join(c.value for c in at.sidebar.caption)
 
 
+@pytest.mark.slow
 def test_a_source_model_is_evaluated_on_the_dataset_folder(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
     at = _app("pages/calibration.py", timeout=600, data_dir=str(data_dir))
