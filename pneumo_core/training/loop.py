@@ -224,8 +224,54 @@ def _subset(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     return pd.concat(parts).sort_values("image_id").reset_index(drop=True)
 
 
+@dataclass
+class _Run:
+    """One run's state, handed from step to step of :func:`train`."""
+
+    cfg: TrainConfig
+    task: Task
+    device: torch.device
+    use_bf16: bool
+    channels_last: bool
+    paths: RunPaths
+    prep: Preprocessing
+    log: Callable[[str], None]
+    t_start: float
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    model: nn.Module | None = None
+    crit: nn.Module | None = None
+    gen: torch.Generator | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    frozen: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    best_metrics: dict | None = None
+    best_state: dict | None = None
+    start_epoch: int = 0
+    head_done: bool = False
+    stale: int = 0
+
+
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train one (task, arch, seed); returns the run's metrics. Writes checkpoint, history, predictions."""
+    run = _setup(cfg, log)
+    _prepare_data(run)
+    _build(run)
+    done = _restore(run, resume)
+    if done is not None:
+        return done
+    if cfg.head_epochs > 0 and not run.head_done:
+        _head_epochs(run)
+    for ep in range(run.start_epoch, cfg.epochs):
+        train_loss = _fit_epoch(run, ep)
+        if _end_epoch(run, ep, train_loss):
+            break
+    return _finish(run)
+
+
+def _setup(cfg: TrainConfig, log: Callable[[str], None]) -> _Run:
+    """Seeds, device, precision."""
     t_start = time.time()
     task = get_task(cfg.task)
     device = pick_device(cfg.device)
@@ -233,156 +279,190 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     np.random.seed(cfg.seed)
     use_bf16 = (cfg.bf16 == "on") or (cfg.bf16 == "auto" and (device.type == "cuda" or cpu_supports_bf16()))
     channels_last = device.type == "cuda" or cfg.arch in CHANNELS_LAST_ARCHS
-    paths = RunPaths.of(cfg)
+    return _Run(cfg, task, device, use_bf16, channels_last, RunPaths.of(cfg),
+                Preprocessing(cfg.image_size, 3, IMAGENET_MEAN, IMAGENET_STD), log, t_start)
 
+
+def _prepare_data(run: _Run) -> None:
+    """The splits (subset with ``limit``), decoded into uint8 arrays."""
+    cfg = run.cfg
     splits = kermany_splits(cfg.data_dir, cfg.val_fraction, seed=0)
-    frames = {k: _subset(for_task(splits[k], task), cfg.limit, cfg.seed) for k in ("train", "val", "test")}
-    arrays = {k: load_array(f, cfg.image_size, cfg.cache_dir, k) for k, f in frames.items()}
-    targets = {k: f["target"].to_numpy() for k, f in frames.items()}
-    prep = Preprocessing(cfg.image_size, 3, IMAGENET_MEAN, IMAGENET_STD)
+    run.frames = {k: _subset(for_task(splits[k], run.task), cfg.limit, cfg.seed) for k in ("train", "val", "test")}
+    run.arrays = {k: load_array(f, cfg.image_size, cfg.cache_dir, k) for k, f in run.frames.items()}
+    run.targets = {k: f["target"].to_numpy() for k, f in run.frames.items()}
 
-    model = build_model(cfg.arch, task.n_outputs, cfg.init).to(device)
-    if channels_last:
+
+def _build(run: _Run) -> None:
+    """Model, loss, generator, frozen stages, optimizer."""
+    cfg = run.cfg
+    model = build_model(cfg.arch, run.task.n_outputs, cfg.init).to(run.device)
+    if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    crit = loss_fn(task, targets["train"]).to(device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict] = []
-    best_metrics: dict | None = None
-    best_state: dict | None = None
-    start_epoch = 0
-    phase_head_done = False
+    run.model = model
+    run.crit = loss_fn(run.task, run.targets["train"]).to(run.device)
+    run.gen = torch.Generator().manual_seed(cfg.seed)
+    run.frozen = freeze(model, cfg.arch, cfg.freeze_fraction) if cfg.freeze_fraction > 0 else []
+    run.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
 
-    frozen = freeze(model, cfg.arch, cfg.freeze_fraction) if cfg.freeze_fraction > 0 else []
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
 
-    if resume and paths.last.is_file():
+def _restore(run: _Run, resume: bool) -> dict | None:
+    """With ``resume``: continue from ``last.pt``, or return the metrics of a run that is already
+    finished. ``None``: go on training."""
+    if not resume:
+        return None
+    cfg, paths = run.cfg, run.paths
+    if paths.last.is_file():
         state = torch_load_safe(paths.last)
-        model.load_state_dict(state["model_state_dict"])
-        optimizer.load_state_dict(state["optimizer_state_dict"])
-        gen.set_state(state["generator_state"])
+        run.model.load_state_dict(state["model_state_dict"])
+        run.optimizer.load_state_dict(state["optimizer_state_dict"])
+        run.gen.set_state(state["generator_state"])
         if "torch_rng_state" in state:  # dropout draws from the global generator
             torch.set_rng_state(state["torch_rng_state"])
-        history, start_epoch = state["history"], int(state["epoch"])
-        best_metrics, best_state = state.get("best_metrics"), state.get("best_state_dict")
-        phase_head_done = True
-        log(f"resuming {cfg.stem} ({cfg.task}) after epoch {start_epoch}")
-    elif paths.checkpoint.is_file() and resume:
-        log(f"{cfg.stem} ({cfg.task}) is already trained: {paths.checkpoint}")
+        run.history, run.start_epoch = state["history"], int(state["epoch"])
+        run.best_metrics, run.best_state = state.get("best_metrics"), state.get("best_state_dict")
+        run.head_done = True
+        run.log(f"resuming {cfg.stem} ({cfg.task}) after epoch {run.start_epoch}")
+    elif paths.checkpoint.is_file():
+        run.log(f"{cfg.stem} ({cfg.task}) is already trained: {paths.checkpoint}")
         return json.loads(paths.metrics.read_text()) if paths.metrics.is_file() else {}
+    return None
 
-    # ---- head-only epochs from cached pooled features (the backbone is frozen, so they never change)
-    if cfg.head_epochs > 0 and not phase_head_done:
-        head = head_of(model, cfg.arch)
-        feats: dict[str, torch.Tensor] = {}
-        captured: list[torch.Tensor] = []
-        hook = head.register_forward_pre_hook(lambda m, inp: captured.append(inp[0].detach().float().cpu()))
-        for k in ("train", "val"):
-            captured.clear()
-            predict_array(model, arrays[k], prep, device, autocast=use_bf16, channels_last=channels_last,
-                          desc=f"features {k}")
-            feats[k] = torch.cat(captured)
-        hook.remove()
-        head_opt = torch.optim.Adam(head.parameters(), lr=cfg.head_lr)
-        ytr = torch.from_numpy(targets["train"])
-        for ep in range(cfg.head_epochs):
-            head.train()
-            perm = torch.randperm(len(ytr), generator=gen)
-            for i in range(0, len(perm), cfg.batch_size):
-                idx = perm[i:i + cfg.batch_size]
-                loss = compute_loss(crit, head(feats["train"][idx].to(device)), ytr[idx].to(device))
-                head_opt.zero_grad()
-                loss.backward()
-                head_opt.step()
-            head.eval()
-            with torch.no_grad():
-                val = evaluate_logits(task, head(feats["val"].to(device)).float().cpu().numpy(), targets["val"])
-            history.append({"phase": "head", "epoch": ep + 1, **{f"val_{k}": v for k, v in val.items()}})
-            log(f"{cfg.stem} head epoch {ep + 1}/{cfg.head_epochs}: val loss {val['loss']:.4f} "
-                f"auroc {val['auroc']:.4f} macro-F1 {val['macro_f1']:.4f}")
-            if _better(cfg.selection, val, best_metrics):
-                best_metrics, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    # ---- fine-tuning
-    stale = 0
-    for ep in range(start_epoch, cfg.epochs):
-        set_train_mode(model, frozen)
-        perm = torch.randperm(len(arrays["train"]), generator=gen).numpy()
-        running, seen = 0.0, 0
-        bar = tqdm(range(0, len(perm), cfg.batch_size), desc=f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}", leave=False)
-        for i in bar:
+def _predict(run: _Run, arr: np.ndarray, desc: str, autocast: bool) -> np.ndarray:
+    return predict_array(run.model, arr, run.prep, run.device, autocast=autocast, channels_last=run.channels_last,
+                         desc=desc)
+
+
+def _head_epochs(run: _Run) -> None:
+    """Head-only epochs from cached pooled features (the backbone is frozen, so they never change)."""
+    cfg, model = run.cfg, run.model
+    head = head_of(model, cfg.arch)
+    feats: dict[str, torch.Tensor] = {}
+    captured: list[torch.Tensor] = []
+
+    hook = head.register_forward_pre_hook(lambda m, inp: captured.append(inp[0].detach().float().cpu()))
+    for k in ("train", "val"):
+        captured.clear()
+        predict_array(model, run.arrays[k], run.prep, run.device, autocast=run.use_bf16,
+                      channels_last=run.channels_last, desc=f"features {k}")
+        feats[k] = torch.cat(captured)
+    hook.remove()
+    head_opt = torch.optim.Adam(head.parameters(), lr=cfg.head_lr)
+    ytr = torch.from_numpy(run.targets["train"])
+    for ep in range(cfg.head_epochs):
+        head.train()
+        perm = torch.randperm(len(ytr), generator=run.gen)
+        for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            x = to_input(torch.from_numpy(arrays["train"][np.sort(idx)]), prep,
-                         gen if cfg.augment else None, cfg.hflip).to(device)
-            y = torch.from_numpy(targets["train"][np.sort(idx)]).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
-            loss = compute_loss(crit, logits, y)
-            optimizer.zero_grad(set_to_none=True)
+            loss = compute_loss(run.crit, head(feats["train"][idx].to(run.device)), ytr[idx].to(run.device))
+            head_opt.zero_grad()
             loss.backward()
-            optimizer.step()
-            running += loss.item() * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{running / seen:.4f}")
-        val_logits = predict_array(model, arrays["val"], prep, device, autocast=use_bf16,
-                                   channels_last=channels_last, desc="validating")
-        val = evaluate_logits(task, val_logits, targets["val"])
-        history.append({"phase": "finetune", "epoch": ep + 1, "train_loss": running / max(seen, 1),
-                        **{f"val_{k}": v for k, v in val.items()}, "elapsed_s": time.time() - t_start})
-        if _better(cfg.selection, val, best_metrics):
-            best_metrics, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stale = 0
-        else:
-            stale += 1
-        save_checkpoint(paths.last, model.state_dict(), _meta(cfg, task, prep, frames), epoch=ep + 1,
-                        extra={"optimizer_state_dict": optimizer.state_dict(), "generator_state": gen.get_state(),
-                               "torch_rng_state": torch.get_rng_state(),
-                               "history": history, "best_metrics": best_metrics, "best_state_dict": best_state})
-        write_json(paths.history, history)
-        log(f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}: train loss {running / max(seen, 1):.4f}, val loss "
-            f"{val['loss']:.4f} auroc {val['auroc']:.4f} macro-F1 {val['macro_f1']:.4f}")
-        if stale >= cfg.patience:
-            log(f"{cfg.stem}: early stop after epoch {ep + 1} (no better {cfg.selection} for {cfg.patience} epochs)")
-            break
+            head_opt.step()
+        head.eval()
+        with torch.no_grad():
+            val = evaluate_logits(run.task, head(feats["val"].to(run.device)).float().cpu().numpy(), run.targets["val"])
+        run.history.append({"phase": "head", "epoch": ep + 1, **{f"val_{k}": v for k, v in val.items()}})
+        run.log(f"{cfg.stem} head epoch {ep + 1}/{cfg.head_epochs}: val loss {val['loss']:.4f} "
+                f"auroc {val['auroc']:.4f} macro-F1 {val['macro_f1']:.4f}")
+        if _better(cfg.selection, val, run.best_metrics):
+            run.best_metrics, run.best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    # ---- best weights -> predictions, threshold on val, checkpoint
-    if best_state is not None:
-        model.load_state_dict(best_state)
+
+def _fit_epoch(run: _Run, ep: int) -> float:
+    """One fine-tuning epoch; returns the mean training loss."""
+    cfg = run.cfg
+    set_train_mode(run.model, run.frozen)
+    perm = torch.randperm(len(run.arrays["train"]), generator=run.gen).numpy()
+    running, seen = 0.0, 0
+    bar = tqdm(range(0, len(perm), cfg.batch_size), desc=f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}", leave=False)
+    for i in bar:
+        idx = perm[i:i + cfg.batch_size]
+        x = to_input(torch.from_numpy(run.arrays["train"][np.sort(idx)]), run.prep,
+                     run.gen if cfg.augment else None, cfg.hflip).to(run.device)
+        y = torch.from_numpy(run.targets["train"][np.sort(idx)]).to(run.device)
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
+            logits = run.model(x)
+        loss = compute_loss(run.crit, logits, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        running += loss.item() * len(idx)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{running / seen:.4f}")
+    return running / max(seen, 1)
+
+
+def _end_epoch(run: _Run, ep: int, train_loss: float) -> bool:
+    """Validate, keep the best weights, save ``last.pt`` and the history; True: stop early."""
+    cfg = run.cfg
+    val_logits = _predict(run, run.arrays["val"], "validating", run.use_bf16)
+    val = evaluate_logits(run.task, val_logits, run.targets["val"])
+    run.history.append({"phase": "finetune", "epoch": ep + 1, "train_loss": train_loss,
+                        **{f"val_{k}": v for k, v in val.items()}, "elapsed_s": time.time() - run.t_start})
+    if _better(cfg.selection, val, run.best_metrics):
+        run.best_metrics = val
+        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        run.stale = 0
+    else:
+        run.stale += 1
+    save_checkpoint(run.paths.last, run.model.state_dict(), _meta(run), epoch=ep + 1,
+                    extra={"optimizer_state_dict": run.optimizer.state_dict(), "generator_state": run.gen.get_state(),
+                           "torch_rng_state": torch.get_rng_state(), "history": run.history,
+                           "best_metrics": run.best_metrics, "best_state_dict": run.best_state})
+    write_json(run.paths.history, run.history)
+    run.log(f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val loss "
+            f"{val['loss']:.4f} auroc {val['auroc']:.4f} macro-F1 {val['macro_f1']:.4f}")
+    if run.stale >= cfg.patience:
+        run.log(f"{cfg.stem}: early stop after epoch {ep + 1} (no better {cfg.selection} for {cfg.patience} epochs)")
+        return True
+    return False
+
+
+def _finish(run: _Run) -> dict:
+    """Best weights -> predictions, threshold on val, checkpoint, metrics."""
+    cfg, task, paths, frames, targets = run.cfg, run.task, run.paths, run.frames, run.targets
+    model = run.model
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
     # the saved predictions in fp32: bf16 moves EfficientNet's probabilities by up to ~0.2 (inference bench)
-    logits = {k: predict_array(model, arrays[k], prep, device, autocast=False, channels_last=channels_last,
-                               desc=f"predicting {k}") for k in ("val", "test")}
+    logits = {k: _predict(run, run.arrays[k], f"predicting {k}", autocast=False) for k in ("val", "test")}
     probs = {k: logits_to_probs(v) for k, v in logits.items()}
-    meta = _meta(cfg, task, prep, frames)
-    tables = {k: make_table(frames[k]["image_id"], targets[k], probs[k], task.classes, paths=list(frames[k]["image_id"]),
-                            split=k, model=cfg.arch, task=cfg.task, seed=cfg.seed, checkpoint="")
+    meta = _meta(run)
+    tables = {k: make_table(frames[k]["image_id"], targets[k], probs[k], task.classes,
+                            paths=list(frames[k]["image_id"]), split=k, model=cfg.arch, task=cfg.task,
+                            seed=cfg.seed, checkpoint="")
               for k in ("val", "test")}
     t = selection.threshold_on(tables["val"])
     meta.threshold = 0.5 if t is None else t
-    save_checkpoint(paths.checkpoint, model.state_dict(), meta, epoch=len([h for h in history if h["phase"] == "finetune"]),
-                    metrics={f"val_{k}": v for k, v in (best_metrics or {}).items()})
+    epochs_run = len([h for h in run.history if h["phase"] == "finetune"])
+    save_checkpoint(paths.checkpoint, model.state_dict(), meta, epoch=epochs_run,
+                    metrics={f"val_{k}": v for k, v in (run.best_metrics or {}).items()})
     fp = file_fingerprint(paths.checkpoint)
     for k, path in (("val", paths.pred_val), ("test", paths.pred_test)):
         tables[k].frame["checkpoint"] = fp
         write_predictions(tables[k], path)
     test = evaluate_logits(task, logits["test"], targets["test"])
-    result = {"config": asdict(cfg), "val": best_metrics, "test": test, "threshold": meta.threshold,
-              "wall_s": time.time() - t_start, "epochs_run": len([h for h in history if h["phase"] == "finetune"]),
+    result = {"config": asdict(cfg), "val": run.best_metrics, "test": test, "threshold": meta.threshold,
+              "wall_s": time.time() - run.t_start, "epochs_run": epochs_run,
               "checkpoint": str(paths.checkpoint), "fingerprint": fp}
     write_json(paths.metrics, result)
     paths.last.unlink(missing_ok=True)
-    log(f"{cfg.stem} ({cfg.task}) done in {result['wall_s'] / 60:.1f} min: test auroc {test['auroc']:.4f}, "
-        f"macro-F1 {test['macro_f1']:.4f}")
+    run.log(f"{cfg.stem} ({cfg.task}) done in {result['wall_s'] / 60:.1f} min: test auroc {test['auroc']:.4f}, "
+            f"macro-F1 {test['macro_f1']:.4f}")
     return result
 
 
-def _meta(cfg: TrainConfig, task: Task, prep: Preprocessing, frames: dict[str, pd.DataFrame]) -> CheckpointMeta:
+def _meta(run: _Run) -> CheckpointMeta:
+    cfg = run.cfg
+    recipe = {k: getattr(cfg, k) for k in ("head_epochs", "epochs", "patience", "lr", "batch_size", "augment",
+                                           "hflip", "freeze_fraction", "selection", "limit")}
     return CheckpointMeta(
-        arch=cfg.arch, task=cfg.task, classes=list(task.classes), n_outputs=task.n_outputs,
-        preprocessing=prep.to_dict(), seed=cfg.seed, init=cfg.init if cfg.init in ("scratch", "imagenet") else f"path:{Path(cfg.init).name}",
-        data_fingerprint=data_fingerprint(frames["train"]), image_size=cfg.image_size, epochs=cfg.epochs,
-        recipe={k: getattr(cfg, k) for k in ("head_epochs", "epochs", "patience", "lr", "batch_size", "augment",
-                                             "hflip", "freeze_fraction", "selection", "limit")},
+        arch=cfg.arch, task=cfg.task, classes=list(run.task.classes), n_outputs=run.task.n_outputs,
+        preprocessing=run.prep.to_dict(), seed=cfg.seed, init=cfg.init if cfg.init in ("scratch", "imagenet") else f"path:{Path(cfg.init).name}",
+        data_fingerprint=data_fingerprint(run.frames["train"]), image_size=cfg.image_size, epochs=cfg.epochs,
+        recipe=recipe,
     )
 
 
