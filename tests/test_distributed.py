@@ -129,7 +129,7 @@ def test_interrupted_two_process_run_resumes(ddp_run, tmp_path, data_dir):
 
 
 @pytest.mark.timeout(400)
-def test_sharded_evaluation_equals_one_process(tmp_path, data_dir):
+def test_sharded_evaluation_equals_one_process(tmp_path, data_dir, capsys):
     """40 test images (20 per class, linked into a folder-per-class dataset); batch 8, so the shares are
     2 and 3 whole batches."""
     for cls in ("NORMAL", "PNEUMONIA"):
@@ -151,6 +151,15 @@ def test_sharded_evaluation_equals_one_process(tmp_path, data_dir):
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-6, rtol=0)
     assert a.frame.drop(columns=[c for c in a.frame if c.startswith("prob_")]).equals(
         b.frame.drop(columns=[c for c in b.frame if c.startswith("prob_")]))
+    # no image the model's task can read: one line, exit 2
+    (tmp_path / "other" / "OTHER").mkdir(parents=True)
+    (tmp_path / "other" / "OTHER" / "a.jpeg").symlink_to(sorted((data_dir / "test" / "NORMAL").glob("*.jpeg"))[0])
+    from pneumo_core.cli.main import main
+
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data-dir", str(tmp_path / "other"),
+                 "--out", str(tmp_path / "none.csv")]) == 2
+    assert "no images for task binary" in capsys.readouterr().err
 
 
 def test_bad_lr_scaling_is_a_pneumo_error(tmp_path, data_dir):

@@ -123,10 +123,10 @@ def _evaluate_in_group(args: argparse.Namespace) -> int:
     else:
         frame = load_dataset(args.data_dir)
     rank, world = distributed.rank(), distributed.world_size()
+    frame = for_task(frame, predictor.task) if "label" in frame else frame  # as predict_frame would
     if world > 1:
-        # the task's rows first, then shares of whole batches: every image meets the batch it would meet
-        # in one process (the prediction cache is keyed by the share's own data fingerprint)
-        frame = for_task(frame, predictor.task) if "label" in frame else frame
+        # shares of whole batches: every image meets the batch it would meet in one process
+        # (the prediction cache is keyed by the share's own data fingerprint)
         frame = distributed.shard(frame, align=args.batch_size).reset_index(drop=True)
         print(f"rank {rank}/{world}: {len(frame)} images", file=sys.stderr, flush=True)
     table = None
