@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,17 +69,20 @@ def main() -> None:
 
     n_train = len(_subset(for_task(kermany_splits(a.data_dir)["train"], get_task("binary")), a.limit, 0))
     tmp = Path(tempfile.mkdtemp(prefix="distributed_bench_"))
-    _run(1, a, tmp / "warm", tmp / "cache", epochs=0)  # decode the images once, outside the timings
-    print(f"{_cpu()}, load average {os.getloadavg()[0]:.1f}; custom_cnn, {n_train} training images at "
-          f"{a.image_size} px, {a.epochs} epochs, batch {a.batch_size} per process")
-    # the last row: one process with one thread, to tell process parallelism from threading overhead
-    for nproc, threads in ((1, _threads(1)), (a.nproc, _threads(a.nproc)), (1, 1)):
-        wall, m = _run(nproc, a, tmp / f"p{nproc}t{threads}", tmp / "cache", a.epochs, threads)
-        ips = n_train * m["epochs_run"] / m["wall_s"]
-        print(f"{nproc} process(es) x {threads} thread(s): {wall:.1f} s wall (start-up included), run {m['wall_s']:.1f} s, "
-              f"{ips:.0f} training img/s, world_size {m.get('world_size', 1)}, test AUROC {m['test']['auroc']:.3f}")
-    print("On a 2-core CPU no speed-up is expected: the processes share the same two cores (a busy machine "
-          f"makes the figures noisy: load average now {os.getloadavg()[0]:.1f}).")
+    try:
+        _run(1, a, tmp / "warm", tmp / "cache", epochs=0)  # decode the images once, outside the timings
+        print(f"{_cpu()}, load average {os.getloadavg()[0]:.1f}; custom_cnn, {n_train} training images at "
+              f"{a.image_size} px, {a.epochs} epochs, batch {a.batch_size} per process")
+        # the last row: one process with one thread, to tell process parallelism from threading overhead
+        for nproc, threads in ((1, _threads(1)), (a.nproc, _threads(a.nproc)), (1, 1)):
+            wall, m = _run(nproc, a, tmp / f"p{nproc}t{threads}", tmp / "cache", a.epochs, threads)
+            ips = n_train * m["epochs_run"] / m["wall_s"]
+            print(f"{nproc} process(es) x {threads} thread(s): {wall:.1f} s wall (start-up included), "
+                  f"run {m['wall_s']:.1f} s, {ips:.0f} training img/s, world_size {m.get('world_size', 1)}, test AUROC {m['test']['auroc']:.3f}")
+        print("On a 2-core CPU no speed-up is expected: the processes share the same two cores (a busy machine "
+              f"makes the figures noisy: load average now {os.getloadavg()[0]:.1f}).")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
