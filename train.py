@@ -4,6 +4,7 @@
 Examples:
     python train.py --task binary --arch efficientnet_lite0 --seed 0 1 2
     python train.py --zoo --out .            # the demo zoo, resumable: run it again to continue
+    torchrun --nproc-per-node 2 train.py --task binary --arch resnet18   # DistributedDataParallel
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import argparse
 import sys
 from dataclasses import replace
 
+from pneumo_core import distributed
 from pneumo_core.errors import PneumoError
 from pneumo_core.models.networks import ARCHS
 from pneumo_core.data.tasks import TASKS
@@ -40,6 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="at most this many images per split (quick runs)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs; skip finished ones")
     p.add_argument("--zoo", action="store_true", help="train the whole demo zoo (implies --resume)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on GPUs: SyncBatchNorm (batch statistics over all processes)")
+    p.add_argument("--lr-scaling", choices=["none", "linear"], default="none",
+                   help="under torchrun: linear multiplies --lr by the number of processes (the effective "
+                        "batch is --batch-size x processes); default none")
     p.add_argument("--bundle", default=None, metavar="DIR",
                    help="after training, export each best seed as fp16 safetensors into DIR (e.g. assets/models)")
     return p.parse_args(argv)
@@ -48,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     base = TrainConfig(data_dir=a.data_dir, out=a.out, device=a.device, limit=a.limit, batch_size=a.batch_size,
-                       augment=not a.no_augment, hflip=a.hflip, patience=a.patience, select=a.select)
+                       augment=not a.no_augment, hflip=a.hflip, patience=a.patience, select=a.select,
+                       sync_bn=a.sync_bn, lr_scaling=a.lr_scaling)
     if a.zoo:
         # seed 0 of every model first, so a partial run already covers every architecture
         plan = [dict(e, seeds=e["seeds"][:1]) for e in ZOO] + [dict(e, seeds=e["seeds"]) for e in ZOO if len(e["seeds"]) > 1]
@@ -57,19 +65,24 @@ def main(argv: list[str] | None = None) -> int:
         plan = [dict(task=a.task, arch=a.arch, init=init, image_size=a.image_size, epochs=a.epochs,
                      head_epochs=a.head_epochs, lr=a.lr, freeze_fraction=a.freeze_fraction, seeds=a.seed)]
     try:
+        distributed.init(a.device)  # under torchrun (more than one process): join its process group
         for entry in plan:
             entry = dict(entry)
             seeds = entry.pop("seeds")
             for seed in seeds:
                 train(replace(base, seed=seed, **entry), resume=a.resume or a.zoo)
-            best = select_best_seed(a.out, entry["task"], entry["arch"])
-            if best is not None:
-                print(f"best seed -> {best}")
-                if a.bundle:
-                    print(f"bundled -> {export_best(a.out, entry['task'], entry['arch'], a.bundle)}")
+            if distributed.is_main():
+                best = select_best_seed(a.out, entry["task"], entry["arch"])
+                if best is not None:
+                    print(f"best seed -> {best}")
+                    if a.bundle:
+                        print(f"bundled -> {export_best(a.out, entry['task'], entry['arch'], a.bundle)}")
+            distributed.barrier()
     except PneumoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -91,9 +91,26 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
-    from pneumo_core.data.datasets import is_kermany, kermany_splits, load_dataset
+    """Predict a dataset split into one prediction file. Under torchrun each process predicts its
+    contiguous share (cut at whole batches) and rank 0 gathers them into the file one process would write."""
+    from pneumo_core import distributed
+
+    distributed.init("cpu")
+    try:
+        return _evaluate_in_group(args)
+    finally:
+        distributed.shutdown()
+
+
+def _evaluate_in_group(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    import pandas as pd
+
+    from pneumo_core import distributed
+    from pneumo_core.data.datasets import for_task, is_kermany, kermany_splits, load_dataset
+    from pneumo_core.evaluation.predictions import validate, write_predictions
     from pneumo_core.inference.predictors import Predictor, predict_frame
-    from pneumo_core.evaluation.predictions import write_predictions
     from pneumo_core.models.sources import resolve_checkpoint
 
     predictor = Predictor(resolve_checkpoint(args.checkpoint), precision=args.precision)
@@ -105,12 +122,31 @@ def _evaluate(args: argparse.Namespace) -> int:
         frame = splits[args.split]
     else:
         frame = load_dataset(args.data_dir)
-    with tqdm_progress("predicting") as progress:
-        table = predict_frame(predictor, frame, split=args.split, batch_size=args.batch_size,
-                              num_workers=args.workers, progress=progress)
-    write_predictions(table, args.out)
-    print(f"wrote {args.out} ({len(table.frame)} predictions)")
-    return 0
+    rank, world = distributed.rank(), distributed.world_size()
+    frame = for_task(frame, predictor.task) if "label" in frame else frame  # as predict_frame would
+    if world > 1:
+        # shares of whole batches: every image meets the batch it would meet in one process
+        # (the prediction cache is keyed by the share's own data fingerprint)
+        frame = distributed.shard(frame, align=args.batch_size).reset_index(drop=True)
+        print(f"rank {rank}/{world}: {len(frame)} images", file=sys.stderr, flush=True)
+    table = None
+    if len(frame):
+        with tqdm_progress("predicting") if rank == 0 else nullcontext(None) as progress:
+            table = predict_frame(predictor, frame, split=args.split, batch_size=args.batch_size,
+                                  num_workers=args.workers, progress=progress)
+    if world > 1:
+        parts = distributed.gather(None if table is None else table.frame)
+        if rank == 0:
+            table = validate(pd.concat([p for p in parts if p is not None], ignore_index=True), args.out)
+    rc = 0
+    if rank == 0:
+        if table is None:
+            print(f"error: {args.data_dir}: no images for task {predictor.task.name}", file=sys.stderr)
+            rc = 2
+        else:
+            write_predictions(table, args.out)
+            print(f"wrote {args.out} ({len(table.frame)} predictions)")
+    return distributed.broadcast(rc)  # the others wait here until the file is written
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:

@@ -3,7 +3,8 @@
 Recipe: optional head-only epochs on a frozen backbone (computed from cached pooled features, so
 they cost seconds), then fine-tuning with early stopping. Adam, class weights, light augmentation,
 checkpoint selection on the patient-aware validation split. On CPU, bf16 autocast (and channels_last
-where it pays, measured); on CUDA, AMP and channels_last.
+where it pays, measured); on CUDA, AMP and channels_last. Under torchrun, DistributedDataParallel
+(pneumo_core.distributed); a single process is untouched by it.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pneumo_core import distributed
 from pneumo_core.data.arrays import load_array
 from pneumo_core.device import cpu_supports_bf16, pick_device
+from pneumo_core.errors import PneumoError
 from pneumo_core.files import atomic_write, write_json
 from pneumo_core.models.checkpoints import CheckpointMeta, save_checkpoint
 from pneumo_core.models.weights import file_fingerprint, torch_load_safe
@@ -63,6 +66,8 @@ class TrainConfig:
     limit: int | None = None  # images per split, for quick tests
     bf16: str = "auto"
     cache_dir: str | None = None
+    sync_bn: bool = False  # under torchrun: SyncBatchNorm (CUDA only)
+    lr_scaling: str = "none"  # under torchrun: none | linear (lr x world size, for the larger effective batch)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -160,11 +165,11 @@ def compute_loss(crit: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torc
 @torch.inference_mode()
 def predict_array(model: nn.Module, arr: np.ndarray, prep: Preprocessing, device: torch.device,
                   batch_size: int = 64, autocast: bool = False, channels_last: bool = False,
-                  desc: str = "predicting") -> np.ndarray:
-    """Logits (N, K) for uint8 images (N, S, S)."""
+                  desc: str = "predicting", quiet: bool = False) -> np.ndarray:
+    """Logits (N, K) for uint8 images (N, S, S); ``quiet``: no progress bar."""
     model.eval()
     outs = []
-    for i in tqdm(range(0, len(arr), batch_size), desc=desc, leave=False):
+    for i in tqdm(range(0, len(arr), batch_size), desc=desc, leave=False, disable=quiet):
         x = to_input(torch.from_numpy(arr[i:i + batch_size]), prep).to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -224,165 +229,337 @@ def _subset(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     return pd.concat(parts).sort_values("image_id").reset_index(drop=True)
 
 
+@dataclass
+class _Run:
+    """One run's state, handed from step to step of :func:`train`."""
+
+    cfg: TrainConfig
+    task: Task
+    device: torch.device
+    use_bf16: bool
+    channels_last: bool
+    paths: RunPaths
+    prep: Preprocessing
+    log: Callable[[str], None]
+    t_start: float
+    world: int = 1
+    rank: int = 0
+    lr: float = 0.0  # the fine-tuning learning rate used (cfg.lr, times the world size with linear scaling)
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    model: nn.Module | None = None
+    net: nn.Module | None = None  # what fine-tuning's forward passes go through: the model or its DDP wrapper
+    crit: nn.Module | None = None
+    gen: torch.Generator | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    frozen: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    best_metrics: dict | None = None
+    best_state: dict | None = None
+    start_epoch: int = 0
+    head_done: bool = False
+    stale: int = 0
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Train one (task, arch, seed); returns the run's metrics. Writes checkpoint, history, predictions."""
+    """Train one (task, arch, seed); returns the run's metrics. Writes checkpoint, history, predictions.
+
+    Under torchrun (more than one process) the fine-tuning runs as DistributedDataParallel: each rank
+    takes its share of the run's seeded order, validation and the final predictions are sharded and
+    gathered, rank 0 alone logs and writes files. A single process runs exactly as it always has.
+    """
+    run = _setup(cfg, log)
+    _prepare_data(run)
+    _build(run)
+    done = _restore(run, resume)
+    if done is not None:
+        return done
+    if cfg.head_epochs > 0 and not run.head_done:
+        _head_epochs(run)
+    _wrap(run)
+    for ep in range(run.start_epoch, cfg.epochs):
+        train_loss = _fit_epoch(run, ep)
+        if _end_epoch(run, ep, train_loss):
+            break
+    return _finish(run)
+
+
+def _setup(cfg: TrainConfig, log: Callable[[str], None]) -> _Run:
+    """Seeds, device, precision; the process group under torchrun."""
     t_start = time.time()
+    distributed.init(cfg.device)
+    world, rank = distributed.world_size(), distributed.rank()
+    if cfg.lr_scaling not in ("none", "linear"):
+        raise PneumoError(f"lr_scaling must be none or linear, not {cfg.lr_scaling!r}")
     task = get_task(cfg.task)
     device = pick_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank())
+    if world > 1 and cfg.sync_bn and device.type != "cuda":
+        raise PneumoError("--sync-bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     use_bf16 = (cfg.bf16 == "on") or (cfg.bf16 == "auto" and (device.type == "cuda" or cpu_supports_bf16()))
     channels_last = device.type == "cuda" or cfg.arch in CHANNELS_LAST_ARCHS
-    paths = RunPaths.of(cfg)
+    lr = cfg.lr * world if cfg.lr_scaling == "linear" else cfg.lr
+    run = _Run(cfg, task, device, use_bf16, channels_last, RunPaths.of(cfg), Preprocessing(cfg.image_size, 3, IMAGENET_MEAN, IMAGENET_STD),
+               log if rank == 0 else _quiet, t_start, world, rank, lr)
+    if world > 1:
+        run.log(f"{cfg.stem}: {world} processes ({device.type}), batch {cfg.batch_size} per process = "
+                f"{cfg.batch_size * world} per step, lr {lr:g} ({cfg.lr_scaling} scaling)")
+    return run
 
+
+def _prepare_data(run: _Run) -> None:
+    """The splits (subset with ``limit``), decoded into uint8 arrays; under torchrun rank 0 decodes and
+    fills the array cache while the others wait, then they read it."""
+    cfg = run.cfg
     splits = kermany_splits(cfg.data_dir, cfg.val_fraction, seed=0)
-    frames = {k: _subset(for_task(splits[k], task), cfg.limit, cfg.seed) for k in ("train", "val", "test")}
-    arrays = {k: load_array(f, cfg.image_size, cfg.cache_dir, k) for k, f in frames.items()}
-    targets = {k: f["target"].to_numpy() for k, f in frames.items()}
-    prep = Preprocessing(cfg.image_size, 3, IMAGENET_MEAN, IMAGENET_STD)
+    run.frames = {k: _subset(for_task(splits[k], run.task), cfg.limit, cfg.seed) for k in ("train", "val", "test")}
+    if run.rank != 0:
+        distributed.barrier()
+    run.arrays = {k: load_array(f, cfg.image_size, cfg.cache_dir, k) for k, f in run.frames.items()}
+    if run.world > 1 and run.rank == 0:
+        distributed.barrier()
+    run.targets = {k: f["target"].to_numpy() for k, f in run.frames.items()}
 
-    model = build_model(cfg.arch, task.n_outputs, cfg.init).to(device)
-    if channels_last:
+
+def _build(run: _Run) -> None:
+    """Model (SyncBatchNorm with ``sync_bn`` under torchrun), loss, generator, frozen stages, optimizer."""
+    cfg = run.cfg
+    model = build_model(cfg.arch, run.task.n_outputs, cfg.init).to(run.device)
+    if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    crit = loss_fn(task, targets["train"]).to(device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict] = []
-    best_metrics: dict | None = None
-    best_state: dict | None = None
-    start_epoch = 0
-    phase_head_done = False
+    if run.world > 1 and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    run.model = run.net = model
+    run.crit = loss_fn(run.task, run.targets["train"]).to(run.device)
+    run.gen = torch.Generator().manual_seed(cfg.seed)
+    run.frozen = freeze(model, cfg.arch, cfg.freeze_fraction) if cfg.freeze_fraction > 0 else []
+    run.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=run.lr)
 
-    frozen = freeze(model, cfg.arch, cfg.freeze_fraction) if cfg.freeze_fraction > 0 else []
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
 
-    if resume and paths.last.is_file():
+def _restore(run: _Run, resume: bool) -> dict | None:
+    """With ``resume``: continue from ``last.pt`` (every rank loads it), or return the metrics of a run
+    that is already finished. ``None``: go on training."""
+    if not resume:
+        return None
+    cfg, paths = run.cfg, run.paths
+    # rank 0's view decides, so the ranks never part ways
+    has_last, has_checkpoint = distributed.broadcast((paths.last.is_file(), paths.checkpoint.is_file()))
+    if has_last:
+        if not paths.last.is_file():
+            raise PneumoError(f"rank {run.rank} cannot see {paths.last}: resuming under torchrun needs the "
+                              "output folder on a filesystem every node sees")
         state = torch_load_safe(paths.last)
-        model.load_state_dict(state["model_state_dict"])
-        optimizer.load_state_dict(state["optimizer_state_dict"])
-        gen.set_state(state["generator_state"])
+        run.model.load_state_dict(state["model_state_dict"])
+        run.optimizer.load_state_dict(state["optimizer_state_dict"])
+        run.gen.set_state(state["generator_state"])
         if "torch_rng_state" in state:  # dropout draws from the global generator
             torch.set_rng_state(state["torch_rng_state"])
-        history, start_epoch = state["history"], int(state["epoch"])
-        best_metrics, best_state = state.get("best_metrics"), state.get("best_state_dict")
-        phase_head_done = True
-        log(f"resuming {cfg.stem} ({cfg.task}) after epoch {start_epoch}")
-    elif paths.checkpoint.is_file() and resume:
-        log(f"{cfg.stem} ({cfg.task}) is already trained: {paths.checkpoint}")
-        return json.loads(paths.metrics.read_text()) if paths.metrics.is_file() else {}
+        run.history, run.start_epoch = state["history"], int(state["epoch"])
+        run.best_metrics, run.best_state = state.get("best_metrics"), state.get("best_state_dict")
+        run.head_done = True
+        run.log(f"resuming {cfg.stem} ({cfg.task}) after epoch {run.start_epoch}")
+    elif has_checkpoint:
+        run.log(f"{cfg.stem} ({cfg.task}) is already trained: {paths.checkpoint}")
+        metrics = json.loads(paths.metrics.read_text()) if run.rank == 0 and paths.metrics.is_file() else {}
+        return distributed.broadcast(metrics)
+    return None
 
-    # ---- head-only epochs from cached pooled features (the backbone is frozen, so they never change)
-    if cfg.head_epochs > 0 and not phase_head_done:
-        head = head_of(model, cfg.arch)
-        feats: dict[str, torch.Tensor] = {}
-        captured: list[torch.Tensor] = []
-        hook = head.register_forward_pre_hook(lambda m, inp: captured.append(inp[0].detach().float().cpu()))
-        for k in ("train", "val"):
-            captured.clear()
-            predict_array(model, arrays[k], prep, device, autocast=use_bf16, channels_last=channels_last,
-                          desc=f"features {k}")
-            feats[k] = torch.cat(captured)
-        hook.remove()
-        head_opt = torch.optim.Adam(head.parameters(), lr=cfg.head_lr)
-        ytr = torch.from_numpy(targets["train"])
-        for ep in range(cfg.head_epochs):
-            head.train()
-            perm = torch.randperm(len(ytr), generator=gen)
-            for i in range(0, len(perm), cfg.batch_size):
-                idx = perm[i:i + cfg.batch_size]
-                loss = compute_loss(crit, head(feats["train"][idx].to(device)), ytr[idx].to(device))
-                head_opt.zero_grad()
-                loss.backward()
-                head_opt.step()
-            head.eval()
-            with torch.no_grad():
-                val = evaluate_logits(task, head(feats["val"].to(device)).float().cpu().numpy(), targets["val"])
-            history.append({"phase": "head", "epoch": ep + 1, **{f"val_{k}": v for k, v in val.items()}})
-            log(f"{cfg.stem} head epoch {ep + 1}/{cfg.head_epochs}: val loss {val['loss']:.4f} "
-                f"auroc {val['auroc']:.4f} macro-F1 {val['macro_f1']:.4f}")
-            if _better(cfg.selection, val, best_metrics):
-                best_metrics, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    # ---- fine-tuning
-    stale = 0
-    for ep in range(start_epoch, cfg.epochs):
-        set_train_mode(model, frozen)
-        perm = torch.randperm(len(arrays["train"]), generator=gen).numpy()
-        running, seen = 0.0, 0
-        bar = tqdm(range(0, len(perm), cfg.batch_size), desc=f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}", leave=False)
-        for i in bar:
+def _sharded(run: _Run, arr: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``compute(arr)``; under torchrun each rank computes its share (cut at whole batches of 64, the
+    batches one process would make) and every rank gets the whole, in order."""
+    if run.world == 1:
+        return compute(arr)
+    lo, hi = distributed.shard_bounds(len(arr), align=64)
+    parts = distributed.all_gather(compute(arr[lo:hi]) if hi > lo else None)
+    return np.concatenate([p for p in parts if p is not None])
+
+
+def _predict(run: _Run, arr: np.ndarray, desc: str, autocast: bool) -> np.ndarray:
+    return _sharded(run, arr, lambda a: predict_array(run.model, a, run.prep, run.device, autocast=autocast,
+                                                      channels_last=run.channels_last, desc=desc,
+                                                      quiet=run.rank != 0))
+
+
+def _head_epochs(run: _Run) -> None:
+    """Head-only epochs from cached pooled features (the backbone is frozen, so they never change).
+    Under torchrun every rank trains the head on all features alike; rank 0's validation decides."""
+    cfg, model = run.cfg, run.model
+    head = head_of(model, cfg.arch)
+    feats: dict[str, torch.Tensor] = {}
+    captured: list[torch.Tensor] = []
+
+    def features(part: np.ndarray, desc: str) -> np.ndarray:
+        captured.clear()
+        predict_array(model, part, run.prep, run.device, autocast=run.use_bf16, channels_last=run.channels_last,
+                      desc=desc, quiet=run.rank != 0)
+        return torch.cat(captured).numpy()
+
+    hook = head.register_forward_pre_hook(lambda m, inp: captured.append(inp[0].detach().float().cpu()))
+    for k in ("train", "val"):
+        feats[k] = torch.from_numpy(_sharded(run, run.arrays[k], lambda a: features(a, f"features {k}")))
+    hook.remove()
+    head_opt = torch.optim.Adam(head.parameters(), lr=cfg.head_lr)
+    ytr = torch.from_numpy(run.targets["train"])
+    for ep in range(cfg.head_epochs):
+        head.train()
+        perm = torch.randperm(len(ytr), generator=run.gen)
+        for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            x = to_input(torch.from_numpy(arrays["train"][np.sort(idx)]), prep,
-                         gen if cfg.augment else None, cfg.hflip).to(device)
-            y = torch.from_numpy(targets["train"][np.sort(idx)]).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
-            loss = compute_loss(crit, logits, y)
-            optimizer.zero_grad(set_to_none=True)
+            loss = compute_loss(run.crit, head(feats["train"][idx].to(run.device)), ytr[idx].to(run.device))
+            head_opt.zero_grad()
             loss.backward()
-            optimizer.step()
-            running += loss.item() * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{running / seen:.4f}")
-        val_logits = predict_array(model, arrays["val"], prep, device, autocast=use_bf16,
-                                   channels_last=channels_last, desc="validating")
-        val = evaluate_logits(task, val_logits, targets["val"])
-        history.append({"phase": "finetune", "epoch": ep + 1, "train_loss": running / max(seen, 1),
-                        **{f"val_{k}": v for k, v in val.items()}, "elapsed_s": time.time() - t_start})
-        if _better(cfg.selection, val, best_metrics):
-            best_metrics, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stale = 0
-        else:
-            stale += 1
-        save_checkpoint(paths.last, model.state_dict(), _meta(cfg, task, prep, frames), epoch=ep + 1,
-                        extra={"optimizer_state_dict": optimizer.state_dict(), "generator_state": gen.get_state(),
-                               "torch_rng_state": torch.get_rng_state(),
-                               "history": history, "best_metrics": best_metrics, "best_state_dict": best_state})
-        write_json(paths.history, history)
-        log(f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}: train loss {running / max(seen, 1):.4f}, val loss "
+            head_opt.step()
+        head.eval()
+        with torch.no_grad():
+            val = evaluate_logits(run.task, head(feats["val"].to(run.device)).float().cpu().numpy(), run.targets["val"])
+        val = distributed.broadcast(val)
+        run.history.append({"phase": "head", "epoch": ep + 1, **{f"val_{k}": v for k, v in val.items()}})
+        run.log(f"{cfg.stem} head epoch {ep + 1}/{cfg.head_epochs}: val loss {val['loss']:.4f} "
+                f"auroc {val['auroc']:.4f} macro-F1 {val['macro_f1']:.4f}")
+        if _better(cfg.selection, val, run.best_metrics):
+            run.best_metrics, run.best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _wrap(run: _Run) -> None:
+    """Under torchrun, wrap the model in DistributedDataParallel (which copies rank 0's weights to all)."""
+    if run.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        run.net = DistributedDataParallel(run.model, device_ids=ids)
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def _fit_epoch(run: _Run, ep: int) -> float:
+    """One fine-tuning epoch; returns the mean training loss (over all ranks' images).
+
+    Under torchrun every rank draws the same seeded permutation and takes its ``DistributedSampler``
+    share; augmentation and dropout draw from per-(seed, epoch, rank) generators, so ranks differ and a
+    resumed run repeats an uninterrupted one."""
+    cfg = run.cfg
+    set_train_mode(run.model, run.frozen)
+    perm = torch.randperm(len(run.arrays["train"]), generator=run.gen).numpy()
+    aug = run.gen
+    if run.world > 1:
+        perm = np.asarray(distributed.strided_padded(perm))
+        aug = torch.Generator().manual_seed(_rank_seed(cfg.seed, ep, run.rank))
+        torch.manual_seed(_rank_seed(cfg.seed, ep, run.rank))
+    running, seen = 0.0, 0
+    bar = tqdm(range(0, len(perm), cfg.batch_size), desc=f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}", leave=False,
+               disable=run.rank != 0)
+    for i in bar:
+        idx = perm[i:i + cfg.batch_size]
+        x = to_input(torch.from_numpy(run.arrays["train"][np.sort(idx)]), run.prep,
+                     aug if cfg.augment else None, cfg.hflip).to(run.device)
+        y = torch.from_numpy(run.targets["train"][np.sort(idx)]).to(run.device)
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
+            logits = run.net(x)
+        loss = compute_loss(run.crit, logits, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        running += loss.item() * len(idx)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{running / seen:.4f}")
+    if run.world > 1:
+        running, seen = distributed.all_reduce_sum([running, seen], run.device)
+    return running / max(seen, 1)
+
+
+def _end_epoch(run: _Run, ep: int, train_loss: float) -> bool:
+    """Validate, keep the best weights, save ``last.pt`` and the history (rank 0); True: stop early."""
+    cfg = run.cfg
+    distributed.broadcast_module(run.model)  # BatchNorm statistics: rank 0's, as in last.pt
+    val_logits = _predict(run, run.arrays["val"], "validating", run.use_bf16)
+    val = distributed.broadcast(evaluate_logits(run.task, val_logits, run.targets["val"]))
+    run.history.append({"phase": "finetune", "epoch": ep + 1, "train_loss": train_loss,
+                        **{f"val_{k}": v for k, v in val.items()}, "elapsed_s": time.time() - run.t_start})
+    if _better(cfg.selection, val, run.best_metrics):
+        run.best_metrics = val
+        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        run.stale = 0
+    else:
+        run.stale += 1
+    if run.rank == 0:
+        save_checkpoint(run.paths.last, run.model.state_dict(), _meta(run), epoch=ep + 1,
+                        extra={"optimizer_state_dict": run.optimizer.state_dict(), "generator_state": run.gen.get_state(),
+                               "torch_rng_state": torch.get_rng_state(), "history": run.history,
+                               "best_metrics": run.best_metrics, "best_state_dict": run.best_state})
+        write_json(run.paths.history, run.history)
+    distributed.barrier()
+    run.log(f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val loss "
             f"{val['loss']:.4f} auroc {val['auroc']:.4f} macro-F1 {val['macro_f1']:.4f}")
-        if stale >= cfg.patience:
-            log(f"{cfg.stem}: early stop after epoch {ep + 1} (no better {cfg.selection} for {cfg.patience} epochs)")
-            break
+    if run.stale >= cfg.patience:
+        run.log(f"{cfg.stem}: early stop after epoch {ep + 1} (no better {cfg.selection} for {cfg.patience} epochs)")
+        return True
+    return False
 
-    # ---- best weights -> predictions, threshold on val, checkpoint
-    if best_state is not None:
-        model.load_state_dict(best_state)
+
+def _finish(run: _Run) -> dict:
+    """Best weights -> predictions, threshold on val, checkpoint, metrics (rank 0 writes; all return them)."""
+    cfg, task, paths, frames, targets = run.cfg, run.task, run.paths, run.frames, run.targets
+    model = run.model
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    distributed.broadcast_module(model)
     # the saved predictions in fp32: bf16 moves EfficientNet's probabilities by up to 0.19 (bench/inference_bench.py)
-    logits = {k: predict_array(model, arrays[k], prep, device, autocast=False, channels_last=channels_last,
-                               desc=f"predicting {k}") for k in ("val", "test")}
-    probs = {k: logits_to_probs(v) for k, v in logits.items()}
-    meta = _meta(cfg, task, prep, frames)
-    tables = {k: make_table(frames[k]["image_id"], targets[k], probs[k], task.classes, paths=list(frames[k]["image_id"]),
-                            split=k, model=cfg.arch, task=cfg.task, seed=cfg.seed, checkpoint="")
-              for k in ("val", "test")}
-    t = selection.threshold_on(tables["val"])
-    meta.threshold = 0.5 if t is None else t
-    save_checkpoint(paths.checkpoint, model.state_dict(), meta, epoch=len([h for h in history if h["phase"] == "finetune"]),
-                    metrics={f"val_{k}": v for k, v in (best_metrics or {}).items()})
-    fp = file_fingerprint(paths.checkpoint)
-    for k, path in (("val", paths.pred_val), ("test", paths.pred_test)):
-        tables[k].frame["checkpoint"] = fp
-        write_predictions(tables[k], path)
-    test = evaluate_logits(task, logits["test"], targets["test"])
-    result = {"config": asdict(cfg), "val": best_metrics, "test": test, "threshold": meta.threshold,
-              "wall_s": time.time() - t_start, "epochs_run": len([h for h in history if h["phase"] == "finetune"]),
-              "checkpoint": str(paths.checkpoint), "fingerprint": fp}
-    write_json(paths.metrics, result)
-    paths.last.unlink(missing_ok=True)
-    log(f"{cfg.stem} ({cfg.task}) done in {result['wall_s'] / 60:.1f} min: test auroc {test['auroc']:.4f}, "
-        f"macro-F1 {test['macro_f1']:.4f}")
-    return result
+    logits = {k: _predict(run, run.arrays[k], f"predicting {k}", autocast=False) for k in ("val", "test")}
+    result = None
+    if run.rank == 0:
+        probs = {k: logits_to_probs(v) for k, v in logits.items()}
+        meta = _meta(run)
+        tables = {k: make_table(frames[k]["image_id"], targets[k], probs[k], task.classes,
+                                paths=list(frames[k]["image_id"]), split=k, model=cfg.arch, task=cfg.task,
+                                seed=cfg.seed, checkpoint="")
+                  for k in ("val", "test")}
+        t = selection.threshold_on(tables["val"])
+        meta.threshold = 0.5 if t is None else t
+        epochs_run = len([h for h in run.history if h["phase"] == "finetune"])
+        save_checkpoint(paths.checkpoint, model.state_dict(), meta, epoch=epochs_run,
+                        metrics={f"val_{k}": v for k, v in (run.best_metrics or {}).items()})
+        fp = file_fingerprint(paths.checkpoint)
+        for k, path in (("val", paths.pred_val), ("test", paths.pred_test)):
+            tables[k].frame["checkpoint"] = fp
+            write_predictions(tables[k], path)
+        test = evaluate_logits(task, logits["test"], targets["test"])
+        result = {"config": asdict(cfg), "val": run.best_metrics, "test": test, "threshold": meta.threshold,
+                  "wall_s": time.time() - run.t_start, "epochs_run": epochs_run,
+                  "checkpoint": str(paths.checkpoint), "fingerprint": fp,
+                  "world_size": run.world, "per_rank_batch": cfg.batch_size,
+                  "effective_batch": cfg.batch_size * run.world, "lr_used": run.lr}
+        write_json(paths.metrics, result)
+        paths.last.unlink(missing_ok=True)
+        run.log(f"{cfg.stem} ({cfg.task}) done in {result['wall_s'] / 60:.1f} min: test auroc {test['auroc']:.4f}, "
+                f"macro-F1 {test['macro_f1']:.4f}")
+    return distributed.broadcast(result)
 
 
-def _meta(cfg: TrainConfig, task: Task, prep: Preprocessing, frames: dict[str, pd.DataFrame]) -> CheckpointMeta:
+def _meta(run: _Run) -> CheckpointMeta:
+    cfg = run.cfg
+    recipe = {k: getattr(cfg, k) for k in ("head_epochs", "epochs", "patience", "lr", "batch_size", "augment",
+                                           "hflip", "freeze_fraction", "selection", "limit")}
+    if run.world > 1:
+        recipe.update(world_size=run.world, effective_batch=cfg.batch_size * run.world, lr_used=run.lr,
+                      lr_scaling=cfg.lr_scaling, sync_bn=cfg.sync_bn)
     return CheckpointMeta(
-        arch=cfg.arch, task=cfg.task, classes=list(task.classes), n_outputs=task.n_outputs,
-        preprocessing=prep.to_dict(), seed=cfg.seed, init=cfg.init if cfg.init in ("scratch", "imagenet") else f"path:{Path(cfg.init).name}",
-        data_fingerprint=data_fingerprint(frames["train"]), image_size=cfg.image_size, epochs=cfg.epochs,
-        recipe={k: getattr(cfg, k) for k in ("head_epochs", "epochs", "patience", "lr", "batch_size", "augment",
-                                             "hflip", "freeze_fraction", "selection", "limit")},
+        arch=cfg.arch, task=cfg.task, classes=list(run.task.classes), n_outputs=run.task.n_outputs,
+        preprocessing=run.prep.to_dict(), seed=cfg.seed, init=cfg.init if cfg.init in ("scratch", "imagenet") else f"path:{Path(cfg.init).name}",
+        data_fingerprint=data_fingerprint(run.frames["train"]), image_size=cfg.image_size, epochs=cfg.epochs,
+        recipe=recipe,
     )
 
 
