@@ -71,7 +71,7 @@ def test_bundle_exports_models_hierarchical_and_table(zoo, data_dir, tmp_path):
     for seed in (0, 1):
         t = read_predictions(tmp_path / "predictions" / "binary" / f"custom_cnn_seed{seed}_test.csv")
         aurocs.append(roc_auc_score(t.y_binary, t.p_positive))
-    assert cnn["seeds"] == 2
+    assert cnn["seeds"] == "2"
     assert cnn["auroc"].startswith(f"{np.mean(aurocs):.3f} ± {np.std(aurocs, ddof=1):.3f} [")
     assert "custom_cnn (2-seed ensemble)" in rows.index
     # the ensemble's members are the architectures the bundle holds (the app can run each of them)
