@@ -156,3 +156,21 @@ def test_explain_audit_command(data_dir, capsys):
         assert isinstance(s[k], float) and -1 <= s[k] <= 1
     assert 0 <= s["lung_share"] <= 1 and s["randomization_spearman"] < 1
     assert [r["image_id"] for r in out["images"]] == sorted(r["image_id"] for r in out["images"])
+
+
+def test_where_models_look_page():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=300)
+    at.session_state["audit_models"] = ["binary/custom_cnn"]  # the fastest model
+    at.run()
+    at.switch_page("pages/audit.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("approximate" in c.value for c in at.caption)
+    table = next(d.value for d in at.dataframe if "lung focus (mean)" in d.value.columns)
+    assert list(table["model"]) == ["binary/custom_cnn"]
+    assert table["lung focus (mean)"].between(0, 1).all()
+    assert len(at.tabs) == 1
