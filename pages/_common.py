@@ -37,6 +37,7 @@ PAGES = [  # (file, title, icon, url path); the first is the default page
     ("pages/calibration.py", "Calibration", ":material/straighten:", "calibration"),
     ("pages/errors.py", "Errors", ":material/error:", "errors"),
     ("pages/models.py", "Models", ":material/table_chart:", "models"),
+    ("pages/audit.py", "Where models look", ":material/visibility:", "audit"),
 ]
 
 

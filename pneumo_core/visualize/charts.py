@@ -104,3 +104,18 @@ def colorbar_figure(colormap: str = "jet", low: str = "no contribution", high: s
     fig.update_yaxes(visible=False)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=5, b=25), template="plotly_white")
     return fig
+
+
+def lung_focus_figure(shares: dict[str, np.ndarray], even: float | None = None,
+                      title: str = "Lung focus: share of each heatmap inside the lung mask") -> go.Figure:
+    """Overlaid histograms of per-image lung shares (``pneumo_core.explain.audit``), one per model; a dashed
+    line at ``even``, the share of a map spread evenly over the image."""
+    fig = go.Figure()
+    for name, v in shares.items():
+        fig.add_trace(go.Histogram(x=np.asarray(v, float), name=name, opacity=0.6, xbins=dict(start=0, end=1, size=0.05)))
+    if even is not None and np.isfinite(even):
+        fig.add_vline(x=even, line_dash="dash", line_color="gray", annotation_text="evenly spread")
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title="share of positive heatmap mass inside the lungs", range=[0, 1])
+    fig.update_yaxes(title="images")
+    return _layout(fig, title)
