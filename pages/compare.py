@@ -1,10 +1,13 @@
 """Compare heatmaps: two or three models side by side on one image, each on its own colour scale by default."""
 from __future__ import annotations
 
+from itertools import combinations
+
 import streamlit as st
 
 from pages._common import (PLOT_CONFIG, cam, current_source, data_dir, decoded, digest, faithfulness, image_picker, model_keys,
                            predictor, start_page)
+from pneumo_core.explain.audit import agreement
 from pneumo_core.explain.cams import METHODS, cam_grid, overlay, own_scale, shared_scale
 from pneumo_core.visualize.charts import colorbar_figure
 
@@ -45,6 +48,12 @@ def maps() -> None:
         if r.degenerate:
             col.warning(r.message)
     st.plotly_chart(colorbar_figure(), key="cmp_colorbar", config=PLOT_CONFIG)
+    for (ka, ra), (kb, rb) in combinations(zip(chosen, results), 2):
+        ag = agreement(ra.raw, rb.raw, gray.shape)
+        st.markdown(f"**{ka.split('/')[-1]}** and **{kb.split('/')[-1]}** agree: IoU {ag.iou:.2f} of their "
+                    f"hottest 20 %, Spearman {ag.spearman:.2f}",
+                    help="IoU: the overlap of the two maps' hottest fifths (1 = the same region, 0 = none in "
+                         "common). Spearman: the rank correlation of the whole maps (1 = same ordering of pixels).")
     if st.toggle("Faithfulness scores", key="cmp_faith",
                  help="How much each model's confidence changes when the image is multiplied by its heatmap "
                       "(keeping only the hot regions). Positive: the hot regions alone support the prediction; "
