@@ -67,7 +67,7 @@ def _recipe(root: str | Path, task: str, arch: str, seed: int) -> dict:
     if not cfg:
         return {"init": "", "image_size": "", "epochs": ""}
     init = str(cfg.get("init", ""))
-    return {"init": f"from {init[5:]}" if init.startswith("path:") else init,
+    return {"init": init if init in ("scratch", "imagenet") else f"from {Path(init.removeprefix('path:')).name}",
             "image_size": cfg.get("image_size", ""), "epochs": f"{cfg.get('head_epochs', 0)} head + {cfg.get('epochs', '')}"}
 
 
