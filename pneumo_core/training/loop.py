@@ -252,6 +252,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     start_epoch = 0
     phase_head_done = False
 
+    stale = 0  # fine-tuning epochs since the selection metric last improved
     frozen = freeze(model, cfg.arch, cfg.freeze_fraction) if cfg.freeze_fraction > 0 else []
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
 
@@ -264,6 +265,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             torch.set_rng_state(state["torch_rng_state"])
         history, start_epoch = state["history"], int(state["epoch"])
         best_metrics, best_state = state.get("best_metrics"), state.get("best_state_dict")
+        # early stopping's count of epochs without improvement goes on where it stopped
+        stale = int(state["stale"]) if "stale" in state else _stale_from(history, cfg.selection)
         phase_head_done = True
         log(f"resuming {cfg.stem} ({cfg.task}) after epoch {start_epoch}")
     elif paths.checkpoint.is_file() and resume:
@@ -303,7 +306,6 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
                 best_metrics, best_state = val, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     # ---- fine-tuning
-    stale = 0
     for ep in range(start_epoch, cfg.epochs):
         set_train_mode(model, frozen)
         perm = torch.randperm(len(arrays["train"]), generator=gen).numpy()
@@ -337,7 +339,7 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
             stale += 1
         save_checkpoint(paths.last, model.state_dict(), _meta(cfg, task, prep, frames), epoch=ep + 1,
                         extra={"optimizer_state_dict": optimizer.state_dict(), "generator_state": gen.get_state(),
-                               "torch_rng_state": torch.get_rng_state(),
+                               "torch_rng_state": torch.get_rng_state(), "stale": stale,
                                "history": history, "best_metrics": best_metrics, "best_state_dict": best_state})
         write_json(paths.history, history)
         log(f"{cfg.stem} epoch {ep + 1}/{cfg.epochs}: train loss {running / max(seen, 1):.4f}, val loss "
@@ -374,6 +376,21 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     log(f"{cfg.stem} ({cfg.task}) done in {result['wall_s'] / 60:.1f} min: test auroc {test['auroc']:.4f}, "
         f"macro-F1 {test['macro_f1']:.4f}")
     return result
+
+
+def _stale_from(history: list[dict], selection: str) -> int:
+    """Fine-tuning epochs since the last improvement, replayed from a history (a last.pt written before
+    ``stale`` was saved)."""
+    best, stale = None, 0
+    for h in history:
+        m = {k[4:]: v for k, v in h.items() if k.startswith("val_")}
+        if _better(selection, m, best):
+            best = m
+            if h.get("phase") == "finetune":
+                stale = 0
+        elif h.get("phase") == "finetune":
+            stale += 1
+    return stale
 
 
 def _meta(cfg: TrainConfig, task: Task, prep: Preprocessing, frames: dict[str, pd.DataFrame]) -> CheckpointMeta:
