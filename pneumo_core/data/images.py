@@ -14,6 +14,7 @@ not keeping) up to :data:`MAX_INFLATED_BYTES` before pydicom sees it.
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import struct
@@ -165,10 +166,12 @@ def shrink(arr: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
     return small.astype(arr.dtype, copy=False)
 
 
-def _scale_integer(arr: np.ndarray) -> np.ndarray:
-    """Scale an integer image by the smallest common bit depth (8/10/12/14/16/32) holding its max."""
+def _scale_integer(arr: np.ndarray, top: float | None = None) -> np.ndarray:
+    """Scale an integer image by the smallest common bit depth (8/10/12/14/16/32) holding its max (``top``,
+    when known from the image before it was reduced)."""
     arr = arr.astype(np.float64)
-    top = float(arr.max()) if arr.size else 0.0
+    if top is None:
+        top = float(arr.max()) if arr.size else 0.0
     for bits in (8, 10, 12, 14, 16, 32):
         if top <= 2**bits - 1:
             return (arr / (2**bits - 1)).astype(np.float32)
@@ -187,7 +190,12 @@ def _load_raster(data: bytes, name: str) -> np.ndarray:
                     f"{name}: {w} x {h} pixels is beyond what we decode "
                     f"({MAX_PIXELS:,} pixels at most); this looks like a decompression bomb or a wrong file"
                 )
+            if img.format == "JPEG" and max(w, h) > MAX_SIDE:  # decode at 1/2..1/8 scale, still >= MAX_SIDE
+                scale = MAX_SIDE / max(w, h)
+                img.draft(img.mode, (math.ceil(w * scale), math.ceil(h * scale)))
             img.load()
+            extrema = img.getextrema() if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") else None
+            img = _reduce(img)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -202,23 +210,54 @@ def _load_raster(data: bytes, name: str) -> np.ndarray:
         if "truncated" in msg.lower() or "broken data stream" in msg.lower() or isinstance(exc, (SyntaxError,)):
             raise TruncatedImageError(f"{name}: the image file is truncated or corrupt ({msg})") from None
         raise TruncatedImageError(f"{name}: the image data could not be decoded ({msg})") from None
-    return shrink(_pil_to_gray(img))
+    return shrink(_pil_to_gray(img, extrema))
 
 
-def _pil_to_gray(img: Image.Image) -> np.ndarray:
+def _reduce(img: Image.Image) -> Image.Image:
+    """A large decoded image box-reduced by an integer factor in (nearly) its own mode, before any float
+    copy is made (:func:`shrink` finishes the job): transparency premultiplied first (the same as
+    compositing on black, what :func:`_pil_to_gray` does), 1-bit as 0/255, 16-bit as 32-bit integers."""
+    k = max(img.size) // MAX_SIDE
+    if k < 2:
+        return img
+    if img.mode == "1":
+        img = img.convert("L")
+    elif img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        img = img.convert("I")
+    elif img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        img = img.convert("RGBa")
+    elif img.mode == "LA":
+        img = img.convert("La")
+    try:
+        return img.reduce(k)
+    except ValueError:  # a mode reduce does not take: converted to float whole, as before
+        return img
+
+
+def _pil_to_gray(img: Image.Image, extrema: tuple | None = None) -> np.ndarray:
+    """Grayscale [0, 1]; ``extrema`` (of the image before :func:`_reduce`) sets an integer image's bit depth
+    and a float image's range, so reducing does not change them."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        return _scale_integer(np.asarray(img))
+        return _scale_integer(np.asarray(img), top=None if extrema is None else float(extrema[1]))
     if mode == "F":
         arr = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         lo, hi = float(arr.min()), float(arr.max())
+        if extrema is not None and all(math.isfinite(v) for v in extrema):
+            lo, hi = float(extrema[0]), float(extrema[1])
+            arr = np.clip(arr, lo, hi)
         return np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo)
     if mode == "1":
         return np.asarray(img, dtype=np.float32)
     if mode == "P":
         img = img.convert("RGBA")
         mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    if mode in ("La", "RGBa"):  # premultiplied: the colour bands are the image composited on black
+        bands = img.split()
+        img = bands[0] if mode == "La" else Image.merge("RGB", bands[:3])
+    elif mode in ("RGBA", "LA", "PA"):
         # Transparent pixels become black, the background of a radiograph.
         base = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(base, img.convert("RGBA"))
