@@ -99,19 +99,22 @@ def read_regular_file(path: str | Path, name: str | None = None) -> bytes:
         os.close(fd)
         raise
     with os.fdopen(fd, "rb", buffering=0) as f:
-        return _read_capped(lambda n: _read_upto(f, n), name)
+        # one buffer of the file's size (+1 to notice a file that grew past the cap while we read)
+        return _read_capped(lambda n: _read_upto(f, min(n, st.st_size + 1)), name)
 
 
 def _read_upto(f, n: int) -> bytes:
-    """At most ``n`` bytes of ``f`` (a file that may grow while we read: never more than ``n``)."""
-    chunks, total = [], 0
+    """At most ``n`` bytes of ``f``: one read (a regular file gives it whole), the rest if it came short."""
+    data = f.read(n) or b""
+    parts = [data]
+    total = len(data)
     while total < n:
-        chunk = f.read(min(1 << 20, n - total))
-        if not chunk:
+        more = f.read(n - total)
+        if not more:
             break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
+        parts.append(more)
+        total += len(more)
+    return data if len(parts) == 1 else b"".join(parts)
 
 
 def _read_bytes(source: ImageSource) -> tuple[bytes, str]:
@@ -158,8 +161,18 @@ def shrink(arr: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
         return arr
     scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = np.asarray(Image.fromarray(np.asarray(arr, dtype=np.float32), mode="F").resize(size, Image.BOX),
-                       dtype=np.float32)
+    k = max(h, w) // max_side
+    if k >= 2 and min(h, w) >= k:  # first a k x k block mean, summed in place: no full-size float copy
+        hk, wk = (h // k) * k, (w // k) * k  # the last < k rows and columns are left out
+        blocks = arr[:hk, :wk].reshape(hk // k, k, wk // k, k)
+        small = np.zeros((hk // k, wk // k), np.float64)
+        for i in range(k):
+            for j in range(k):
+                small += blocks[:, i, :, j]
+        small = (small / (k * k)).astype(np.float32)
+    else:
+        small = np.asarray(arr, dtype=np.float32)
+    small = np.asarray(Image.fromarray(small, mode="F").resize(size, Image.BOX), dtype=np.float32)
     if np.issubdtype(arr.dtype, np.integer):
         info = np.iinfo(arr.dtype)
         return np.clip(np.rint(small), info.min, info.max).astype(arr.dtype)
@@ -345,10 +358,15 @@ def _load_unmarked_dicom(data: bytes, name: str) -> np.ndarray:
     """A .dcm without the ``DICM`` marker: a raster image under a DICOM name is read as such; otherwise
     a raw DICOM data set (old ACR-NEMA style) if it parses into one with pixel data."""
     try:
-        Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
-        return _load_raster(data, name)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
+    except Image.DecompressionBombError:
+        return _load_raster(data, name)  # a raster image, too large: refused there, with its size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error, EOFError):
         pass
+    else:
+        return _load_raster(data, name)
     try:
         return _load_dicom(data, name)
     except NotAnImageError:
@@ -358,15 +376,13 @@ def _load_unmarked_dicom(data: bytes, name: str) -> np.ndarray:
 
 def _load_dicom(data: bytes, name: str) -> np.ndarray:
     import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     _check_deflated(data, name)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         has_pixels = "PixelData" in ds
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, struct.error,
-            NotImplementedError, OverflowError, RecursionError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a hostile file is "not readable"
         raise NotAnImageError(f"{name}: not a readable DICOM file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
     if not has_pixels:
         raise NotAnImageError(f"{name}: DICOM file without pixel data (a report or structured document?)")
@@ -382,11 +398,13 @@ def _load_dicom(data: bytes, name: str) -> np.ndarray:
             f"{name}: DICOM transfer syntax {label} cannot be decoded here; "
             f"export the image uncompressed or as PNG ({exc})"
         ) from None
-    except (ValueError, AttributeError, KeyError, EOFError, TypeError, struct.error) as exc:
+    except Exception as exc:  # noqa: BLE001 - ValueError, KeyError, struct.error... of a corrupt file
         raise TruncatedImageError(f"{name}: the DICOM pixel data is incomplete or corrupt ({exc})") from None
+    del ds.PixelData  # the encoded bytes (and pydicom's cached array) are not needed any more
 
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and _int(ds, "SamplesPerPixel", 1) > 1:
-        arr = shrink(arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+        arr = np.stack([shrink(arr[..., c]) for c in range(3)], axis=-1)  # one band at a time, then small
+        arr = arr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         return _scale_integer(np.rint(arr).astype(np.int64))
     if arr.ndim == 3:  # multi-frame decoded whole (an old plugin): the first frame
         arr = arr[0]
@@ -405,7 +423,7 @@ def _load_dicom(data: bytes, name: str) -> np.ndarray:
                 out = (arr + 2 ** (bits - 1)) / (2**bits - 1)
             else:
                 out = arr / (2**bits - 1)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+    except Exception as exc:  # noqa: BLE001 - lookup tables and bit depths of a hostile header
         raise TruncatedImageError(f"{name}: the DICOM lookup tables or bit depth are invalid ({exc})") from None
     out = np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
