@@ -11,12 +11,15 @@ from PIL import Image
 from pages._common import (UPLOAD_TYPES, cam, current_source, decoded, digest, faithfulness, model_keys, model_probs,
                            predictions_root, predictor, sample_images, start_page)
 from pages._common import MAX_UPLOADS, usable_models
+from pneumo_core.data.images import shrink
 from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.files import escape_markdown, safe_cell, safe_filename
 from pneumo_core.evaluation import selection
 from pneumo_core.explain.cams import COLORMAPS, METHODS, overlay
 from pneumo_core.explain.ood import default_gate
 from pneumo_core.inference.verdicts import stored_verdicts, zoo_verdicts
+
+VIEW_SIDE = 1024  # px: the long side of the image and overlay drawn on the page (two columns of a wide layout)
 
 start_page("Predict")
 source, src_label = current_source()
@@ -118,9 +121,10 @@ def heatmap() -> None:
         return
     if r.degenerate:
         st.warning(r.message)
-    pic = overlay(gray, r.normalised, opacity, cmap)
+    view = shrink(gray, VIEW_SIDE)  # drawn at screen size: a 2048-px overlay costs ~250 MB to compose
+    pic = overlay(view, r.normalised, opacity, cmap)
     a, b = st.columns(2)
-    a.image(gray, caption=img_name, clamp=True)
+    a.image(view, caption=img_name, clamp=True)
     b.image(pic, caption=f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px", clamp=True)
     if st.toggle("Faithfulness score", key="cam_faith",
                  help="How much the model's confidence in the class changes when the image is multiplied by "
