@@ -13,7 +13,9 @@ import sys
 from dataclasses import replace
 
 from pneumo_core import distributed
+from pneumo_core.cli.registry import int_range
 from pneumo_core.errors import PneumoError
+from pneumo_core.models.checkpoints import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from pneumo_core.models.networks import ARCHS
 from pneumo_core.data.tasks import TASKS
 from pneumo_core.training.loop import TrainConfig, select_best_seed, train
@@ -28,12 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default="../shared/data/chest_xray")
     p.add_argument("--out", default="checkpoints", help="writes OUT/checkpoints/<task>/<arch>_seed<n>.pt, "
                    "OUT/runs/, OUT/predictions/ (default: ./checkpoints)")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image-size", type=int_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), default=224)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--head-epochs", type=int, default=0, help="head-only epochs on the frozen backbone first")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int_range(1, 4096), default=32)
     p.add_argument("--freeze-fraction", type=float, default=0.0, help="share of backbone stages kept frozen")
     p.add_argument("--select", choices=["auto", "val_loss", "macro_f1", "auroc"], default="auto")
     p.add_argument("--no-augment", action="store_true")

@@ -26,11 +26,13 @@ NARROW_CSS = """<style>
 }
 </style>"""
 SOURCES = ("Bundled demo models", "Local checkpoints folder", "Hugging Face Hub")
+#: most files one upload takes into account (the rest are named and left out)
+MAX_UPLOADS = 12
 DATA_HINT = ("Set a dataset folder in the sidebar (a Kermany layout: `chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`) "
              "to see the images.")
 
 
-PAGES = [  # (file, title, icon, url path); the first is the default page
+PAGES = [  # (file, title, icon, url path); the root URL goes on to the first
     ("pages/predict.py", "Predict", ":material/search:", "predict"),
     ("pages/compare.py", "Compare heatmaps", ":material/compare:", "compare"),
     ("pages/thresholds.py", "Thresholds", ":material/tune:", "thresholds"),
@@ -41,10 +43,21 @@ PAGES = [  # (file, title, icon, url path); the first is the default page
 ]
 
 
+def _landing() -> None:
+    """The root URL, a hidden default page that goes straight on to the first page (query kept): the
+    default page is served at ``/`` only, so without this ``/predict`` would be "Page not found"."""
+    st.switch_page(PAGES[0][0], query_params=st.query_params.to_dict())
+
+
+def app_pages() -> list:
+    """The hidden landing (the default, at ``/``), then every page of :data:`PAGES` at its own URL."""
+    landing = st.Page(_landing, title="Pneumo Explorer", url_path="start", default=True, visibility="hidden")
+    return [landing] + [st.Page(f, title=t, icon=i, url_path=u) for f, t, i, u in PAGES]
+
+
 def navigation(position: str = "sidebar"):
-    """The app's pages through the public ``st.navigation``."""
-    return st.navigation([st.Page(f, title=t, icon=i, url_path=u, default=(k == 0))
-                          for k, (f, t, i, u) in enumerate(PAGES)], position=position)
+    """The app's pages through the public ``st.navigation``; each page, Predict too, has its own URL."""
+    return st.navigation(app_pages(), position=position)
 
 
 def start_page(title: str) -> None:
@@ -74,7 +87,7 @@ def data_dir() -> Path | None:
     return p if p is not None and p.is_dir() else None
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _hub(repo: str) -> HubSource:
     return HubSource(repo)
 
@@ -99,11 +112,31 @@ def current_source() -> tuple[Source, str]:
     return bundled_source(), "bundled demo models (assets/models)"
 
 
-@st.cache_resource(show_spinner="Loading model…", max_entries=24)
 def predictor(_source: Source, source_label: str, key: str):
+    """The model ``key`` of the source, loaded once per (source, key, checkpoint file): ``source_label``
+    names the resolved folder (LocalSource resolves it, so every spelling of a folder is one entry) and
+    the file's stamp (name, mtime, size) is part of the key, so a replaced checkpoint is loaded afresh."""
+    return _predictor(_source, source_label, key, _source.stamp(key))
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=24)
+def _predictor(_source: Source, source_label: str, key: str, stamp: str):
     from pneumo_core.inference.predictors import Predictor
 
     return Predictor(_source.load(key))
+
+
+def usable_models(source: Source, source_label: str, keys: list[str]) -> tuple[list[str], list[str]]:
+    """The keys whose models load, and one line for each that does not: a bad checkpoint in a folder is
+    skipped, never fatal for the page."""
+    good, bad = [], []
+    for k in keys:
+        try:
+            predictor(source, source_label, k)
+            good.append(k)
+        except PneumoError as exc:
+            bad.append(f"{k} skipped: {exc}")
+    return good, bad
 
 
 def model_keys(source: Source, task: str | None = None) -> list[str]:

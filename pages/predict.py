@@ -10,14 +10,23 @@ from PIL import Image
 
 from pages._common import (UPLOAD_TYPES, cam, current_source, decoded, digest, faithfulness, model_keys, model_probs,
                            linked_image, predictions_root, predictor, sample_images, start_page)
-from pneumo_core.errors import ImageLoadError
+from pages._common import MAX_UPLOADS, usable_models
+from pneumo_core.data.images import shrink
+from pneumo_core.errors import ImageLoadError, PneumoError
+from pneumo_core.files import escape_markdown, safe_cell, safe_filename
 from pneumo_core.evaluation import selection
+
+VIEW_SIDE = 1024  # px: the long side of the image and overlay drawn on the page (two columns of a wide layout)
 
 start_page("Predict")
 source, src_label = current_source()
 uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=UPLOAD_TYPES, accept_multiple_files=True,
                            key="uploads")
 files = [(up.name, up.getvalue()) for up in uploads or []]
+if len(files) > MAX_UPLOADS:
+    st.warning(f"{len(files)} files uploaded; the first {MAX_UPLOADS} are shown, the other {len(files) - MAX_UPLOADS} "
+               "are left out.")
+    files = files[:MAX_UPLOADS]
 samples = sample_images()
 if samples and st.button("Try a sample", key="predict_sample", help="a bundled test X-ray (the next one each click)"):
     st.session_state["predict_sample_i"] = (st.session_state.get("predict_sample_i", -1) + 1) % len(samples)
@@ -29,13 +38,12 @@ if not files and "predict_sample_i" in st.session_state:
 if not files:
     st.info("Upload one or more frontal chest X-rays, or try a sample, to see each model's verdict and its heatmap.")
     st.stop()
-
 images: dict[str, tuple[str, object]] = {}  # name -> (content digest, grayscale)
 for fname, data in files:
     try:
         images[fname] = (digest(data), decoded(data, fname))
     except ImageLoadError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
 if not images:
     st.stop()
 
@@ -45,6 +53,9 @@ from pneumo_core.explain.ood import default_gate  # noqa: E402
 from pneumo_core.inference.verdicts import stored_verdicts, zoo_verdicts  # noqa: E402
 
 keys = [k for k in model_keys(source) if "/seed" not in k]
+keys, broken = usable_models(source, src_label, keys)  # a checkpoint that does not load is named and skipped
+for line in broken:
+    st.error(escape_markdown(line))
 if not keys:
     st.warning("No models available from this source.")
     st.stop()
@@ -55,13 +66,16 @@ for name, (h, gray) in images.items():
     def probs_of(key: str, h=h, gray=gray):
         return model_probs(source, src_label, key, h, gray)
 
-    verdicts = zoo_verdicts(root, set(keys), probs_of)
+    errors: list[str] = []  # a model that fails on this image (e.g. NaN outputs) is named and left out
+    verdicts = zoo_verdicts(root, set(keys), probs_of, errors=errors)
     if not verdicts:  # a source without prediction files: each model at its stored threshold
         verdicts = stored_verdicts({k: (predictor(source, src_label, k).classes, predictor(source, src_label, k).meta.threshold)
-                                    for k in keys}, probs_of)
+                                    for k in keys}, probs_of, errors=errors)
     ood = float(gate.score([gray])[0]) if gate is not None else None
     with st.container(border=True):
-        st.markdown(f"**{name}**")
+        st.markdown(f"**{escape_markdown(name)}**")
+        for line in errors:
+            st.error(escape_markdown(line))
         if ood is not None:
             msg = f"OOD score {ood:.2f} (threshold {gate.threshold:.2f})"
             if ood > gate.threshold:
@@ -74,7 +88,7 @@ for name, (h, gray) in images.items():
                      column_config={"probability": st.column_config.NumberColumn(format="%.3f",
                                                                                 help="probability of the verdict")})
     for v in verdicts:
-        rows.append({"image": name, "model": v.model, "task": v.task, "verdict": v.label,
+        rows.append({"image": safe_cell(name), "model": v.model, "task": v.task, "verdict": v.label,
                      "probability": round(v.confidence, 4), "decided_by": v.decided_by, "ood_score": ood,
                      **{f"P({c})": round(p, 4) for c, p in zip(v.classes, v.probs)}})
 st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=False), "predictions.csv", "text/csv",
@@ -100,13 +114,18 @@ def heatmap() -> None:
     cmap = o2.selectbox("Colour map", list(COLORMAPS), key="cmap")
     h, gray = images[img_name]
     target = None if cls == "predicted" else list(p.classes).index(cls)
-    with st.spinner(f"{METHODS[method][1]}…"):
-        r = cam(source, src_label, model_key, h, method, target, gray)
+    try:
+        with st.spinner(f"{METHODS[method][1]}…"):
+            r = cam(source, src_label, model_key, h, method, target, gray)
+    except PneumoError as exc:  # e.g. a model with NaN outputs: named, not a traceback
+        st.error(escape_markdown(str(exc)))
+        return
     if r.degenerate:
         st.warning(r.message)
-    pic = overlay(gray, r.normalised, opacity, cmap)
+    view = shrink(gray, VIEW_SIDE)  # drawn at screen size: a 2048-px overlay costs ~250 MB to compose
+    pic = overlay(view, r.normalised, opacity, cmap)
     a, b = st.columns(2)
-    a.image(gray, caption=img_name, clamp=True)
+    a.image(view, caption=img_name, clamp=True)
     b.image(pic, caption=f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px", clamp=True)
     if st.toggle("Faithfulness score", key="cam_faith",
                  help="How much the model's confidence in the class changes when the image is multiplied by "
@@ -116,7 +135,7 @@ def heatmap() -> None:
         st.caption(f"Keeping only the heat changes the confidence in {r.class_name} by {f:+.3f}.")
     buf = io.BytesIO()
     Image.fromarray(pic).save(buf, format="PNG")
-    st.download_button("Download overlay (PNG)", buf.getvalue(), f"{img_name.rsplit('.', 1)[0]}_{method}.png",
+    st.download_button("Download overlay (PNG)", buf.getvalue(), f"{safe_filename(img_name.rsplit('.', 1)[0])}_{method}.png",
                        "image/png", key="dl_png")
 
 

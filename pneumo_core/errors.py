@@ -30,6 +30,14 @@ class ImageTooLargeError(ImageLoadError):
     pass
 
 
+class ImageTooSmallError(ImageLoadError):
+    pass
+
+
+class NotARegularFileError(ImageLoadError):
+    """A device, FIFO, socket or a link to one: never read."""
+
+
 class DatasetError(PneumoError):
     """A dataset folder or label file is missing or malformed."""
 
@@ -60,3 +68,15 @@ class SourceUnavailableError(PneumoError):
 
 class PredictionFileError(PneumoError):
     """A prediction file is malformed."""
+
+
+class InferenceError(PneumoError):
+    """A model could not give a usable answer for an input."""
+
+
+class NonFiniteOutputError(InferenceError):
+    """A model's logits or probabilities hold NaN or infinity."""
+
+
+class LimitError(PneumoError):
+    """A request would cost more time or memory than we agree to spend."""

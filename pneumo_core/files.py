@@ -6,10 +6,13 @@ mid-write leaves the old file (or none), never a half-written one.
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,11 +27,37 @@ def cache_root(override: str | Path | None = None) -> Path:
     return Path(override or os.environ.get("PNEUMO_CACHE", Path.home() / ".cache" / "pneumo_explorer"))
 
 
+#: a temp file of an atomic write untouched this long was left by a killed process (kill -9, power loss)
+STALE_TMP_AGE_S = 15 * 60
+
+
+def clean_stale_temps(path: str | Path, max_age_s: float = STALE_TMP_AGE_S) -> list[Path]:
+    """Remove ``.<name>.*.tmp`` siblings of ``path`` older than ``max_age_s`` (left by a killed writer);
+    recent ones may belong to a writer still at work and stay. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    now = time.time()
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        try:
+            if now - tmp.lstat().st_mtime > max_age_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # gone already, or not ours to remove
+            pass
+    return removed
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)``, then move the temp file onto ``path``; the temp file is removed on failure.
-    The file gets the mode a plain ``open()`` would give it (umask respected), not mkstemp's 0600."""
+    The file gets the mode a plain ``open()`` would give it (umask respected), not mkstemp's 0600.
+    Temp files a killed writer left beside ``path`` are cleaned first (:func:`clean_stale_temps`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -65,3 +94,27 @@ def dumps(obj: Any, **kwargs) -> str:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(dumps(obj, indent=2)))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """A text cell a spreadsheet will not run: text starting with ``= + - @`` (or a tab / carriage return)
+    gets a leading apostrophe. Numbers and other values pass unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def safe_filename(name: str, default: str = "image", max_len: int = 100) -> str:
+    """A file name made only of letters, digits, ``. _ -``, without folders, not starting with
+    ``. - = + @``, at most ``max_len`` characters; ``default`` when nothing is left."""
+    base = re.split(r"[\\/]", str(name))[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip("._-=+@")[:max_len].rstrip(".")
+    return base or default
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` shown literally where Markdown is rendered (a file name cannot become a link or an image)."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$:])", r"\\\1", str(text))

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from pneumo_core.cli.registry import command
+from pneumo_core.files import dumps
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def _dataset(args: argparse.Namespace) -> int:
 
     s = dataset_summary(args.root, args.val_fraction, args.seed)
     if args.json:
-        print(json.dumps(s, indent=2))
+        print(dumps(s, indent=2))
         return 0
     print(f"{s['root']}")
     print(f"{'split':<12}{'NORMAL':>8}{'BACTERIA':>10}{'VIRUS':>8}{'total':>8}{'patients':>10}")

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from pneumo_core.cli.registry import command, tqdm_progress
-from pneumo_core.errors import ImageLoadError
+from pneumo_core.cli.registry import command, int_range, tqdm_progress
+from pneumo_core.errors import PneumoError
+from pneumo_core.files import dumps
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
@@ -23,49 +23,31 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 @command("predict", _predict_args)
 def _predict(args: argparse.Namespace) -> int:
-    from PIL import Image
-
     from pneumo_core.data.images import load_grayscale
     from pneumo_core.inference.predictors import Predictor
     from pneumo_core.explain.ood import default_gate
     from pneumo_core.models.sources import resolve_checkpoint
 
+    if args.cam:  # before the model loads: a typo costs nothing
+        from pneumo_core.explain.cams import METHODS
+
+        if args.cam not in METHODS:
+            print(f"error: unknown CAM method {args.cam!r}; choose one of {', '.join(METHODS)}", file=sys.stderr)
+            return 2
     predictor = Predictor(resolve_checkpoint(args.checkpoint))
     gate = default_gate()
     results, failed = [], 0
     for path in args.images:
         entry: dict = {"image": path}
         try:
-            gray = load_grayscale(path)
-        except ImageLoadError as exc:
-            entry["error"] = str(exc)
+            _predict_one(predictor, gate, path, load_grayscale(path), entry, args)
+        except PneumoError as exc:  # this image (or this model on it) failed: say so, go on with the rest
+            entry = {"image": path, "error": str(exc)}
             failed += 1
-            results.append(entry)
-            continue
-        probs = predictor.predict_grays([gray])[0]
-        entry["probabilities"] = {c: float(p) for c, p in zip(predictor.classes, probs)}
-        entry["predicted"] = predictor.classes[int(np.argmax(probs))]
-        if predictor.task.is_binary:
-            entry["threshold"] = predictor.meta.threshold
-            entry["predicted_at_threshold"] = predictor.classes[int(probs[1] >= predictor.meta.threshold)]
-        if gate is not None:
-            score = float(gate.score([gray])[0])
-            entry["ood_score"], entry["ood_flag"] = score, bool(score > gate.threshold)
-        if args.cam:
-            from pneumo_core.explain.cams import explain, overlay
-
-            cam = explain(predictor, gray, args.cam)
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            png = out / f"{Path(path).stem}_{args.cam}.png"
-            Image.fromarray(overlay(gray, cam.normalised)).save(png)
-            entry["overlay"], entry["cam_class"] = str(png), cam.class_name
-            if cam.degenerate:
-                entry["cam_warning"] = cam.message
         results.append(entry)
     if args.json:
-        print(json.dumps({"checkpoint": args.checkpoint, "model": predictor.name, "task": predictor.task.name,
-                          "results": results}, indent=2))
+        print(dumps({"checkpoint": args.checkpoint, "model": predictor.name, "task": predictor.task.name,
+                     "results": results}, indent=2))
     else:
         for r in results:
             if "error" in r:
@@ -77,13 +59,39 @@ def _predict(args: argparse.Namespace) -> int:
     return 0 if failed == 0 else 1
 
 
+def _predict_one(predictor, gate, path: str, gray: np.ndarray, entry: dict, args: argparse.Namespace) -> None:
+    """Fill ``entry`` with one image's probabilities, OOD score and (with --cam) overlay."""
+    from PIL import Image
+
+    probs = predictor.predict_grays([gray])[0]
+    entry["probabilities"] = {c: float(p) for c, p in zip(predictor.classes, probs)}
+    entry["predicted"] = predictor.classes[int(np.argmax(probs))]
+    if predictor.task.is_binary:
+        entry["threshold"] = predictor.meta.threshold
+        entry["predicted_at_threshold"] = predictor.classes[int(probs[1] >= predictor.meta.threshold)]
+    if gate is not None:
+        score = float(gate.score([gray])[0])  # infinity (flagged) for an image it cannot score
+        entry["ood_score"], entry["ood_flag"] = score, bool(not score <= gate.threshold)
+    if args.cam:
+        from pneumo_core.explain.cams import explain, overlay
+
+        cam = explain(predictor, gray, args.cam)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        png = out / f"{Path(path).stem}_{args.cam}.png"
+        Image.fromarray(overlay(gray, cam.normalised)).save(png)
+        entry["overlay"], entry["cam_class"] = str(png), cam.class_name
+        if cam.degenerate:
+            entry["cam_warning"] = cam.message
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="file, DIR/task/arch or hub:REPO_ID/task/arch")
     p.add_argument("--data-dir", required=True, help="a Kermany-layout folder (or folder-per-class / CSV)")
     p.add_argument("--split", default="test", help="train | val | test (Kermany: val is our patient-aware split)")
     p.add_argument("--out", required=True, help="prediction file to write (.csv or .parquet)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--batch-size", type=int_range(1, 1024), default=16)
+    p.add_argument("--workers", type=int_range(0, 64), default=0)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: about 2x faster on a CPU with native bf16, probabilities approximate (up to 0.19 "
                         "off for EfficientNet-Lite0; see bench/inference_bench.py)")

@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     except PneumoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:  # a last line of defence: every input is meant to be bounded before this
+        print("error: out of memory; the input is larger than this machine can handle", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("error: the input is nested too deeply to read", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0

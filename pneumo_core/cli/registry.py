@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -27,3 +28,28 @@ def tqdm_progress(desc: str) -> Iterator[Callable[[int, int], None]]:
             bar.refresh()
 
         yield progress
+
+
+def int_range(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in lo..hi (argparse then exits 2 with a one-line reason)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is outside {lo}..{hi}")
+        return v
+    parse.__name__ = "int"
+    return parse
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise argparse.ArgumentTypeError(f"{text} is not a probability in [0, 1]")
+    return v

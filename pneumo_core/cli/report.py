@@ -5,7 +5,7 @@ import argparse
 import math
 import sys
 
-from pneumo_core.cli.registry import command
+from pneumo_core.cli.registry import command, int_range, probability
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation.predictions import ensemble, read_predictions
 from pneumo_core.evaluation.report import report_many
@@ -31,6 +31,8 @@ def _print_text(r: dict, header: bool = True) -> None:
         return
     if header:
         print(f"{r.get('file', '')}  [{r.get('model', '')}, {r.get('task', '')}, n={r.get('n')}]")
+        if r.get("note"):
+            print(f"  note: {r['note']}")
     if "per_class" in r:
         print(f"  accuracy {_fmt(r['accuracy'])}  macro-F1 {_fmt(r['macro_f1'])}  AUROC (macro) {_fmt(r['auroc_macro'])}"
               f"  ECE {_fmt(r['ece'])}")
@@ -57,13 +59,14 @@ def _print_text(r: dict, header: bool = True) -> None:
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", help="prediction files: ours (.csv/.parquet), *_probs.json, *_yscores.csv")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=float, default=None, help="decision threshold on P(pneumonia) (default 0.5)")
+    g.add_argument("--threshold", type=probability, default=None, help="decision threshold on P(pneumonia) (default 0.5)")
     g.add_argument("--operating-point", default=None,
                    help="youden | max-f1 | sens=0.95 | spec=0.90 | cost=0.25, chosen on --on")
     p.add_argument("--on", nargs="+", default=None, metavar="VAL_FILE",
                    help="validation prediction file(s) the operating point is chosen on (one, or one per file)")
-    p.add_argument("--bins", type=int, default=15, help="reliability bins (default 15)")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="stratified bootstrap resamples for 95%% CIs")
+    p.add_argument("--bins", type=int_range(1, 1000), default=15, help="reliability bins, 1..1000 (default 15)")
+    p.add_argument("--bootstrap", type=int_range(0, 100_000), default=0, metavar="N",
+                   help="stratified bootstrap resamples for 95%% CIs, 0..100000 (default 0: none)")
     p.add_argument("--json", action="store_true", help="print JSON (keys documented in the README)")
 
 
@@ -81,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        vals = [read_predictions(f) for f in args.on]
+        vals = [read_predictions(f).labelled() for f in args.on]
         if len(vals) not in (1, len(preds)):
             print(f"error: --on takes one file or one per prediction file ({len(preds)})", file=sys.stderr)
             return 2
@@ -95,8 +98,8 @@ def _run(args: argparse.Namespace) -> int:
             thresholds[i] = ops[i].threshold
     ens_threshold, ens_op = thresholds[0], None
     if args.operating_point and len(preds) > 1:
-        ens_val = ensemble(vals) if len(args.on) > 1 else vals[0]
         try:
+            ens_val = ensemble(vals) if len(args.on) > 1 else vals[0]
             ens_op = choose(ens_val.y_binary, ens_val.p_positive, rule,
                             chosen_on="ensemble of " + ", ".join(args.on) if len(args.on) > 1 else args.on[0])
         except (ValueError, PredictionFileError) as exc:

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from pneumo_core.cli.registry import command, tqdm_progress
+from pneumo_core.cli.registry import command, int_range, tqdm_progress
 
 
 def _results_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", nargs="?", default=None, help="a zoo folder (train.py --out) or assets/ (default)")
     p.add_argument("--csv", action="store_true", help="print CSV instead of Markdown")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                   help="resamples for the 95%% intervals (default 1000; 0: none)")
+    p.add_argument("--bootstrap", type=int_range(0, 100_000), default=1000, metavar="N",
+                   help="resamples for the 95%% intervals, 0..100000 (default 1000; 0: none)")
 
 
 @command("results", _results_args)

@@ -1,14 +1,24 @@
-"""Uncertainty: stratified bootstrap confidence intervals (seeded, vectorised) and seed aggregation."""
+"""Uncertainty: stratified bootstrap confidence intervals (seeded, vectorised) and seed aggregation.
+
+Memory is bounded: the (resamples x rows) weight matrix is built :data:`BLOCK_ELEMENTS` entries at a
+time (:func:`weight_blocks`, the very resamples :func:`stratified_indices` draws), and a bootstrap of
+more than :data:`MAX_WORK` resamples x rows is refused with a :class:`~pneumo_core.errors.LimitError`.
+"""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from pneumo_core.errors import LimitError
 from pneumo_core.evaluation.calibration import bin_edges, bin_index
 from pneumo_core.evaluation.metrics import auroc
 
 DEFAULT_METRICS = ("auroc", "sensitivity", "specificity", "f1", "ece")
+#: entries of the (resamples x rows) weight matrix held at once (~32 MB as float64)
+BLOCK_ELEMENTS = 4_000_000
+#: most resamples x rows one bootstrap takes (200 resamples of 2 M rows is 4e8)
+MAX_WORK = 2_000_000_000
 
 
 def stratified_indices(y: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
@@ -24,12 +34,57 @@ def stratified_indices(y: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.n
     return out
 
 
+def check_work(n: int, n_boot: int) -> None:
+    """A :class:`LimitError` unless 0 <= ``n_boot`` and ``n_boot`` x ``n`` <= :data:`MAX_WORK`."""
+    if n_boot < 0:
+        raise LimitError(f"the number of bootstrap resamples must be 0 or more, not {n_boot}")
+    if n_boot * n > MAX_WORK:
+        raise LimitError(f"a bootstrap of {n_boot:,} resamples over {n:,} rows is more work than we take "
+                         f"({MAX_WORK:,} resamples x rows); use at most {max(1, MAX_WORK // max(n, 1)):,} resamples")
+
+
 def _weights(idx: np.ndarray, n: int) -> np.ndarray:
     """How often each item is drawn in each resample: (n_boot, N)."""
     b = idx.shape[0]
-    w = np.zeros((b, n))
-    np.add.at(w, (np.repeat(np.arange(b), idx.shape[1]), idx.ravel()), 1.0)
-    return w
+    flat = (idx + (np.arange(b, dtype=np.int64) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def weight_blocks(y: np.ndarray, n_boot: int, seed: int = 0, block: int | None = None) -> Iterator[np.ndarray]:
+    """The resample weights of :func:`stratified_indices` (``y, n_boot, seed``) in consecutive blocks of
+    resamples, each block at most ``block`` (default :data:`BLOCK_ELEMENTS`) entries (at least one resample):
+    the same resamples, never the
+    whole matrix. Each class's draws are a separate stretch of the random stream, so the generator's state
+    at the start of each stretch is found first (drawing and dropping), then every stretch is read a block
+    of resamples at a time."""
+    y = np.asarray(y)
+    n = len(y)
+    rows = max(1, (BLOCK_ELEMENTS if block is None else block) // max(n, 1))
+    if rows >= n_boot:
+        if n_boot > 0:
+            yield _weights(stratified_indices(y, n_boot, seed), n)
+        return
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(y == cls) for cls in np.unique(y)]
+    gens = []
+    for k, m in enumerate(members):
+        g = np.random.Generator(type(rng.bit_generator)())
+        g.bit_generator.state = rng.bit_generator.state
+        gens.append(g)
+        if k < len(members) - 1:  # skip this class's stretch to find where the next one starts
+            for b0 in range(0, n_boot, rows):
+                rng.integers(0, len(m), (min(rows, n_boot - b0), len(m)))
+    for b0 in range(0, n_boot, rows):
+        b = min(rows, n_boot - b0)
+        idx = np.concatenate([m[g.integers(0, len(m), (b, len(m)))] for m, g in zip(members, gens)], axis=1)
+        yield _weights(idx, n)
+
+
+def _binned(w: np.ndarray, bins: np.ndarray, n_bins: int, v: np.ndarray) -> np.ndarray:
+    """(b, n_bins): per resample, the weighted sum of ``v`` in each bin."""
+    b = w.shape[0]
+    flat = ((np.arange(b, dtype=np.int64) * n_bins)[:, None] + bins[None, :]).ravel()
+    return np.bincount(flat, weights=(w * v[None, :]).ravel(), minlength=b * n_bins).reshape(b, n_bins)
 
 
 def _auroc_weighted(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -45,13 +100,13 @@ def _auroc_weighted(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
     # large sets: rank-based, one resample at a time
     order = np.argsort(p, kind="mergesort")
     out = np.empty(w.shape[0])
-    ps = p[order]
+    ps, yb = p[order], y[order]
+    lo = np.searchsorted(ps, ps, side="left")
+    hi = np.searchsorted(ps, ps, side="right")
     for b in range(w.shape[0]):
-        wb, yb = w[b, order], y[order]
+        wb = w[b, order]
         wn = np.cumsum(wb * (yb == 0))
         # negatives strictly below each positive, ties half
-        lo = np.searchsorted(ps, ps, side="left")
-        hi = np.searchsorted(ps, ps, side="right")
         below = np.where(lo > 0, wn[lo - 1], 0.0)
         tie = wn[hi - 1] - below
         wp = wb * (yb == 1)
@@ -66,34 +121,39 @@ def bootstrap_binary(
     """Percentile CIs of binary metrics over stratified resamples: {metric: {value, low, high}}."""
     y = np.asarray(y).astype(np.int64)
     p = np.asarray(p, dtype=np.float64)
-    idx = stratified_indices(y, n_boot, seed)
-    w = _weights(idx, len(y))
+    check_work(len(y), n_boot)
     pred = (p >= threshold).astype(np.float64)
-    tp = w @ (pred * y)
-    fp = w @ (pred * (1 - y))
-    fn = w @ ((1 - pred) * y)
-    tn = w @ ((1 - pred) * (1 - y))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        samples = {
-            "sensitivity": tp / (tp + fn),
-            "specificity": tn / (tn + fp),
-            "precision": tp / (tp + fp),
-            "npv": tn / (tn + fn),
-            "f1": 2 * tp / (2 * tp + fp + fn),
-            "accuracy": (tp + tn) / len(y),
-        }
-    if "auroc" in metrics:
-        samples["auroc"] = _auroc_weighted(p, y, w)
     if "ece" in metrics:
         edges = bin_edges(p, n_bins, "uniform")
-        onehot = np.eye(len(edges) - 1)[bin_index(p, edges)]  # (N, bins)
-        sconf, shit = w @ (onehot * p[:, None]), w @ (onehot * y[:, None])
-        samples["ece"] = np.abs(sconf - shit).sum(1) / len(y)
+        bins, nb = bin_index(p, edges), len(edges) - 1
+    parts: dict[str, list[np.ndarray]] = {}
+    for w in weight_blocks(y, n_boot, seed):
+        tp = w @ (pred * y)
+        fp = w @ (pred * (1 - y))
+        fn = w @ ((1 - pred) * y)
+        tn = w @ ((1 - pred) * (1 - y))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            block = {
+                "sensitivity": tp / (tp + fn),
+                "specificity": tn / (tn + fp),
+                "precision": tp / (tp + fp),
+                "npv": tn / (tn + fn),
+                "f1": 2 * tp / (2 * tp + fp + fn),
+                "accuracy": (tp + tn) / len(y),
+            }
+        if "auroc" in metrics:
+            block["auroc"] = _auroc_weighted(p, y, w)
+        if "ece" in metrics:
+            sconf, shit = _binned(w, bins, nb, p), _binned(w, bins, nb, y.astype(np.float64))
+            block["ece"] = np.abs(sconf - shit).sum(1) / len(y)
+        for k, v in block.items():
+            parts.setdefault(k, []).append(v)
+    samples = {k: np.concatenate(v) for k, v in parts.items()}
     full = point_estimates(y, p, threshold, n_bins)
     alpha = (1 - level) / 2
     out = {}
     for m in metrics:
-        s = samples[m]
+        s = samples.get(m, np.array([]))
         s = s[np.isfinite(s)]
         lo, hi = (np.quantile(s, [alpha, 1 - alpha]) if len(s) else (np.nan, np.nan))
         out[m] = {"value": full[m], "low": float(lo), "high": float(hi)}
@@ -163,13 +223,16 @@ def bootstrap_runs(y: np.ndarray, runs: Sequence[tuple[np.ndarray, float | None]
                    n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
     """Percentile CIs of the mean over ``runs`` (one (probs, threshold) per seed, same images) of each
     headline metric: the test images are resampled (stratified), every run scored on the same resample."""
-    idx = stratified_indices(y, n_boot, seed)
-    w = _weights(idx, len(y))
-    samples = [resampled_metrics(y, probs, t, w, classes) for probs, t in runs]
+    check_work(len(y) * max(1, len(runs)), n_boot)
+    parts: dict[str, list[np.ndarray]] = {}
+    for w in weight_blocks(y, n_boot, seed):
+        samples = [resampled_metrics(y, probs, t, w, classes) for probs, t in runs]
+        for k in samples[0]:
+            parts.setdefault(k, []).append(np.mean([r[k] for r in samples], axis=0))
     alpha = (1 - level) / 2
     out = {}
-    for k in samples[0]:
-        s = np.mean([r[k] for r in samples], axis=0)
+    for k, v in parts.items():
+        s = np.concatenate(v)
         s = s[np.isfinite(s)]
         out[k] = tuple(float(v) for v in np.quantile(s, [alpha, 1 - alpha])) if len(s) else (np.nan, np.nan)
     return out
@@ -179,10 +242,10 @@ def paired_difference(y: np.ndarray, a: tuple[np.ndarray, float | None], b: tupl
                       classes: Sequence[str], metric: str, n_boot: int = 1000, seed: int = 0,
                       level: float = 0.95) -> dict[str, float]:
     """Paired bootstrap of metric(a) - metric(b) on the same images: {diff, low, high}."""
-    idx = stratified_indices(y, n_boot, seed)
-    w = _weights(idx, len(y))
+    check_work(2 * len(y), n_boot)
     full = np.ones((1, len(y)))
-    d = resampled_metrics(y, *a, w, classes)[metric] - resampled_metrics(y, *b, w, classes)[metric]
+    d = np.concatenate([resampled_metrics(y, *a, w, classes)[metric] - resampled_metrics(y, *b, w, classes)[metric]
+                        for w in weight_blocks(y, n_boot, seed)] or [np.array([])])
     point = float(resampled_metrics(y, *a, full, classes)[metric][0] - resampled_metrics(y, *b, full, classes)[metric][0])
     d = d[np.isfinite(d)]
     alpha = (1 - level) / 2

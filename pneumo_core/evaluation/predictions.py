@@ -44,6 +44,20 @@ class Predictions:
         return len(self.classes) == 2
 
     @property
+    def n_unknown(self) -> int:
+        """Rows whose label is unknown (``y_true = -1``): no metric may count them."""
+        return int((self.frame["y_true"].to_numpy() < 0).sum())
+
+    def labelled(self) -> "Predictions":
+        """The rows with a known label (all of them when none is -1); an error when none has one."""
+        if self.n_unknown == 0:
+            return self
+        known = self.frame[self.frame["y_true"].to_numpy() >= 0].reset_index(drop=True)
+        if known.empty:
+            raise PredictionFileError(f"{self.source}: every row has an unknown label (y_true = -1); no metric to compute")
+        return Predictions(known, self.classes, self.source)
+
+    @property
     def p_positive(self) -> np.ndarray:
         """P(classes[1]) for a binary table; P(not NORMAL) for a NORMAL/BACTERIA/VIRUS table."""
         if self.is_binary:
@@ -158,8 +172,16 @@ def write_predictions(pred: Predictions, path: str | Path) -> Path:
 def _from_probs_json(obj: dict, source: str) -> Predictions:
     if not isinstance(obj, dict) or "y_true" not in obj or "y_prob" not in obj:
         raise PredictionFileError(f"{source}: a *_probs.json needs keys y_true and y_prob")
-    y = np.asarray(obj["y_true"])
-    p = np.asarray(obj["y_prob"], dtype=np.float64)
+    if not isinstance(obj["y_true"], list) or not isinstance(obj["y_prob"], list):
+        raise PredictionFileError(f"{source}: y_true and y_prob must be lists "
+                                  f"(found {type(obj['y_true']).__name__} and {type(obj['y_prob']).__name__})")
+    try:
+        y = np.asarray(obj["y_true"], dtype=np.float64)
+        p = np.asarray(obj["y_prob"], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise PredictionFileError(f"{source}: y_true must hold class indices and y_prob numbers or rows of numbers") from None
+    if y.ndim != 1 or not np.isfinite(y).all() or not np.all(np.mod(y, 1) == 0):
+        raise PredictionFileError(f"{source}: y_true must be a flat list of integer class indices")
     if len(y) != len(p):
         raise PredictionFileError(f"{source}: y_true has {len(y)} entries but y_prob has {len(p)}")
     if p.ndim == 1 or (p.ndim == 2 and p.shape[1] == 1):
@@ -171,6 +193,8 @@ def _from_probs_json(obj: dict, source: str) -> Predictions:
         probs, classes, task = p, ("NORMAL", "PNEUMONIA"), "binary"
     else:
         raise PredictionFileError(f"{source}: y_prob must be a list of numbers or of 2/3-class rows")
+    if not np.isfinite(probs).all():
+        raise PredictionFileError(f"{source}: probabilities contain NaN or infinity")
     if ((probs < 0) | (probs > 1)).any():
         raise PredictionFileError(f"{source}: probabilities must lie in [0, 1]")
     df = pd.DataFrame({"image_id": [f"{i:05d}" for i in range(len(y))], "y_true": y.astype(np.int64)})
@@ -207,8 +231,12 @@ def read_predictions(path: str | Path | io.IOBase, name: str | None = None) -> P
             df = pd.read_csv(path)
     except FileNotFoundError:
         raise PredictionFileError(f"{source}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise PredictionFileError(f"{source}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except json.JSONDecodeError as exc:
         raise PredictionFileError(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise PredictionFileError(f"{source}: JSON nested too deeply to be a prediction file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
         raise PredictionFileError(f"{source}: cannot be read as a table ({str(exc).splitlines()[0]})") from None
     if {"y_true", "y_scores"} <= set(df.columns) and not any(c.startswith(PROB_PREFIX) for c in df.columns):

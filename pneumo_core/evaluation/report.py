@@ -47,7 +47,13 @@ def multiclass_report(pred: Predictions, n_bins: int = 15) -> dict:
 
 def report(pred: Predictions, threshold: float = 0.5, n_bins: int = 15, n_boot: int = 0,
            operating_point: OperatingPoint | None = None) -> dict:
+    """Metrics of the rows with a known label; ``n_unknown`` (and a ``note``) counts the rows left out."""
     head = {"file": pred.source, "model": pred.name, "task": pred.task, "classes": list(pred.classes)}
+    n_unknown = pred.n_unknown
+    head["n_unknown"] = n_unknown
+    if n_unknown:
+        head["note"] = f"{n_unknown} row(s) with an unknown label (y_true = -1) left out of every metric"
+        pred = pred.labelled()
     if pred.is_binary:
         return {**head, **binary_report(pred, threshold, n_bins, n_boot, operating_point)}
     out = {**head, **multiclass_report(pred, n_bins)}
@@ -57,7 +63,7 @@ def report(pred: Predictions, threshold: float = 0.5, n_bins: int = 15, n_boot: 
 
 
 def _flat_numbers(d: dict) -> dict:
-    return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n_unknown"}
 
 
 def report_many(preds: Sequence[Predictions], thresholds: Sequence[float], ops: Sequence[OperatingPoint | None],

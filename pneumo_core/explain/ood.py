@@ -17,6 +17,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 
+from pneumo_core.data.images import MIN_SIDE
 from pneumo_core.files import ASSETS, atomic_write
 from pneumo_core.models.networks import build_model
 from pneumo_core.data.preprocessing import Preprocessing, to_tensor
@@ -94,8 +95,17 @@ class OODGate:
                           self.layout_distance(lay) / self.layout_threshold)
 
     def score(self, grays: Sequence[np.ndarray]) -> np.ndarray:
-        """Higher is stranger; above :attr:`threshold` (1.0) the image is flagged."""
-        return self.score_parts(features(grays), layout(grays))
+        """Higher is stranger; above :attr:`threshold` (1.0) the image is flagged. An image we cannot score
+        (under :data:`~pneumo_core.data.images.MIN_SIDE` px a side, NaN pixels, a NaN distance) scores
+        infinity: flagged, never silently passed."""
+        grays = list(grays)
+        out = np.full(len(grays), np.inf)
+        ok = [i for i, g in enumerate(grays)
+              if np.ndim(g) == 2 and min(np.shape(g)) >= MIN_SIDE and np.isfinite(g).all()]
+        if ok:
+            s = self.score_parts(features([grays[i] for i in ok]), layout([grays[i] for i in ok]))
+            out[ok] = np.where(np.isfinite(s), s, np.inf)
+        return out
 
     def is_ood(self, grays: Sequence[np.ndarray]) -> np.ndarray:
         return self.score(grays) > self.threshold

@@ -15,7 +15,7 @@ from pneumo_core.models.checkpoints import Checkpoint
 from pneumo_core.data.datasets import data_fingerprint, for_task
 from pneumo_core.data.loader import ImageDataset
 from pneumo_core.device import cpu_supports_bf16
-from pneumo_core.errors import CheckpointError
+from pneumo_core.errors import CheckpointError, NonFiniteOutputError
 from pneumo_core.files import cache_root
 from pneumo_core.inference.fast_copy import fast_copy
 from pneumo_core.data.images import load_grayscale
@@ -94,9 +94,17 @@ class Predictor:
         fast = self._fast_copy() if self.use_fast else None
         return fast(batch.to(self.device)).cpu() if fast is not None else self.logits(batch)
 
+    def probs_of(self, logits: torch.Tensor) -> np.ndarray:
+        """Class probabilities of this model's logits; NaN or infinity anywhere is an error naming the model,
+        never a number."""
+        if not bool(torch.isfinite(logits).all()):
+            raise NonFiniteOutputError(f"{self.name} ({Path(self.ckpt.path or 'unsaved').name}): the model gave NaN or "
+                                       f"infinite outputs; its weights or preprocessing are broken, no verdict")
+        return logits_to_probs(logits)
+
     def predict_grays(self, grays: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, K) of grayscale [0, 1] arrays."""
-        return logits_to_probs(self.logits(torch.stack([self.tensor(g) for g in grays])))
+        return self.probs_of(self.logits(torch.stack([self.tensor(g) for g in grays])))
 
 
 class Ensemble:
@@ -168,7 +176,7 @@ def _batched_probs(model, frame: pd.DataFrame, batch_size: int, num_workers: int
     for m in members:
         chunks = []
         for x, _, _ in _loader(frame, m.prep, batch_size, num_workers):
-            chunks.append(logits_to_probs(m.batch_logits(normalise(x, m.prep))))
+            chunks.append(m.probs_of(m.batch_logits(normalise(x, m.prep))))
             done += len(x)
             if progress:
                 progress(done, total)

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pneumo_core.data.tasks import get_task
+from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import selection
 from pneumo_core.inference.predictors import Hierarchical
 
@@ -39,12 +40,28 @@ def decide(probs: Sequence[float], classes: Sequence[str], threshold: float | No
     return classes[k], float(p[k]), "largest probability"
 
 
+def _guarded(probs_of: Callable[[str], np.ndarray], errors: list[str] | None) -> Callable[[str], np.ndarray | None]:
+    """``probs_of`` that, given an ``errors`` list, records a model's PneumoError there (once) and gives None."""
+    def guarded(key: str) -> np.ndarray | None:
+        try:
+            return probs_of(key)
+        except PneumoError as exc:
+            if errors is None:
+                raise
+            if str(exc) not in errors:
+                errors.append(str(exc))
+            return None
+    return guarded
+
+
 def zoo_verdicts(root: str | Path, available: set[str], probs_of: Callable[[str], np.ndarray],
-                 tasks: Sequence[str] = TASK_ORDER) -> list[Verdict]:
+                 tasks: Sequence[str] = TASK_ORDER, errors: list[str] | None = None) -> list[Verdict]:
     """The verdicts of the results table's models whose members are all in ``available`` (source keys
     such as ``binary/resnet18``); ``probs_of(key)`` gives one model's class probabilities for the image
     (cache it: a member serves several rows). Per task best first; the hierarchical model after the
-    three-class models."""
+    three-class models. With an ``errors`` list, a row whose model fails (PneumoError) is left out and
+    the message goes there; without, the error propagates."""
+    probs_of = _guarded(probs_of, errors)
     out = []
     for task in tasks:
         classes = get_task(task).classes
@@ -52,25 +69,35 @@ def zoo_verdicts(root: str | Path, available: set[str], probs_of: Callable[[str]
             keys = tuple(m.key for m in z.members)
             if not set(keys) <= available:
                 continue
-            p = np.mean([probs_of(k) for k in keys], axis=0)
+            each = [probs_of(k) for k in keys]
+            if any(e is None for e in each):
+                continue
+            p = np.mean(each, axis=0)
             label, conf, rule = decide(p, classes, z.threshold)
             out.append(Verdict(z.name, task, classes, tuple(map(float, p)), label, conf, rule, keys))
         if task == "three_class":
             plan = selection.hierarchical_plan(root)
             if plan and {plan.stage_a.key, plan.stage_b.key} <= available:
-                p = Hierarchical.combine([probs_of(plan.stage_a.key)[1]], [probs_of(plan.stage_b.key)[1]])[0]
+                a, b = probs_of(plan.stage_a.key), probs_of(plan.stage_b.key)
+                if a is None or b is None:
+                    continue
+                p = Hierarchical.combine([a[1]], [b[1]])[0]
                 label, conf, rule = decide(p, classes, None)
                 out.append(Verdict("hierarchical", task, classes, tuple(map(float, p)), label, conf, rule,
                                    (plan.stage_a.key, plan.stage_b.key)))
     return out
 
 
-def stored_verdicts(models: dict[str, tuple[tuple[str, ...], float]], probs_of: Callable[[str], np.ndarray]) -> list[Verdict]:
+def stored_verdicts(models: dict[str, tuple[tuple[str, ...], float]], probs_of: Callable[[str], np.ndarray],
+                    errors: list[str] | None = None) -> list[Verdict]:
     """Verdicts of models without prediction files (e.g. a Hub repo): each at its checkpoint's stored
-    threshold. ``models``: key -> (classes, threshold)."""
+    threshold. ``models``: key -> (classes, threshold). ``errors`` as in :func:`zoo_verdicts`."""
+    probs_of = _guarded(probs_of, errors)
     out = []
     for key, (classes, threshold) in models.items():
         p = probs_of(key)
+        if p is None:
+            continue
         label, conf, rule = decide(p, classes, threshold if len(classes) == 2 else None)
         if len(classes) == 2:
             rule = f"P({classes[1]}) ≥ {threshold:.3f} (stored in the checkpoint)"

@@ -7,6 +7,7 @@ folder and tensors.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,9 +22,13 @@ from pneumo_core.errors import ArchitectureMismatchError, CheckpointError
 from pneumo_core.models.networks import ARCHS, get_arch
 from pneumo_core.models.weights import file_fingerprint, read_raw
 from pneumo_core.data.preprocessing import Preprocessing
-from pneumo_core.data.tasks import TASK_FOLDERS, get_task
+from pneumo_core.data.tasks import TASK_FOLDERS, TASKS, get_task
 
 FORMAT_VERSION = 1
+#: largest checkpoint file we read (ResNet50 in fp32 is ~95 MB)
+MAX_CHECKPOINT_BYTES = 1024 * 2**20
+#: input sizes a checkpoint may ask for (a 2048-px input already costs ~50 MB a batch item)
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
 
 
 @dataclass
@@ -53,7 +58,11 @@ class CheckpointMeta:
     @classmethod
     def from_dict(cls, d: dict) -> "CheckpointMeta":
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except TypeError:
+            missing = [k for k in ("arch", "task", "classes", "n_outputs") if k not in d]
+            raise CheckpointError(f"checkpoint metadata lacks {', '.join(missing) or 'required fields'}") from None
 
 
 @dataclass
@@ -137,9 +146,15 @@ def load_checkpoint(path: str | Path, arch: str | None = None, task: str | None 
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path}: {path.stat().st_size / 2**20:.0f} MB is more than a checkpoint we read "
+                              f"({MAX_CHECKPOINT_BYTES / 2**20:.0f} MB)")
     sd, rest = read_raw(path)
     if "pneumo" in rest and isinstance(rest["pneumo"], dict):
-        meta = CheckpointMeta.from_dict(rest["pneumo"])
+        try:
+            meta = CheckpointMeta.from_dict(rest["pneumo"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
     else:
         a = arch or infer_arch(sd, path.name)
         head = sd.get(get_arch(a).head + ".weight")
@@ -153,13 +168,60 @@ def load_checkpoint(path: str | Path, arch: str | None = None, task: str | None 
             )
         n_out = int(head.shape[0])
         t = task or infer_task(path, n_out)
-        meta = CheckpointMeta(arch=a, task=t, classes=list(get_task(t).classes), n_outputs=n_out,
-                              source="published (inferred)")
+        meta = CheckpointMeta(arch=a, task=t, classes=list(get_task(t).classes) if t in TASKS else [],
+                              n_outputs=n_out, source="published (inferred)")
+    validate_meta(meta, sd, str(path))
     metrics = rest.get("metrics") if isinstance(rest.get("metrics"), dict) else {}
     epoch = rest.get("epoch")
     return Checkpoint(sd, meta, int(epoch) if isinstance(epoch, (int, float)) else None,
                       {k: (float(v) if isinstance(v, (int, float, np.generic)) else v) for k, v in metrics.items()},
                       str(path), file_fingerprint(path))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def validate_meta(meta: CheckpointMeta, state_dict: dict[str, torch.Tensor] | None = None,
+                  where: str = "checkpoint") -> None:
+    """Refuse, by name, metadata that would give wrong numbers or cost unbounded memory: an unknown arch or
+    task, a class list or head output count that does not fit the task, preprocessing we cannot apply,
+    an input size outside 16..2048 px, a threshold outside [0, 1], a non-positive temperature."""
+    if not isinstance(meta.arch, str) or meta.arch not in ARCHS:
+        raise CheckpointError(f"{where}: unknown architecture {meta.arch!r} (expected one of {', '.join(ARCHS)})")
+    if not isinstance(meta.task, str) or meta.task not in TASKS:
+        raise CheckpointError(f"{where}: unknown task {meta.task!r} (expected one of {', '.join(TASKS)})")
+    task = get_task(meta.task)
+    if (not isinstance(meta.classes, (list, tuple)) or len(meta.classes) != len(task.classes)
+            or not all(isinstance(c, str) for c in meta.classes)):
+        raise CheckpointError(f"{where}: task {task.name} has {len(task.classes)} classes "
+                              f"({', '.join(task.classes)}), but the metadata lists {str(meta.classes)[:80]}")
+    allowed = sorted({task.n_outputs, len(task.classes)})
+    if not _is_int(meta.n_outputs) or meta.n_outputs not in allowed:
+        raise CheckpointError(f"{where}: the model has {meta.n_outputs!r} output(s), but task {task.name} "
+                              f"({', '.join(task.classes)}) needs {' or '.join(map(str, allowed))}")
+    head = (state_dict or {}).get(get_arch(meta.arch).head + ".weight")
+    if head is not None and head.ndim >= 1 and int(head.shape[0]) != meta.n_outputs:
+        raise ArchitectureMismatchError(f"{where}: expected {meta.arch} with {meta.n_outputs} output(s), but the "
+                                        f"weights are for {meta.arch} with {int(head.shape[0])} output(s)")
+    try:
+        prep = meta.prep
+        ok = all(_is_number(v) for v in prep.mean) and all(_is_number(v) and v > 0 for v in prep.std)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise CheckpointError(f"{where}: invalid preprocessing metadata ({exc})") from None
+    if not ok:
+        raise CheckpointError(f"{where}: invalid preprocessing metadata (mean {prep.mean}, std {prep.std})")
+    for size in (prep.image_size, meta.image_size):
+        if size is not None and not (_is_int(size) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
+            raise CheckpointError(f"{where}: image size {size!r} is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px")
+    if not (_is_number(meta.threshold) and 0.0 <= meta.threshold <= 1.0):
+        raise CheckpointError(f"{where}: threshold {meta.threshold!r} is not a probability in [0, 1]")
+    if not (_is_number(meta.temperature) and meta.temperature > 0):
+        raise CheckpointError(f"{where}: temperature {meta.temperature!r} is not a positive number")
 
 
 def build_from_state(arch: str, n_outputs: int, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:

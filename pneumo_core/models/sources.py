@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from typing import TYPE_CHECKING
 
 from pneumo_core.data.tasks import TASK_FOLDERS
-from pneumo_core.errors import CheckpointError, SourceUnavailableError
+from pneumo_core.errors import CheckpointError, PneumoError, SourceUnavailableError
 from pneumo_core.files import ASSETS
 
 if TYPE_CHECKING:  # torch loads only when a model does: the app's first page renders without it
@@ -104,18 +104,31 @@ class Source:
         raise SourceUnavailableError(f"{self.label} has no checkpoint {key!r} (it has: {have})")
 
     def load(self, ref: CheckpointRef | str) -> "Checkpoint":
+        """The checkpoint; any failure of a bad file is a :class:`CheckpointError` naming it, never another
+        exception, so a caller can skip one bad model and use the rest."""
         from pneumo_core.models.checkpoints import load_checkpoint
 
         if isinstance(ref, str):
             ref = self.find(ref)
-        return load_checkpoint(self.path(ref), arch=ref.arch, task=ref.task)
+        try:
+            return load_checkpoint(self.path(ref), arch=ref.arch, task=ref.task)
+        except PneumoError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RuntimeError,
+                MemoryError, OSError, EOFError) as exc:
+            raise CheckpointError(f"{self.label}: {ref.relpath} cannot be loaded "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+
+    def stamp(self, key: str) -> str:
+        """What changes when the checkpoint behind ``key`` changes (a cache key part); "" where unknown."""
+        return ""
 
 
 class LocalSource(Source):
     """A folder holding ``checkpoints/...`` (what ``train.py --out`` writes), or that folder itself."""
 
     def __init__(self, root: str | Path) -> None:
-        root = Path(root).expanduser()
+        root = Path(root).expanduser().resolve()  # one folder, one label (and one cache entry), however spelt
         self.root = root.parent if root.name == "checkpoints" else root
         self.label = f"local folder {self.root}"
 
@@ -127,6 +140,21 @@ class LocalSource(Source):
 
     def path(self, ref: CheckpointRef) -> Path:
         return self.root / ref.relpath
+
+    def stamp(self, key: str) -> str:
+        """``relpath:mtime_ns:size`` of the file behind ``key`` (a few stat calls, no listing)."""
+        parts = key.split("/")
+        if len(parts) not in (2, 3) or parts[0] not in TASK_FOLDERS:
+            return ""
+        seed = int(parts[2][4:]) if len(parts) == 3 and parts[2][4:].isdigit() else None
+        for suffix in CHECKPOINT_SUFFIXES:
+            p = self.root / checkpoint_relpath(parts[0], parts[1], seed, suffix)
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            return f"{p.name}:{st.st_mtime_ns}:{st.st_size}"
+        return ""
 
 
 def bundled_source() -> LocalSource:

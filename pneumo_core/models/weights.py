@@ -64,6 +64,37 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, meta
 
 
+#: metadata JSON deeper than this is refused (ours is two levels deep)
+MAX_JSON_DEPTH = 32
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON, counted without recursion; stops counting past ``limit``."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o)
+    return deepest
+
+
+def _json_field(text: str, key: str, path: Path) -> Any:
+    """A JSON metadata field of a safetensors file; malformed or absurdly nested JSON is a CheckpointError."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: safetensors metadata {key!r} is not valid JSON "
+                              f"({type(exc).__name__}: {str(exc)[:80]})") from None
+    if _depth(obj, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{path}: safetensors metadata {key!r} is nested deeper than {MAX_JSON_DEPTH} levels")
+    return obj
+
+
 def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if sd and all(k.startswith("module.") for k in sd):
         return {k[len("module."):]: v for k, v in sd.items()}
@@ -77,9 +108,12 @@ def read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         rest: dict = {}
         for key in ("pneumo", "metrics"):
             if key in smeta:
-                rest[key] = json.loads(smeta[key])
+                rest[key] = _json_field(smeta[key], key, path)
         if "epoch" in smeta:
-            rest["epoch"] = int(smeta["epoch"]) if smeta["epoch"] not in ("", "None") else None
+            try:
+                rest["epoch"] = int(smeta["epoch"]) if smeta["epoch"] not in ("", "None") else None
+            except ValueError:
+                raise CheckpointError(f"{path}: safetensors metadata 'epoch' is not a number ({smeta['epoch'][:40]!r})") from None
         return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, rest
     obj = torch_load_safe(path)
     if isinstance(obj, dict) and "model_state_dict" in obj:

@@ -364,6 +364,8 @@ def _restore(run: _Run, resume: bool) -> dict | None:
             torch.set_rng_state(state["torch_rng_state"])
         run.history, run.start_epoch = state["history"], int(state["epoch"])
         run.best_metrics, run.best_state = state.get("best_metrics"), state.get("best_state_dict")
+        # early stopping's count of epochs without improvement goes on where it stopped
+        run.stale = int(state["stale"]) if "stale" in state else _stale_from(run.history, cfg.selection)
         run.head_done = True
         run.log(f"resuming {cfg.stem} ({cfg.task}) after epoch {run.start_epoch}")
     elif has_checkpoint:
@@ -371,6 +373,21 @@ def _restore(run: _Run, resume: bool) -> dict | None:
         metrics = json.loads(paths.metrics.read_text()) if run.rank == 0 and paths.metrics.is_file() else {}
         return distributed.broadcast(metrics)
     return None
+
+
+def _stale_from(history: list[dict], selection: str) -> int:
+    """Fine-tuning epochs since the last improvement, replayed from a history (a last.pt written before
+    ``stale`` was saved)."""
+    best, stale = None, 0
+    for h in history:
+        m = {k[4:]: v for k, v in h.items() if k.startswith("val_")}
+        if _better(selection, m, best):
+            best = m
+            if h.get("phase") == "finetune":
+                stale = 0
+        elif h.get("phase") == "finetune":
+            stale += 1
+    return stale
 
 
 def _sharded(run: _Run, arr: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -497,7 +514,7 @@ def _end_epoch(run: _Run, ep: int, train_loss: float) -> bool:
     if run.rank == 0:
         save_checkpoint(run.paths.last, run.model.state_dict(), _meta(run), epoch=ep + 1,
                         extra={"optimizer_state_dict": run.optimizer.state_dict(), "generator_state": run.gen.get_state(),
-                               "torch_rng_state": torch.get_rng_state(), "history": run.history,
+                               "torch_rng_state": torch.get_rng_state(), "stale": run.stale, "history": run.history,
                                "best_metrics": run.best_metrics, "best_state_dict": run.best_state})
         write_json(run.paths.history, run.history)
     distributed.barrier()

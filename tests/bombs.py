@@ -1,0 +1,92 @@
+"""Hostile inputs made from a few bytes: decompression bombs and DICOM headers that promise too much."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+
+def png_bomb(path: Path, side: int = 8900) -> Path:
+    """A 1-bit PNG of side x side pixels: ~10 KB on disk for 8900 px, 79 MP once decoded."""
+    Image.new("1", (side, side)).save(path, optimize=True)
+    return path
+
+
+def _meta(transfer_syntax) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax
+    return meta
+
+
+def _header(frames: int, rows: int, cols: int, bits: int) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = rows, cols
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    return ds
+
+
+def _part10(meta: FileMetaDataset) -> io.BytesIO:
+    buf = io.BytesIO()
+    buf.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    return buf
+
+
+def _dataset_bytes(ds: Dataset) -> bytes:
+    from pydicom.filebase import DicomBytesIO
+
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _pixel_header(length: int) -> bytes:
+    """(7FE0,0010) OW with an explicit 4-byte length, explicit VR little endian."""
+    return struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, length)
+
+
+def dicom_header_bomb(path: Path, frames: int = 10, rows: int = 8000, cols: int = 8000, bits: int = 16) -> Path:
+    """An uncompressed DICOM whose header promises frames x rows x cols pixels but holds 16 bytes of them."""
+    buf = _part10(_meta(ExplicitVRLittleEndian))
+    buf.write(_dataset_bytes(_header(frames, rows, cols, bits)))
+    buf.write(_pixel_header(16) + b"\0" * 16)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def deflated_dicom_bomb(path: Path, frames: int = 10, rows: int = 8000, cols: int = 8000, bits: int = 16) -> Path:
+    """A deflated DICOM whose pixel data really is frames x rows x cols (zeros), streamed through zlib:
+    10 frames of 8000 x 8000 at 16 bits is 1.28 GB inflated, ~1.2 MB on disk."""
+    buf = _part10(_meta(DeflatedExplicitVRLittleEndian))
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    n = frames * rows * cols * (bits // 8)
+    out = [z.compress(_dataset_bytes(_header(frames, rows, cols, bits)) + _pixel_header(n))]
+    zeros = b"\0" * (16 << 20)
+    left = n
+    while left:
+        k = min(left, len(zeros))
+        out.append(z.compress(zeros[:k]))
+        left -= k
+    out.append(z.flush())
+    buf.write(b"".join(out))
+    path.write_bytes(buf.getvalue())
+    return path
