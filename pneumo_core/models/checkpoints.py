@@ -190,7 +190,7 @@ def validate_meta(meta: CheckpointMeta, state_dict: dict[str, torch.Tensor] | No
                   where: str = "checkpoint") -> None:
     """Refuse, by name, metadata that would give wrong numbers or cost unbounded memory: an unknown arch or
     task, a class list or head output count that does not fit the task, preprocessing we cannot apply,
-    an input size outside 16..2048 px, a threshold outside [0, 1], a non-positive temperature."""
+    an input size outside 16..2048 px, a threshold outside [0, 1]."""
     if not isinstance(meta.arch, str) or meta.arch not in ARCHS:
         raise CheckpointError(f"{where}: unknown architecture {meta.arch!r} (expected one of {', '.join(ARCHS)})")
     if not isinstance(meta.task, str) or meta.task not in TASKS:
@@ -220,8 +220,6 @@ def validate_meta(meta: CheckpointMeta, state_dict: dict[str, torch.Tensor] | No
             raise CheckpointError(f"{where}: image size {size!r} is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px")
     if not (_is_number(meta.threshold) and 0.0 <= meta.threshold <= 1.0):
         raise CheckpointError(f"{where}: threshold {meta.threshold!r} is not a probability in [0, 1]")
-    if not (_is_number(meta.temperature) and meta.temperature > 0):
-        raise CheckpointError(f"{where}: temperature {meta.temperature!r} is not a positive number")
 
 
 def build_from_state(arch: str, n_outputs: int, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
