@@ -497,13 +497,16 @@ def test_predict_page_skips_a_bad_model_and_caps_uploads(tmp_path):
     (tmp_path / "checkpoints/binary/resnet18.pt").write_bytes(b"garbage" * 100)
     at = _app(source_kind="Local checkpoints folder", local_dir=str(tmp_path))
     assert not at.exception, [e.message for e in at.exception]
-    at.session_state["uploads"] = [UploadedFile(UploadedFileRec(file_id=str(i), name=f"=cmd{i}.png", type="image/png",
-                                                                data=b"not a picture"), None) for i in range(13)]
+    good = UploadedFile(UploadedFileRec(file_id="0", name='=HYPERLINK("x").png', type="image/png",
+                                        data=_png(Image.new("L", (64, 64), 90))), None)
+    bad = [UploadedFile(UploadedFileRec(file_id=str(i), name=f"=cmd{i}.png", type="image/png", data=b"not a picture"),
+                        None) for i in range(1, 13)]
+    at.session_state["uploads"] = [good] + bad  # 13 files: the first 12 are read
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("binary/resnet18 skipped" in e.value for e in at.error)
     assert any("13 files uploaded; the first 12" in w.value for w in at.warning)
-    assert sum("not an image" in e.value for e in at.error) == 12
+    assert sum("not an image" in e.value for e in at.error) == 11
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
