@@ -18,6 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -43,17 +44,27 @@ def changed_overlay(driver, before: str):
     return lambda d: overlay_src(d) not in ("", before)
 
 
+def widget(driver, testid: str, label: str):
+    """The Streamlit widget (``stSelectbox``, ``stSlider``, ``stCheckbox``, ``stTextInput``) labelled ``label``."""
+    for w in driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]'):
+        if w.text.split("\n")[0].strip() == label:
+            return w
+    raise LookupError(f"no {testid} labelled {label!r}")
+
+
 def choose(driver, label: str, option: str) -> None:
     """Pick ``option`` in the selectbox labelled ``label``."""
-    box = driver.find_element(By.XPATH, f'//label[.//p[text()="{label}"]]/following-sibling::div//input')
+    box = widget(driver, "stSelectbox", label).find_element(By.TAG_NAME, "input")
     box.click()
     box.send_keys(option)
     box.send_keys(Keys.ENTER)
 
 
 def slider_step(driver, label: str, key=Keys.ARROW_RIGHT) -> None:
-    thumb = driver.find_element(By.XPATH, f'//label[.//p[text()="{label}"]]/following-sibling::div//div[@role="slider"]')
-    thumb.send_keys(key)
+    """One keyboard step of the slider labelled ``label`` (as a person using arrow keys)."""
+    thumb = widget(driver, "stSlider", label).find_element(By.CSS_SELECTOR, 'input[type="range"]')
+    driver.execute_script("arguments[0].focus()", thumb)
+    ActionChains(driver).send_keys(key).perform()
 
 
 def run(data_dir: str | None) -> dict[str, float]:
@@ -70,7 +81,7 @@ def run(data_dir: str | None) -> dict[str, float]:
             upload = driver.find_element(By.CSS_SELECTOR, 'input[type="file"]')
             sample = sorted((ROOT / "assets" / "examples").glob("*virus*.jpeg"))[0]
             out["Predict: first upload"] = timed(driver, lambda: upload.send_keys(str(sample)),
-                                                 lambda d: "hierarchical" in body_text(d) and overlay_src(d))
+                                                 lambda d: "OOD score" in body_text(d) and "Grad-CAM for" in body_text(d))
             for name, act in (("opacity", lambda: slider_step(driver, "Opacity")),
                               ("colour map", lambda: choose(driver, "Colour map", "viridis")),
                               ("class", lambda: choose(driver, "Class to explain", "NORMAL")),
@@ -103,14 +114,14 @@ def run(data_dir: str | None) -> dict[str, float]:
             del text
 
             if data_dir:
-                box = driver.find_element(By.XPATH, '//label[.//p[text()="Dataset folder (optional)"]]/following-sibling::div//input')
+                box = widget(driver, "stTextInput", "Dataset folder (optional)").find_element(By.TAG_NAME, "input")
                 box.send_keys(str(Path(data_dir).resolve()))
                 box.send_keys(Keys.ENTER)
                 wait_idle(driver)
-                driver.find_element(By.XPATH, '//a[.//span[text()="Errors"]]').click()
+                next(a for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a') if a.text.strip().endswith("Errors")).click()
                 WebDriverWait(driver, 120, 0.05).until(lambda d: "most confident first" in body_text(d))
                 wait_idle(driver)
-                toggle = lambda: driver.find_element(By.XPATH, '//label[.//p[text()="Grad-CAM beside each image"]]').click()  # noqa: E731
+                toggle = lambda: widget(driver, "stCheckbox", "Grad-CAM beside each image").find_element(By.TAG_NAME, "label").click()  # noqa: E731
                 n_cams = lambda k: lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) >= k  # noqa: E731
                 out["Errors: 12 CAMs, first time"] = timed(driver, toggle, n_cams(24))
                 toggle()

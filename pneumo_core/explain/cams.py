@@ -136,7 +136,10 @@ def cam_grid(predictor: Predictor) -> int:
         layer = cam_layer_of(predictor.model, predictor.meta.arch)
         seen: dict[str, int] = {}
         with predictor.lock:
-            hook = layer.register_forward_hook(lambda m, i, o: seen.setdefault("side", int(o.shape[-1])))
+            def record(module, inputs, output) -> None:  # a hook that returned a value would replace the output
+                seen["side"] = int(output.shape[-1])
+
+            hook = layer.register_forward_hook(record)
             try:
                 s = predictor.prep.image_size
                 predictor.logits(torch.zeros(1, predictor.prep.channels, s, s))

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Peak memory of one hostile input (issue 16): the loader, the CLI and the app's Predict page, each in a
+fresh process, with the peak resident set size read from /proc/self/status (VmHWM).
+
+    python bench/hardening_bench.py [--skip-app] [--skip-report]
+Target: no single upload or CLI image takes a process past 2 GB. Inputs are made in a temporary folder:
+the review's bombs (a 9.7 KB PNG of 8900 x 8900; a 1.2 MB deflated DICOM of 10 frames of 8000 x 8000), a
+DICOM header promising 10 such frames, the largest images we accept (40 MP), a symlink to /dev/zero, a
+FIFO; and ``report --bootstrap 200`` on 2 million rows (it ran out of memory at 12 GB before).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+from PIL import Image  # noqa: E402
+
+from tests.bombs import deflated_dicom_bomb, dicom_header_bomb, png_bomb  # noqa: E402
+from tests.dicom_utils import write_dicom  # noqa: E402
+
+PEAK = "import atexit, re, sys\natexit.register(lambda: print('PEAK_MB', int(re.search(r'VmHWM:\\s+(\\d+)', " \
+       "open('/proc/self/status').read()).group(1)) // 1024, file=sys.stderr))\n"
+MODEL = ROOT / "assets/models/checkpoints/binary/resnet18.safetensors"
+
+
+def measure(code: str, *args: str, timeout: int = 600) -> tuple[int, float, str]:
+    """(peak MB, seconds, last line of output) of ``code`` run in a fresh interpreter."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", PEAK + code, *args], capture_output=True, text=True, timeout=timeout,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"})
+    dt = time.perf_counter() - t0
+    peak = next((int(ln.split()[1]) for ln in r.stderr.splitlines() if ln.startswith("PEAK_MB")), -1)
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()] or \
+        [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("PEAK_MB")]
+    return peak, dt, (lines[-1] if lines else "")[:150]
+
+
+LOADER = ("from pneumo_core.data.images import load_grayscale\n"
+          "try:\n    g = load_grayscale(sys.argv[1]); print('loaded', g.shape)\n"
+          "except Exception as e:\n    print(type(e).__name__, str(e)[-90:])\n")
+CLI = ("from pneumo_core.cli.main import main\n"
+       "print('exit', main(['predict', '--checkpoint', sys.argv[2], sys.argv[1], '--cam', 'gradcam', '--out', sys.argv[3]]))\n")
+APP = '''
+from streamlit.testing.v1 import AppTest
+from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
+at = AppTest.from_file("app.py", default_timeout=600)
+at.run()
+if sys.argv[1] != "-":
+    data = open(sys.argv[1], "rb").read()
+    at.session_state["uploads"] = [UploadedFile(UploadedFileRec(file_id="1", name=sys.argv[1].split("/")[-1],
+                                                                type="image/png", data=data), None)]
+    at.run()
+print("exceptions", len(at.exception), "errors", [e.value[-70:] for e in at.error][:1])
+'''
+REPORT = ("from pneumo_core.cli.main import main\n"
+          "print('exit', main(['report', sys.argv[1], '--bootstrap', '200']))\n")
+
+
+def inputs(d: Path) -> dict[str, Path]:
+    out = {"png bomb 8900^2 1-bit (review)": png_bomb(d / "bomb.png"),
+           "DICOM header 10 x 8000^2 x 16 bit": dicom_header_bomb(d / "frames.dcm"),
+           "deflated DICOM 10 x 8000^2 (review)": deflated_dicom_bomb(d / "deflated.dcm")}
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (5000, 8000), dtype=np.uint8), "L")  # 40 MP, the most we decode
+    big.save(d / "40mp.png", compress_level=1)
+    out["largest accepted PNG 8000 x 5000"] = d / "40mp.png"
+    Image.new("RGBA", (8000, 5000), (90, 90, 90, 200)).save(d / "40mp_rgba.png")
+    out["largest accepted RGBA PNG 8000 x 5000"] = d / "40mp_rgba.png"
+    Image.fromarray(rng.integers(0, 256, (5000, 8000, 3), dtype=np.uint8)).save(d / "40mp.jpg", quality=90)
+    out["largest accepted RGB JPEG 8000 x 5000"] = d / "40mp.jpg"
+    write_dicom(d / "16bit.dcm", rng.integers(0, 4096, (5600, 5600), dtype=np.uint16), bits_stored=12,
+                window=(2048, 4096))
+    out["16-bit DICOM 5600 x 5600 (60 MB)"] = d / "16bit.dcm"
+    (d / "zero.png").symlink_to("/dev/zero")
+    out["symlink to /dev/zero"] = d / "zero.png"
+    os.mkfifo(d / "fifo.png")
+    out["FIFO named .png"] = d / "fifo.png"
+    out["a Kermany test image (baseline)"] = next((ROOT / "assets/examples").glob("*virus*.jpeg"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-files", action="store_true", help="no loader / CLI table")
+    ap.add_argument("--skip-app", action="store_true")
+    ap.add_argument("--skip-report", action="store_true")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        files = inputs(d)
+        if not a.skip_files:
+            print(f"{'input':<40} {'size':>9}  {'loader MB':>9} {'s':>5}  {'CLI MB':>7} {'s':>5}  result")
+        for name, path in ([] if a.skip_files else files.items()):
+            size = path.lstat().st_size if path.is_symlink() or not path.exists() else path.stat().st_size
+            lp, lt, lr = measure(LOADER, str(path))
+            cp, ct, cr = measure(CLI, str(path), str(MODEL), str(d / "out"))
+            print(f"{name:<40} {size / 1024:>7.0f}KB  {lp:>9} {lt:>5.1f}  {cp:>7} {ct:>5.1f}  {lr} | {cr}")
+        if not a.skip_app:
+            print("\nPredict page (AppTest, bundled models), one upload:")
+            for name in ("none (page only)", "a Kermany test image (baseline)", "png bomb 8900^2 1-bit (review)",
+                         "deflated DICOM 10 x 8000^2 (review)", "largest accepted PNG 8000 x 5000",
+                         "largest accepted RGBA PNG 8000 x 5000", "16-bit DICOM 5600 x 5600 (60 MB)"):
+                p, t, r = measure(APP, "-" if name.startswith("none") else str(files[name]), timeout=900)
+                print(f"  {name:<40} peak {p:>5} MB  {t:>5.1f} s  {r}")
+        if not a.skip_report:
+            from pneumo_core.evaluation.predictions import make_table, write_predictions
+
+            n = 2_000_000
+            rng = np.random.default_rng(0)
+            y = (rng.random(n) < 0.6).astype(int)
+            p = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0, 1)
+            write_predictions(make_table([f"i{k}" for k in range(n)], y, np.stack([1 - p, p], 1),
+                                         ["NORMAL", "PNEUMONIA"], task="binary"), d / "big.parquet")
+            pk, t, r = measure(REPORT, str(d / "big.parquet"), timeout=3600)
+            print(f"\nreport --bootstrap 200 on {n:,} rows: peak {pk} MB, {t:.0f} s ({r})")
+
+
+if __name__ == "__main__":
+    main()
