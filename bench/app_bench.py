@@ -18,6 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -36,8 +37,12 @@ def timed(driver, action, done, timeout: float = 300.0) -> float:
 
 
 def overlay_src(driver) -> str:
-    imgs = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
-    return imgs[-1].get_attribute("src") if imgs else ""
+    """The last image's source ("" while the page redraws it)."""
+    try:
+        imgs = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
+        return imgs[-1].get_attribute("src") if imgs else ""
+    except StaleElementReferenceException:
+        return ""
 
 
 def changed_overlay(driver, before: str):
@@ -120,6 +125,10 @@ def run(data_dir: str | None) -> dict[str, float]:
                 wait_idle(driver)
                 next(a for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a') if a.text.strip().endswith("Errors")).click()
                 WebDriverWait(driver, 120, 0.05).until(lambda d: "most confident first" in body_text(d))
+                wait_idle(driver)
+                # it opens on the best three-class model, an ensemble (no single heatmap): take its best CAM member
+                choose(driver, "Model and prediction set", "three_class · efficientnet_lite0 · seed 2")
+                WebDriverWait(driver, 120, 0.05).until(lambda d: "Grad-CAM beside each image" in body_text(d))
                 wait_idle(driver)
                 toggle = lambda: widget(driver, "stCheckbox", "Grad-CAM beside each image").find_element(By.TAG_NAME, "label").click()  # noqa: E731
                 n_cams = lambda k: lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) >= k  # noqa: E731

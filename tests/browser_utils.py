@@ -65,9 +65,14 @@ def chrome(width: int = 1400, height: int = 2000):
 
 
 def body_text(driver) -> str:
+    """The page's text ("" while the page swaps the body)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return driver.find_element(By.TAG_NAME, "body").text
+    try:
+        return driver.find_element(By.TAG_NAME, "body").text
+    except StaleElementReferenceException:
+        return ""
 
 
 def wait_idle(driver, timeout: float = 120.0, settle: float = 0.25) -> None:
