@@ -73,7 +73,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
 
 
 def json_safe(obj: Any) -> Any:
-    """JSON-safe: NaN and infinities -> null, numpy scalars and arrays -> Python."""
+    """JSON-safe: NaN and infinities -> null, numpy scalars, arrays and torch tensors -> Python."""
+    if hasattr(obj, "detach"):  # a torch tensor (no torch import in this layer)
+        obj = obj.detach().cpu().numpy()
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

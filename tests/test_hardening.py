@@ -5,14 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 import tomllib
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +38,7 @@ from pneumo_core.models.checkpoints import CheckpointMeta, load_checkpoint, save
 from pneumo_core.models.networks import build_model
 from pneumo_core.models.sources import LocalSource
 from tests.bombs import deflated_dicom_bomb, dicom_header_bomb, png_bomb
+from tests.browser_utils import CHROMIUM, DRIVER, app_server, chrome
 from tests.dicom_utils import write_dicom
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -509,52 +507,20 @@ def test_predict_page_skips_a_bad_model_and_caps_uploads(tmp_path):
     assert sum("not an image" in e.value for e in at.error) == 11
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-
-
 @pytest.fixture()
 def server():
     """``streamlit run app.py`` on a free localhost port (with the repository's .streamlit/config.toml)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not start within 120 s")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with app_server(timeout=120) as (url, _):
+        yield url
 
 
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed")
 def test_predict_deep_link_in_chromium(server):
     """``/predict`` opens the Predict page (it used to say "Page not found"); ``/`` goes on to it."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1400"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver = chrome(1400, 1400)
     upload_hint = "Upload one or more frontal chest X-rays"
     try:
         for url in (f"{server}/predict", f"{server}/"):

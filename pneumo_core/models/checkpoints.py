@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pneumo_core.files import atomic_write
+from pneumo_core.files import atomic_write, json_safe
 from pneumo_core.errors import ArchitectureMismatchError, CheckpointError
 from pneumo_core.models.networks import ARCHS, get_arch
 from pneumo_core.models.weights import file_fingerprint, read_raw
@@ -246,20 +246,8 @@ def export_safetensors(ckpt: Checkpoint, path: str | Path, dtype: torch.dtype = 
     from safetensors.torch import save_file
 
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in ckpt.state_dict.items()}
-    meta = {"pneumo": json.dumps(ckpt.meta.to_dict()), "metrics": json.dumps(_jsonable(ckpt.metrics)),
+    meta = {"pneumo": json.dumps(ckpt.meta.to_dict()), "metrics": json.dumps(json_safe(ckpt.metrics)),
             "epoch": str(ckpt.epoch), "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = Path(path)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return path
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    return obj
