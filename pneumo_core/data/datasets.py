@@ -33,11 +33,9 @@ def kermany_label(filename: str, folder: str) -> str:
     folder = folder.upper()
     if folder == "NORMAL":
         return "NORMAL"
-    low = filename.lower()
-    if "virus" in low:
-        return "VIRUS"
-    if "bacteria" in low:
-        return "BACTERIA"
+    subtype = subtype_of(filename)
+    if subtype in ("BACTERIA", "VIRUS"):
+        return subtype
     raise DatasetError(f"{folder}/{filename}: a PNEUMONIA file name must say 'bacteria' or 'virus'")
 
 
