@@ -11,6 +11,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from pneumo_core.evaluation.metrics import log_loss
+
 STRATEGIES = ("uniform", "quantile")
 
 
@@ -101,13 +103,12 @@ def brier(y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
 
 
-def nll(y: np.ndarray, probs: np.ndarray, eps: float = 1e-15) -> float:
-    """Negative log-likelihood; 1-D ``probs`` = P(positive)."""
+def nll(y: np.ndarray, probs: np.ndarray) -> float:
+    """Negative log-likelihood (:func:`pneumo_core.evaluation.metrics.log_loss`); 1-D ``probs`` = P(positive)."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim == 1:
         probs = np.stack([1 - probs, probs], 1)
-    p = np.clip(probs[np.arange(len(y)), np.asarray(y)], eps, 1.0)
-    return float(-np.mean(np.log(p)))
+    return log_loss(y, probs)
 
 
 def calibration_summary(y: np.ndarray, probs: np.ndarray, n_bins: int = 15, strategy: str = "uniform") -> dict:
