@@ -44,7 +44,8 @@ def test_selection_reads_no_test_split_file(monkeypatch):
     read = []
     real = artifacts.read_predictions
     monkeypatch.setattr(artifacts, "read_predictions", lambda path, *a, **k: read.append(str(path)) or real(path, *a, **k))
-    selection._best_seed.cache_clear()
+    for cache in (selection._best_seed, selection._zoo_models, selection._hierarchical_plan):
+        cache.cache_clear()  # earlier tests may have answered from the caches without reading
     for task in ("binary", "three_class", "bacteria_virus"):
         for z in selection.zoo_models(ASSETS, task):
             assert z.members

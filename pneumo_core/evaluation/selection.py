@@ -61,8 +61,10 @@ def _best_seed(root: str, task: str, arch: str, stamp: float) -> int | None:
 
 
 def _stamp(root: str | Path, task: str) -> float:
-    """Changes when the task's prediction files change (keeps the cache honest)."""
-    files = list(Path(root).glob(f"predictions/{task}/*_val.csv"))
+    """Changes when the task's validation files or the folder's checkpoints change (keeps the caches honest)."""
+    root = Path(root)
+    files = [*root.glob(f"predictions/{task}/*_val.csv"), *root.glob("checkpoints/*/*"),
+             *root.glob("models/checkpoints/*/*")]
     return max((f.stat().st_mtime_ns for f in files), default=0) + len(files)
 
 
@@ -118,6 +120,11 @@ class HierarchicalPlan:
 
 
 def hierarchical_plan(root: str | Path, with_checkpoint: bool = True) -> HierarchicalPlan | None:
+    return _hierarchical_plan(str(root), with_checkpoint, _stamp(root, "binary") + _stamp(root, "bacteria_virus"))
+
+
+@lru_cache(maxsize=64)
+def _hierarchical_plan(root: str, with_checkpoint: bool, stamp: float) -> HierarchicalPlan | None:
     a = best_model(root, "binary", with_checkpoint)
     b = best_model(root, "bacteria_virus", with_checkpoint)
     return HierarchicalPlan(a, b) if a and b else None
@@ -163,7 +170,13 @@ class ZooModel:
 
 def zoo_models(root: str | Path, task: str) -> list[ZooModel]:
     """The task's models as the results table has them, best first (validation log loss): the ensemble
-    and each architecture's best seed (those with a checkpoint in the folder)."""
+    and each architecture's best seed (those with a checkpoint in the folder). Cached until the folder's
+    files change: the Predict page asks on every rerun."""
+    return list(_zoo_models(str(root), task, _stamp(root, task)))
+
+
+@lru_cache(maxsize=64)
+def _zoo_models(root: str, task: str, stamp: float) -> tuple[ZooModel, ...]:
     scored = []
     members = ensemble_members(root, task)
     if members:
@@ -173,7 +186,7 @@ def zoo_models(root: str | Path, task: str) -> list[ZooModel]:
     for m in best_of_each(root, task, with_checkpoint=True):
         val = _val(root, m)
         scored.append((val_loss(val), ZooModel(task, f"{m.arch} (seed {m.seed})", (m,), threshold_on(val), "model")))
-    return [z for _, z in sorted(scored, key=lambda t: t[0])]
+    return tuple(z for _, z in sorted(scored, key=lambda t: t[0]))
 
 
 ENSEMBLE = "ensemble"
