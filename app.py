@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import NARROW_CSS, SOURCES, current_source, data_dir, navigation, state
+from pages._shared.images import data_dir
+from pages._shared.layout import NARROW_CSS, navigation, state
+from pages._shared.models import SOURCES, current_source
 from pneumo_core.models.sources import DEFAULT_REPO
 
 st.set_page_config(page_title="Pneumo Explorer", page_icon=":material/pulmonology:", layout="wide",
                    initial_sidebar_state="auto")
 st.html(NARROW_CSS)
-st.session_state["via_app"] = True  # see pages/_common.start_page
+st.session_state["via_app"] = True  # see pages/_shared/layout.start_page
 
 page = navigation()
 

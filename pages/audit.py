@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import cam, current_source, data_dir, model_keys, predictor, sample_images, start_page
+from pages._shared.images import data_dir, sample_images
+from pages._shared.layout import start_page
+from pages._shared.models import cam, current_source, loaded, model_keys, predictor
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.errors import PneumoError
 from pneumo_core.explain.audit import (BORDER, RANDOMIZATION_HELP, TOP, agreement, audit_images, least_focused,
@@ -47,15 +49,16 @@ else:
         st.error(str(exc))
         st.stop()
     paths = sorted(frame.sample(min(n, len(frame)), random_state=0)["path"].astype(str))
+chosen = loaded(source, src_label, chosen)  # a checkpoint that does not load is named and skipped
 if not chosen or not paths:
     st.info("Choose at least one model.")
     st.stop()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def focus_table(_source, source_label: str, key: str, method: str, paths: tuple[str, ...], sanity: bool,
+def focus_table(_source, source_label: str, key: str, stamp: str, method: str, paths: tuple[str, ...], sanity: bool,
                 _progress) -> pd.DataFrame:
-    """Per-image figures of one model, computed once per (source, model, method, images, sanity)."""
+    """Per-image figures of one model, computed once per (source, checkpoint file, method, images, sanity)."""
     return audit_images(predictor(_source, source_label, key), list(paths), method, sanity=sanity, curves=False,
                         progress=_progress)
 
@@ -69,7 +72,7 @@ def lungs_of(path: str):
 tables: dict[str, pd.DataFrame] = {}
 for k in chosen:
     bar = st.progress(0.0, text=f"{k}: heatmaps and lung masks…")
-    tables[k] = focus_table(source, src_label, k, method, tuple(paths), sanity,
+    tables[k] = focus_table(source, src_label, k, source.stamp(k), method, tuple(paths), sanity,
                             lambda done, total, k=k, bar=bar: bar.progress(done / total, text=f"{k}: {done}/{total} images"))
     bar.empty()
 

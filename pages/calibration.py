@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import PLOT_CONFIG, start_page, val_and_test
+from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.predictions import val_and_test
 from pneumo_core.evaluation.calibration import (
     binary_reliability,
     brier,

@@ -5,8 +5,9 @@ from itertools import combinations
 
 import streamlit as st
 
-from pages._common import (PLOT_CONFIG, cam, current_source, data_dir, decoded, digest, faithfulness, image_picker, model_keys,
-                           predictor, start_page)
+from pages._shared.images import data_dir, decoded, digest, image_picker
+from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.models import cam, current_source, faithfulness, loaded, model_keys, predictor
 from pneumo_core.explain.audit import agreement
 from pneumo_core.explain.cams import METHODS, cam_grid, overlay, own_scale, shared_scale
 from pneumo_core.visualize.charts import colorbar_figure
@@ -17,6 +18,7 @@ keys = [k for k in model_keys(source) if "/seed" not in k]
 preferred = [k for k in ("binary/resnet18", "binary/densenet121") if k in keys]
 chosen = st.multiselect("Models (two or three)", keys, default=preferred or keys[:2], max_selections=3, key="cmp_models")
 picked = image_picker("cmp", data_dir())
+chosen = loaded(source, src_label, chosen)  # a checkpoint that does not load is named and skipped
 if picked is None or len(chosen) < 2:
     st.info("Choose at least two models and an image: upload one, or try a sample.")
     st.stop()

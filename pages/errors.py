@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import (PLOT_CONFIG, DATA_HINT, cam, current_source, digest, image_path, model_keys, predictions_root,
-                           start_page, val_and_test)
+from pages._shared.images import DATA_HINT, digest, image_path
+from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.models import cam, current_source, loaded, model_keys
+from pages._shared.predictions import predictions_root, val_and_test
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.mistakes import ANY, confusion, decisions, mistakes
@@ -47,7 +49,9 @@ task, arch, seed = opt
 key = f"{task}/{arch}"
 bundled_seed = selection.best_seed(predictions_root(), task, arch)
 cam_key = key if key in model_keys(source) and seed == bundled_seed else None
-if cam_key is None:
+if cam_key is not None and not loaded(source, src_label, [cam_key]):
+    cam_key = None  # named above; the X-rays are still shown
+elif cam_key is None:
     why = ("an ensemble has no single heatmap" if arch == selection.ENSEMBLE or arch == "hierarchical"
            else f"no checkpoint of {arch} seed {seed} is loaded (the source holds "
                 f"{'seed ' + str(bundled_seed) if key in model_keys(source) else 'no ' + key})")

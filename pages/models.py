@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import PLOT_CONFIG, predictions_root, start_page
+from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.predictions import predictions_root
 from pneumo_core.evaluation.artifacts import run_info, runs
 from pneumo_core.evaluation.results import load_results
 from pneumo_core.visualize.charts import learning_curve_figure

@@ -8,9 +8,10 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages._common import (UPLOAD_TYPES, cam, current_source, decoded, digest, faithfulness, model_keys, model_probs,
-                           linked_image, predictions_root, predictor, sample_images, start_page)
-from pages._common import MAX_UPLOADS, usable_models
+from pages._shared.images import MAX_UPLOADS, UPLOAD_TYPES, decoded, digest, linked_image, sample_images
+from pages._shared.layout import start_page
+from pages._shared.models import cam, current_source, faithfulness, model_keys, loaded, model_probs, predictor
+from pages._shared.predictions import predictions_root
 from pneumo_core.data.images import shrink
 from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.files import escape_markdown, safe_cell, safe_filename
@@ -53,9 +54,7 @@ from pneumo_core.explain.ood import default_gate  # noqa: E402
 from pneumo_core.inference.verdicts import stored_verdicts, zoo_verdicts  # noqa: E402
 
 keys = [k for k in model_keys(source) if "/seed" not in k]
-keys, broken = usable_models(source, src_label, keys)  # a checkpoint that does not load is named and skipped
-for line in broken:
-    st.error(escape_markdown(line))
+keys = loaded(source, src_label, keys)  # a checkpoint that does not load is named and skipped
 if not keys:
     st.warning("No models available from this source.")
     st.stop()

@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._common import PLOT_CONFIG, DATA_HINT, image_path, predictions_root, start_page, val_and_test
+from pages._shared.images import DATA_HINT, image_path
+from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.predictions import predictions_root, val_and_test
 from pneumo_core.evaluation.bootstrap import bootstrap_binary
 from pneumo_core.visualize.charts import confusion_figure, pr_figure, roc_figure
 from pneumo_core.data.datasets import subtype_of

@@ -507,6 +507,68 @@ def test_predict_page_skips_a_bad_model_and_caps_uploads(tmp_path):
     assert sum("not an image" in e.value for e in at.error) == 11
 
 
+def _folder_with_a_bad_model(tmp_path: Path) -> Path:
+    """Two good custom_cnn checkpoints (binary, three-class) and a garbage binary/resnet18.pt."""
+    _ours(tmp_path / "checkpoints/binary/custom_cnn.pt")
+    _ours(tmp_path / "checkpoints/three_class/custom_cnn.pt", n_outputs=3, task="three_class",
+          classes=["NORMAL", "BACTERIA", "VIRUS"])
+    (tmp_path / "checkpoints/binary/resnet18.pt").write_bytes(b"garbage" * 100)
+    return tmp_path
+
+
+def test_compare_skips_a_bad_model_and_shows_the_rest(tmp_path):
+    folder = _folder_with_a_bad_model(tmp_path)
+    at = _app(source_kind="Local checkpoints folder", local_dir=str(folder),
+              cmp_models=["binary/custom_cnn", "three_class/custom_cnn", "binary/resnet18"])
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("binary/resnet18 skipped" in e.value for e in at.error)
+    assert sum(" sees " in c.value for c in at.caption) == 2  # both good models' maps are drawn
+
+
+def test_thresholds_and_errors_skip_a_bad_model(tmp_path, data_dir):
+    folder = _folder_with_a_bad_model(tmp_path)
+    at = _app(source_kind="Local checkpoints folder", local_dir=str(folder), data_dir=str(data_dir))
+    at.switch_page("pages/thresholds.py").run()
+    sel = at.selectbox(key="thr_model")
+    bad = next(o for o in sel.options if o.startswith("binary · resnet18 · computed"))
+    sel.set_value(bad).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("binary/resnet18 skipped" in e.value for e in at.error)
+    sel = at.selectbox(key="thr_model")
+    assert bad not in sel.options and sel.value == sel.options[0]  # the page goes on with the best set
+    assert 0 <= at.slider(key="threshold").value <= 1
+
+    # Errors on the bundled resnet18's prediction files: its CAM would come from the bad local checkpoint
+    at.switch_page("pages/errors.py").run()
+    sel = at.selectbox(key="err_model")
+    sel.set_value(next(o for o in sel.options if o.startswith("binary · resnet18 · seed"))).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("binary/resnet18 skipped" in e.value for e in at.error)
+    assert not [t for t in at.toggle if t.key == "err_cam"]  # no CAM offered
+    assert len(at.get("image")) >= 1  # the X-rays are still shown
+
+
+def test_cached_outputs_follow_a_checkpoint_replaced_in_place(tmp_path, normal_image):
+    """Probabilities and CAMs are keyed by the checkpoint file's stamp, not only by its name."""
+    from pages._shared.models import cam, model_probs
+
+    path = _ours(tmp_path / "checkpoints/binary/custom_cnn.pt")
+    src = LocalSource(tmp_path)
+    gray = load_grayscale(normal_image)
+    p1, c1 = model_probs(src, src.label, "binary/custom_cnn", "img", gray), cam(src, src.label, "binary/custom_cnn",
+                                                                              "img", "gradcam", None, gray)
+    assert np.array_equal(p1, model_probs(src, src.label, "binary/custom_cnn", "img", gray))
+    torch.manual_seed(1)
+    model = build_model("custom_cnn", 1)
+    save_checkpoint(path, model.state_dict(), CheckpointMeta(arch="custom_cnn", task="binary", classes=BINARY,
+                                                             n_outputs=1))
+    os.utime(path, ns=(time.time_ns() + 10**9,) * 2)  # a new mtime even on coarse file systems
+    p2 = model_probs(src, src.label, "binary/custom_cnn", "img", gray)
+    assert not np.allclose(p1, p2)
+    assert not np.allclose(c1.raw, cam(src, src.label, "binary/custom_cnn", "img", "gradcam", None, gray).raw)
+
+
 @pytest.fixture()
 def server():
     """``streamlit run app.py`` on a free localhost port (with the repository's .streamlit/config.toml)."""

@@ -1,0 +1,105 @@
+"""Images to look at: the dataset folder, uploads (decoded once), bundled samples, linked images."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from pages._shared.layout import state
+from pneumo_core.errors import PneumoError
+from pneumo_core.files import ASSETS
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
+#: most files one upload takes into account (the rest are named and left out)
+MAX_UPLOADS = 12
+#: decoded images kept: two full uploads (each at most 2048 x 2048 float32, 16 MB, as the loader shrinks
+#: larger ones; a 224-px dataset image is 0.2 MB), so hostile uploads cannot hold the server above ~400 MB
+MAX_DECODED = 2 * MAX_UPLOADS
+DATA_HINT = ("Set a dataset folder in the sidebar (a Kermany layout: `chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`) "
+             "to see the images.")
+
+
+def data_dir() -> Path | None:
+    """The sidebar's dataset folder (or ``$PNEUMO_DATA``), when it exists."""
+    d = state("data_dir", os.environ.get("PNEUMO_DATA", ""))
+    p = Path(d).expanduser() if d else None
+    return p if p is not None and p.is_dir() else None
+
+
+def image_path(image_id: str) -> Path | None:
+    """A dataset image's file, when the dataset folder has it."""
+    d = data_dir()
+    if d is None:
+        return None
+    p = d / image_id
+    return p if p.is_file() else None
+
+
+def digest(data: bytes) -> str:
+    """An image's content key for the caches."""
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+@st.cache_data(show_spinner=False, max_entries=MAX_DECODED)
+def decoded(data: bytes, name: str) -> np.ndarray:
+    """An upload's grayscale image (raises ImageLoadError with a one-line message)."""
+    from pneumo_core.data.images import load_grayscale
+
+    return load_grayscale(data, name=name)
+
+
+def sample_images() -> list[Path]:
+    """The bundled sample X-rays (assets/examples: Kermany test images, CC BY 4.0), VIRUS first."""
+    files = sorted((ASSETS / "examples").glob("*.jpeg"))
+    return sorted(files, key=lambda p: ("virus" not in p.name, "bacteria" not in p.name, p.name))
+
+
+def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
+    """An uploaded X-ray, else a bundled sample (a VIRUS one first; "Try a sample" steps through them),
+    else a test image of the dataset folder: (name, bytes)."""
+    up = st.file_uploader("An X-ray (JPEG, PNG or DICOM)", type=UPLOAD_TYPES, key=f"{prefix}_upload")
+    if up is not None:
+        return up.name, up.getvalue()
+    choices = {f"sample · {p.name}": p for p in sample_images()}
+    if root is not None:
+        from pneumo_core.data.datasets import kermany_splits
+
+        try:
+            choices.update({f"dataset · {i}": root / i for i in kermany_splits(root)["test"]["image_id"]})
+        except PneumoError:
+            pass
+    if not choices:
+        return None
+    names = list(choices)
+    key = f"{prefix}_pick"
+    wanted = st.query_params.get("image")  # a link from the Errors page
+    if wanted and st.session_state.get(f"{prefix}_linked") != wanted:
+        st.session_state[f"{prefix}_linked"] = wanted
+        hit = next((n for n in names if n.split(" · ", 1)[1] == wanted), None)
+        if hit:
+            st.session_state[key] = hit
+        else:
+            st.warning(f"Image {wanted!r} not found: set the dataset folder in the sidebar to open it.")
+    if st.button("Try a sample", key=f"{prefix}_next", help="the next bundled sample X-ray"):
+        current = st.session_state.get(key, names[0])
+        samples = [n for n in names if n.startswith("sample")]
+        if samples:
+            st.session_state[key] = samples[(samples.index(current) + 1) % len(samples)] if current in samples else samples[0]
+    name = st.selectbox("…or pick an image", names, key=key)
+    return name.split(" · ", 1)[1], choices[name].read_bytes()
+
+
+def linked_image() -> tuple[str, bytes] | None:
+    """The image named by the URL (``?image=test/PNEUMONIA/x.jpeg``: a dataset-folder id or a sample's name)."""
+    wanted = st.query_params.get("image")
+    if not wanted:
+        return None
+    for base in (data_dir(), ASSETS / "examples"):
+        p = (base / wanted) if base is not None else None
+        if p is not None and p.is_file() and base.resolve() in p.resolve().parents:
+            return Path(wanted).name, p.read_bytes()
+    st.warning(f"Image {wanted!r} not found: set the dataset folder in the sidebar to open it.")
+    return None

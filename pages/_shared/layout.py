@@ -1,0 +1,64 @@
+"""Navigation, the page header and display settings every page uses."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pneumo_core import NOT_FOR_CLINICAL_USE
+
+PLOT_CONFIG = {"displayModeBar": False}  # no plotly toolbar: it covers titles on small screens
+#: below ~1000 px, columns stack so charts and the confusion matrix keep their width
+NARROW_CSS = """<style>
+@media (max-width: 1000px) {
+  div[data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
+  div[data-testid="stHorizontalBlock"] > div[data-testid="stColumn"] { min-width: 100%; }
+}
+</style>"""
+
+PAGES = [  # (file, title, icon, url path); the root URL goes on to the first
+    ("pages/predict.py", "Predict", ":material/search:", "predict"),
+    ("pages/compare.py", "Compare heatmaps", ":material/compare:", "compare"),
+    ("pages/thresholds.py", "Thresholds", ":material/tune:", "thresholds"),
+    ("pages/calibration.py", "Calibration", ":material/straighten:", "calibration"),
+    ("pages/errors.py", "Errors", ":material/error:", "errors"),
+    ("pages/models.py", "Models", ":material/table_chart:", "models"),
+    ("pages/audit.py", "Where models look", ":material/visibility:", "audit"),
+]
+
+
+def _landing() -> None:
+    """The root URL, a hidden default page that goes straight on to the first page (query kept): the
+    default page is served at ``/`` only, so without this ``/predict`` would be "Page not found"."""
+    st.switch_page(PAGES[0][0], query_params=st.query_params.to_dict())
+
+
+def app_pages() -> list:
+    """The hidden landing (the default, at ``/``), then every page of :data:`PAGES` at its own URL."""
+    landing = st.Page(_landing, title="Pneumo Explorer", url_path="start", default=True, visibility="hidden")
+    return [landing] + [st.Page(f, title=t, icon=i, url_path=u) for f, t, i, u in PAGES]
+
+
+def navigation(position: str = "sidebar"):
+    """The app's pages through the public ``st.navigation``; each page, Predict too, has its own URL."""
+    return st.navigation(app_pages(), position=position)
+
+
+def start_page(title: str) -> None:
+    """Every page begins here: its title and, once, quietly, the "not for clinical use" line.
+
+    With a ``pages/`` folder beside ``app.py``, a fresh server starts in Streamlit's legacy multipage
+    mode, so a deep link (``/thresholds?threshold=0.3``) runs the page file alone, without ``app.py``'s
+    sidebar. Calling ``st.navigation`` (public API) switches the server to navigation mode for good;
+    the rerun then goes through ``app.py`` to the same page, query parameters kept.
+    """
+    if not st.session_state.get("via_app"):
+        navigation(position="hidden")
+        st.rerun()
+    st.title(title)
+    st.caption(NOT_FOR_CLINICAL_USE)
+
+
+def state(key: str, default):
+    """``st.session_state[key]``, set to ``default`` the first time."""
+    if key not in st.session_state:
+        st.session_state[key] = default
+    return st.session_state[key]

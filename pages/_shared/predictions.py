@@ -1,0 +1,113 @@
+"""Prediction tables: the zoo's files (best first, by pneumo_core's selection rule) and a source model's
+predictions on the dataset folder, computed once with a progress bar."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages._shared.images import data_dir
+from pages._shared.layout import state
+from pages._shared.models import SOURCES, current_source, model_keys, predictor
+from pneumo_core.errors import PneumoError
+from pneumo_core.evaluation import selection
+from pneumo_core.evaluation.predictions import Predictions
+from pneumo_core.files import ASSETS, escape_markdown
+
+COMPUTED = -2  # seed marker: predictions computed now from a source model on the dataset folder
+
+
+def predictions_root() -> Path:
+    """Prediction files: the local folder's when it has some, else the committed ones in assets/."""
+    if state("source_kind", SOURCES[0]) == SOURCES[1]:
+        folder = Path(state("local_dir", "") or ".")
+        if list(folder.glob("predictions/*/*.csv")):
+            return folder
+    return ASSETS
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def prediction_set(root: str, task: str, arch: str, seed: int, split: str) -> Predictions:
+    return selection.load_choice(root, task, arch, seed, split)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def set_options(root: str, tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """(task, arch, seed) choices, best first (pneumo_core.evaluation.selection)."""
+    return selection.set_choices(root, tasks)
+
+
+def label(opt: tuple[str, str, int]) -> str:
+    task, arch, seed = opt
+    if seed == COMPUTED:
+        return f"{task} · {arch} · computed on the dataset folder"
+    return f"{task} · {arch}" + (f" · seed {seed}" if seed >= 0 else "")
+
+
+def source_options(tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """With a dataset folder set, every model of the current source can be evaluated on it (models that
+    failed to load this session are left out)."""
+    if data_dir() is None:
+        return []
+    source, src_label = current_source()
+    broken = st.session_state.get("broken_models", set())
+    return [(k.split("/")[0], k.split("/")[1], COMPUTED) for k in model_keys(source)
+            if "/seed" not in k and k.split("/")[0] in tasks and (src_label, k) not in broken]
+
+
+def computed_set(task: str, arch: str, split: str) -> Predictions:
+    """Predict a split of the dataset folder with a source model, with a progress bar (cached on disk)."""
+    from pneumo_core.data.datasets import kermany_splits
+    from pneumo_core.inference.predictors import predict_frame
+
+    source, src_label = current_source()
+    model = predictor(source, src_label, f"{task}/{arch}")
+    frame = kermany_splits(data_dir())[split]
+    bar = st.progress(0.0, text=f"Predicting the {split} split with {task}/{arch}…")
+    table = predict_frame(model, frame, split=split,
+                          progress=lambda done, total: bar.progress(done / total, text=f"{split}: {done}/{total} images"))
+    bar.empty()
+    return table
+
+
+def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> tuple[str, str, int] | None:
+    """The page's model selectbox (best first; a deep link's ``?model=`` preselected, or named if unknown)."""
+    for line in st.session_state.pop("skipped_note", []):
+        st.error(line)
+    opts = set_options(str(root), tasks) + source_options(tasks)
+    if not opts:
+        st.info("No prediction files yet. Train models with `python train.py --zoo` or point the sidebar at a "
+                "local checkpoints folder that has `predictions/`.")
+        return None
+    wanted = st.query_params.get("model")
+    labels = [label(o) for o in opts]
+    default = labels.index(wanted) if wanted in labels else 0
+    if wanted and wanted not in labels and key not in st.session_state:
+        st.warning(f"The link's model {wanted!r} is not available here; showing {labels[0]!r}.")
+    if st.session_state.get(key) not in labels:
+        st.session_state.pop(key, None)
+    choice = st.selectbox("Model and prediction set", labels, index=default, key=key)
+    st.query_params["model"] = choice
+    return opts[labels.index(choice)]
+
+
+def val_and_test(tasks: tuple[str, ...], key: str) -> tuple[tuple[str, str, int], Predictions, Predictions]:
+    """The page's chosen prediction set: (task, arch, seed), its validation and test tables; stops the page
+    when there is none. A source model that cannot be used is named, left out of the list, and the page
+    goes on with the others."""
+    root = predictions_root()
+    opt = choose_set(root, tasks, key)
+    if opt is None:
+        st.stop()
+    if opt[2] == COMPUTED:
+        try:
+            return opt, computed_set(opt[0], opt[1], "val"), computed_set(opt[0], opt[1], "test")
+        except PneumoError as exc:
+            model = f"{opt[0]}/{opt[1]}"
+            st.session_state.setdefault("broken_models", set()).add((current_source()[1], model))
+            st.session_state["skipped_note"] = [escape_markdown(f"{model} skipped: {exc}")]
+            st.session_state.pop(key, None)
+            if st.query_params.get("model") == label(opt):
+                del st.query_params["model"]
+            st.rerun()
+    return opt, prediction_set(str(root), *opt, "val"), prediction_set(str(root), *opt, "test")
