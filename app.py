@@ -5,6 +5,7 @@ import streamlit as st
 
 from pages._shared.images import data_dir
 from pages._shared.layout import NARROW_CSS, navigation, state
+from pages._shared.memory import give_back_freed_memory, limit_heaps
 from pages._shared.models import SOURCES, current_source
 from pneumo_core.models.sources import DEFAULT_REPO
 
@@ -13,6 +14,7 @@ st.set_page_config(page_title="Pneumo Explorer", page_icon=":material/pulmonolog
 st.html(NARROW_CSS)
 st.session_state["via_app"] = True  # see pages/_shared/layout.start_page
 
+limit_heaps()
 page = navigation()
 
 with st.sidebar:
@@ -33,4 +35,7 @@ with st.sidebar:
     if st.session_state["data_dir"] and data_dir() is None:
         st.error(f"Dataset folder not found: {st.session_state['data_dir']}")
 
-page.run()
+try:
+    page.run()
+finally:
+    give_back_freed_memory()  # a large upload's decoding buffers, returned to the system

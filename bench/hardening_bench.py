@@ -2,8 +2,10 @@
 """Peak memory of one hostile input (issue 16): the loader, the CLI and the app's Predict page, each in a
 fresh process, with the peak resident set size read from /proc/self/status (VmHWM).
 
-    python bench/hardening_bench.py [--skip-app] [--skip-report]
-Target: no single upload or CLI image takes a process past 2 GB. Inputs are made in a temporary folder:
+    python -m bench.hardening_bench [--skip-files] [--skip-app] [--skip-report] [--skip-server]
+Target: no single upload or CLI image takes a process past 2 GB; the server returns to its baseline after
+hostile uploads (``--skip-server`` leaves out that part: the real server in headless Chromium, its resident
+memory read from /proc before, during and after a visitor's hostile uploads). Inputs are made in a temporary folder:
 the review's bombs (a 9.7 KB PNG of 8900 x 8900; a 1.2 MB deflated DICOM of 10 frames of 8000 x 8000), a
 DICOM header promising 10 such frames, the largest images we accept (40 MP), a symlink to /dev/zero, a
 FIFO; and ``report --bootstrap 200`` on 2 million rows (it ran out of memory at 12 GB before).
@@ -87,11 +89,84 @@ def inputs(d: Path) -> dict[str, Path]:
     return out
 
 
+def _rss_mb(pid: int, field: str = "VmRSS") -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith(field + ":"))) // 1024
+
+
+def _server_pid(port: str) -> int:
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and f"--server.port\0{port}\0" in (p / "cmdline").read_text():
+                return int(p.name)
+        except OSError:
+            continue
+    raise RuntimeError(f"no streamlit server on port {port}")
+
+
+def server_memory(files: dict[str, Path], rounds: int = 2) -> None:
+    """Each visitor opens Predict, uploads one file and waits for the page's answer; then leaves. The server's
+    resident memory after every visit, and once all have left, against the baseline of an ordinary visit."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser_utils import app_server, body_text, chrome, wait_idle
+
+    normal = files["a Kermany test image (baseline)"]
+    hostile = [k for k in files if "symlink" not in k and "FIFO" not in k and "baseline" not in k
+               and files[k].stat().st_size < 50 * 2**20]  # the browser refuses larger files (maxUploadSize)
+    driver = chrome(1400, 1400)
+
+    def visit(path: Path) -> str:
+        driver.get(f"{url}/predict")
+        WebDriverWait(driver, 300, 0.1).until(lambda d: "Try a sample" in body_text(d))
+        driver.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(path))
+        WebDriverWait(driver, 600, 0.1).until(lambda d: "Upload one or more frontal" not in body_text(d))
+        wait_idle(driver, timeout=600, settle=1.0)
+        return "answered" if "OOD score" in body_text(driver) else "refused"
+
+    try:
+        with app_server(timeout=120) as (url, _):
+            pid = _server_pid(url.rsplit(":", 1)[1])
+            for _ in range(2):  # models, caches and the upload path warm
+                visit(normal)
+            driver.get("about:blank")
+            time.sleep(5)
+            base = _rss_mb(pid)
+            print(f"\nServer (streamlit run app.py, Chromium uploads on Predict): baseline after two ordinary visits "
+                  f"{base} MB")
+            for rnd in range(1, rounds + 1):  # the same visitors again: bounded memory stays flat
+                for name in hostile:
+                    what = visit(files[name])
+                    print(f"  round {rnd}: {name:<38} {what:<8} server now {_rss_mb(pid):>5} MB "
+                          f"(peak so far {_rss_mb(pid, 'VmHWM')} MB)")
+            visit(normal)
+            driver.get("about:blank")
+            time.sleep(10)
+            after = _rss_mb(pid)
+            print(f"  all visitors gone, 10 s later: {after} MB, {after - base:+d} MB from the baseline")
+            # Streamlit keeps a disconnected session (its uploads too) for server.disconnectedSessionTTL seconds
+            # and drops expired ones when the next session disconnects
+            ttl = int(subprocess.run([sys.executable, "-c", "from streamlit import config; "
+                                      "print(config.get_option('server.disconnectedSessionTTL'))"],
+                                     capture_output=True, text=True, cwd=ROOT).stdout.split()[-1])
+            time.sleep(ttl + 5)
+            visit(normal)
+            driver.get("about:blank")
+            time.sleep(5)
+            after = _rss_mb(pid)
+            print(f"  after the session TTL ({ttl} s) and one ordinary visit: {after} MB, {after - base:+d} MB "
+                  "from the baseline")
+    finally:
+        driver.quit()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-files", action="store_true", help="no loader / CLI table")
     ap.add_argument("--skip-app", action="store_true")
     ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument("--skip-server", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -110,6 +185,8 @@ def main() -> None:
                          "largest accepted RGBA PNG 8000 x 5000", "16-bit DICOM 5600 x 5600 (60 MB)"):
                 p, t, r = measure(APP, "-" if name.startswith("none") else str(files[name]), timeout=900)
                 print(f"  {name:<40} peak {p:>5} MB  {t:>5.1f} s  {r}")
+        if not a.skip_server:
+            server_memory(files)
         if not a.skip_report:
             from pneumo_core.evaluation.predictions import make_table, write_predictions
 

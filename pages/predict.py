@@ -10,6 +10,7 @@ from PIL import Image
 
 from pages._shared.images import MAX_UPLOADS, UPLOAD_TYPES, decoded, digest, linked_image, sample_images
 from pages._shared.layout import start_page
+from pages._shared.memory import close_with_browser
 from pages._shared.models import cam, current_source, faithfulness, model_keys, loaded, model_probs, predictor
 from pages._shared.predictions import predictions_root
 from pneumo_core.data.images import shrink
@@ -24,6 +25,8 @@ source, src_label = current_source()
 uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=UPLOAD_TYPES, accept_multiple_files=True,
                            key="uploads")
 files = [(up.name, up.getvalue()) for up in uploads or []]
+if files:
+    close_with_browser()  # its uploads are freed when the visitor leaves
 if len(files) > MAX_UPLOADS:
     st.warning(f"{len(files)} files uploaded; the first {MAX_UPLOADS} are shown, the other {len(files) - MAX_UPLOADS} "
                "are left out.")

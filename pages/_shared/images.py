@@ -9,6 +9,7 @@ import numpy as np
 import streamlit as st
 
 from pages._shared.layout import state
+from pages._shared.memory import close_with_browser
 from pneumo_core.errors import PneumoError
 from pneumo_core.files import ASSETS
 
@@ -62,6 +63,7 @@ def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
     else a test image of the dataset folder: (name, bytes)."""
     up = st.file_uploader("An X-ray (JPEG, PNG or DICOM)", type=UPLOAD_TYPES, key=f"{prefix}_upload")
     if up is not None:
+        close_with_browser()  # its upload is freed when the visitor leaves
         return up.name, up.getvalue()
     choices = {f"sample · {p.name}": p for p in sample_images()}
     if root is not None:
