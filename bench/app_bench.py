@@ -24,7 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser_utils import ROOT, app_server, body_text, chrome, wait_idle
+from tests.browser_utils import ROOT, app_server, body_text, choose, chrome, wait_idle, widget
 
 
 def timed(driver, action, done, timeout: float = 300.0) -> float:
@@ -47,22 +47,6 @@ def overlay_src(driver) -> str:
 
 def changed_overlay(driver, before: str):
     return lambda d: overlay_src(d) not in ("", before)
-
-
-def widget(driver, testid: str, label: str):
-    """The Streamlit widget (``stSelectbox``, ``stSlider``, ``stCheckbox``, ``stTextInput``) labelled ``label``."""
-    for w in driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]'):
-        if w.text.split("\n")[0].strip() == label:
-            return w
-    raise LookupError(f"no {testid} labelled {label!r}")
-
-
-def choose(driver, label: str, option: str) -> None:
-    """Pick ``option`` in the selectbox labelled ``label``."""
-    box = widget(driver, "stSelectbox", label).find_element(By.TAG_NAME, "input")
-    box.click()
-    box.send_keys(option)
-    box.send_keys(Keys.ENTER)
 
 
 def slider_step(driver, label: str, key=Keys.ARROW_RIGHT) -> None:

@@ -80,7 +80,7 @@ for name, (h, gray) in images.items():
             st.error(escape_markdown(line))
         if ood is not None:
             msg = f"OOD score {ood:.2f} (threshold {gate.threshold:.2f})"
-            if ood > gate.threshold:
+            if gate.flagged(ood):
                 st.warning(f"This does not look like a frontal chest X-ray ({msg}); the verdicts are shown anyway.")
             else:
                 st.caption(f"Looks like a frontal chest X-ray: {msg}.")

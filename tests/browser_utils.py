@@ -91,3 +91,24 @@ def wait_idle(driver, timeout: float = 120.0, settle: float = 0.25) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError("the app kept running")
+
+
+def widget(driver, testid: str, label: str):
+    """The Streamlit widget (``stSelectbox``, ``stSlider``, ``stCheckbox``, ``stTextInput``) labelled ``label``."""
+    from selenium.webdriver.common.by import By
+
+    for w in driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]'):
+        if w.text.split("\n")[0].strip() == label:
+            return w
+    raise LookupError(f"no {testid} labelled {label!r}")
+
+
+def choose(driver, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label``."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = widget(driver, "stSelectbox", label).find_element(By.TAG_NAME, "input")
+    box.click()
+    box.send_keys(option)
+    box.send_keys(Keys.ENTER)

@@ -1,6 +1,6 @@
 """One real-browser test: `streamlit run app.py` on localhost, Debian's Chromium headless through
 chromedriver: a deep link to the Thresholds page (a threshold in the URL) in a fresh browser session, and the
-Predict page's sample button. Screenshots go to a temporary folder."""
+Predict page's sample button, an upload and one tweak. Screenshots go to a temporary folder."""
 from __future__ import annotations
 
 import time
@@ -10,7 +10,7 @@ import pytest
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.thresholds import ThresholdSweep
 from pneumo_core.files import ASSETS
-from tests.browser_utils import CHROMIUM, DRIVER, app_server, chrome
+from tests.browser_utils import CHROMIUM, DRIVER, app_server, body_text, choose, chrome, wait_idle
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not "
                                 "installed (.ci/run installs them with apt-get)")
@@ -65,3 +65,29 @@ def test_sample_button_on_predict_in_chromium(server, tmp_path):
         driver.save_screenshot(str(tmp_path / "predict.png"))
     finally:
         driver.quit()
+
+
+def test_upload_and_one_tweak_on_predict_in_chromium(server, tmp_path, virus_image):
+    """A dataset X-ray through the real file input, then "Class to explain" switched: the overlay is redrawn
+    for the new class (from the cached CAM path), the verdicts stay."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chrome()
+    try:
+        driver.get(f"{server}/predict")
+        upload = WebDriverWait(driver, 120).until(lambda d: d.find_element(By.CSS_SELECTOR, 'input[type="file"]'))
+        upload.send_keys(str(virus_image))
+        WebDriverWait(driver, 240).until(lambda d: virus_image.name in body_text(d) and "OOD score" in body_text(d)
+                                         and "Grad-CAM for" in body_text(d))
+        wait_idle(driver)
+        before = body_text(driver)
+        assert "Grad-CAM for NORMAL" not in before
+        choose(driver, "Class to explain", "NORMAL")
+        WebDriverWait(driver, 120).until(lambda d: "Grad-CAM for NORMAL" in body_text(d))
+        wait_idle(driver)
+        assert "OOD score" in body_text(driver) and virus_image.name in body_text(driver)
+        driver.save_screenshot(str(tmp_path / "predict_upload.png"))
+    finally:
+        driver.quit()
+

@@ -71,7 +71,7 @@ def _predict_one(predictor, gate, path: str, gray: np.ndarray, entry: dict, args
         entry["predicted_at_threshold"] = predictor.classes[int(probs[1] >= predictor.meta.threshold)]
     if gate is not None:
         score = float(gate.score([gray])[0])  # infinity (flagged) for an image it cannot score
-        entry["ood_score"], entry["ood_flag"] = score, bool(not score <= gate.threshold)
+        entry["ood_score"], entry["ood_flag"] = score, bool(gate.flagged(score))
     if args.cam:
         from pneumo_core.explain.cams import explain, overlay
 

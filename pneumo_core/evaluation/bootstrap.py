@@ -12,7 +12,7 @@ import numpy as np
 
 from pneumo_core.errors import LimitError
 from pneumo_core.evaluation.calibration import bin_edges, bin_index
-from pneumo_core.evaluation.metrics import auroc
+from pneumo_core.evaluation.metrics import auroc, f1_from_counts, rates
 
 DEFAULT_METRICS = ("auroc", "sensitivity", "specificity", "f1", "ece")
 #: entries of the (resamples x rows) weight matrix held at once (~32 MB as float64)
@@ -128,19 +128,8 @@ def bootstrap_binary(
         bins, nb = bin_index(p, edges), len(edges) - 1
     parts: dict[str, list[np.ndarray]] = {}
     for w in weight_blocks(y, n_boot, seed):
-        tp = w @ (pred * y)
-        fp = w @ (pred * (1 - y))
-        fn = w @ ((1 - pred) * y)
-        tn = w @ ((1 - pred) * (1 - y))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            block = {
-                "sensitivity": tp / (tp + fn),
-                "specificity": tn / (tn + fp),
-                "precision": tp / (tp + fp),
-                "npv": tn / (tn + fn),
-                "f1": 2 * tp / (2 * tp + fp + fn),
-                "accuracy": (tp + tn) / len(y),
-            }
+        block = rates(tp=w @ (pred * y), fp=w @ (pred * (1 - y)), tn=w @ ((1 - pred) * (1 - y)),
+                      fn=w @ ((1 - pred) * y))
         if "auroc" in metrics:
             block["auroc"] = _auroc_weighted(p, y, w)
         if "ece" in metrics:
@@ -185,11 +174,7 @@ def mean_std(values: Iterable[dict]) -> dict[str, dict[str, float]]:
 
 
 def _f1_counts(w: np.ndarray, pred: np.ndarray, y: np.ndarray, c: int) -> np.ndarray:
-    tp = w @ ((pred == c) & (y == c))
-    fp = w @ ((pred == c) & (y != c))
-    fn = w @ ((pred != c) & (y == c))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return 2 * tp / (2 * tp + fp + fn)
+    return f1_from_counts(w @ ((pred == c) & (y == c)), w @ ((pred == c) & (y != c)), w @ ((pred != c) & (y == c)))
 
 
 def resampled_metrics(y: np.ndarray, probs: np.ndarray, threshold: float | None, w: np.ndarray,
@@ -205,11 +190,10 @@ def resampled_metrics(y: np.ndarray, probs: np.ndarray, threshold: float | None,
     if probs.shape[1] == 2:
         p = probs[:, 1]
         pred = (p >= (0.5 if threshold is None else threshold)).astype(np.int64)
-        tp, fn = w @ ((pred == 1) & (y == 1)), w @ ((pred == 0) & (y == 1))
-        tn, fp = w @ ((pred == 0) & (y == 0)), w @ ((pred == 1) & (y == 0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return {"accuracy": (tp + tn) / n, "recall": tp / (tp + fn), "specificity": tn / (tn + fp),
-                    "f1": 2 * tp / (2 * tp + fp + fn), "auroc": _auroc_weighted(p, y, w)}
+        r = rates(tp=w @ ((pred == 1) & (y == 1)), fp=w @ ((pred == 1) & (y == 0)), tn=w @ ((pred == 0) & (y == 0)),
+                  fn=w @ ((pred == 0) & (y == 1)))
+        return {"accuracy": r["accuracy"], "recall": r["sensitivity"], "specificity": r["specificity"],
+                "f1": r["f1"], "auroc": _auroc_weighted(p, y, w)}
     pred = probs.argmax(1)
     per = {c: _f1_counts(w, pred, y, k) for k, c in enumerate(classes)}
     out = {"accuracy": (w @ (pred == y)) / n, "macro_f1": np.mean(list(per.values()), axis=0)}

@@ -16,8 +16,11 @@ def _skm():
 
     return metrics
 
-def _ratio(a: float, b: float) -> float:
-    return float(a / b) if b else float("nan")
+def _ratio(a, b):
+    """a / b, NaN where b is 0: numbers give a float, arrays an array."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    out = np.divide(a, b, out=np.full(np.broadcast(a, b).shape, np.nan), where=b != 0)
+    return float(out) if out.ndim == 0 else out
 
 
 def confusion_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, int]:
@@ -28,15 +31,22 @@ def confusion_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, in
             "tn": int((~pred & ~y).sum()), "fn": int((~pred & y).sum())}
 
 
-def rates(tp: float, fp: float, tn: float, fn: float) -> dict[str, float]:
-    """Sensitivity, specificity, PPV, NPV, F1, accuracy, balanced accuracy from confusion counts."""
+def f1_from_counts(tp, fp, fn):
+    """F1 = 2 TP / (2 TP + FP + FN); NaN with no positives predicted or present."""
+    return _ratio(2 * np.asarray(tp), 2 * np.asarray(tp) + fp + fn)
+
+
+def rates(tp, fp, tn, fn) -> dict:
+    """Sensitivity, specificity, PPV, NPV, F1, accuracy, balanced accuracy from confusion counts: numbers
+    give floats; arrays of counts (every threshold of a sweep, every bootstrap resample) give arrays."""
+    tp, fp, tn, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, tn, fn))
     sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
-    ppv, npv = _ratio(tp, tp + fp), _ratio(tn, tn + fn)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
-    n = tp + fp + tn + fn
-    bal = np.nanmean([sens, spec]) if not (np.isnan(sens) and np.isnan(spec)) else float("nan")
-    return {"sensitivity": sens, "specificity": spec, "precision": ppv, "npv": npv, "f1": f1,
-            "accuracy": _ratio(tp + tn, n), "balanced_accuracy": float(bal)}
+    both = np.stack(np.broadcast_arrays(sens, spec))
+    with np.errstate(invalid="ignore"):  # mean of the defined ones; NaN when neither is
+        bal = np.where(np.isnan(both).all(0), np.nan, np.nansum(both, 0) / np.maximum((~np.isnan(both)).sum(0), 1))
+    return {"sensitivity": sens, "specificity": spec, "precision": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn),
+            "f1": f1_from_counts(tp, fp, fn), "accuracy": _ratio(tp + tn, tp + fp + tn + fn),
+            "balanced_accuracy": float(bal) if bal.ndim == 0 else bal}
 
 
 def binary_at(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

@@ -48,14 +48,10 @@ class ThresholdSweep:
 
     def curve(self) -> dict[str, np.ndarray]:
         """Counts and rates at every candidate threshold (vectorised)."""
-        c = self.counts(self.candidates)
-        tp, fp, tn, fn = (c[k].astype(np.float64) for k in ("tp", "fp", "tn", "fn"))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sens = np.where(self.n_pos, tp / max(self.n_pos, 1), np.nan)
-            spec = np.where(self.n_neg, tn / max(self.n_neg, 1), np.nan)
-            f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-        return {"threshold": self.candidates, "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-                "sensitivity": sens, "specificity": spec, "f1": f1}
+        c = {k: v.astype(np.float64) for k, v in self.counts(self.candidates).items()}
+        r = rates(**c)
+        return {"threshold": self.candidates, **c, "sensitivity": r["sensitivity"], "specificity": r["specificity"],
+                "f1": r["f1"]}
 
 
 @dataclass(frozen=True)

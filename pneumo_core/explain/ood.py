@@ -107,8 +107,9 @@ class OODGate:
             out[ok] = np.where(np.isfinite(s), s, np.inf)
         return out
 
-    def is_ood(self, grays: Sequence[np.ndarray]) -> np.ndarray:
-        return self.score(grays) > self.threshold
+    def flagged(self, scores: np.ndarray | float) -> np.ndarray:
+        """The gate's one rule: a score above :attr:`threshold` (or NaN) is out of distribution."""
+        return ~(np.asarray(scores, dtype=float) <= self.threshold)
 
     _ARRAYS = ("mean", "components", "precision", "center", "layout_center", "layout_precision")
     _SCALARS = ("residual_scale", "feature_threshold", "layout_threshold", "percentile", "threshold")
@@ -229,6 +230,6 @@ def measure(gate: OODGate, xrays: Sequence[np.ndarray], xray_examples_for_invers
            for i in np.linspace(0, len(xs) - 1, xray_examples_for_inversion).astype(int)]
     non = reference_non_xrays(inv)
     s_x, s_n = gate.score(xs), gate.score(list(non.values()))
-    return {"xrays": len(xs), "accepted": float((s_x <= gate.threshold).mean()),
-            "non_xrays": len(non), "rejected": float((s_n > gate.threshold).mean()),
-            "missed": [n for n, s in zip(non, s_n) if s <= gate.threshold]}
+    return {"xrays": len(xs), "accepted": float((~gate.flagged(s_x)).mean()),
+            "non_xrays": len(non), "rejected": float(gate.flagged(s_n).mean()),
+            "missed": [n for n, f in zip(non, gate.flagged(s_n)) if not f]}
