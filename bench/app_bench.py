@@ -7,7 +7,7 @@
 - Errors (dataset folder set): Grad-CAM on for 12 images, first time and revisited; one filter change;
 - Thresholds: one slider step.
 
-    python bench/app_bench.py [--data-dir ../shared/data/chest_xray] [--repeat 3]
+    python -m bench.app_bench [--data-dir ../shared/data/chest_xray] [--repeat 3] [--models ../zoo224]
 Targets (issue 12, this 2-core machine, warm): every tweak <= 1 s; Compare with two 224-px models <= 1.5 s;
 Errors 12 CAMs <= 6 s the first time and <= 1 s revisited; cold start <= 5 s.
 """
@@ -56,7 +56,7 @@ def slider_step(driver, label: str, key=Keys.ARROW_RIGHT) -> None:
     ActionChains(driver).send_keys(key).perform()
 
 
-def run(data_dir: str | None) -> dict[str, float]:
+def run(data_dir: str | None, models_dir: str | None = None) -> dict[str, float]:
     out: dict[str, float] = {}
     driver = chrome()
     t_launch = time.perf_counter()
@@ -123,6 +123,27 @@ def run(data_dir: str | None) -> dict[str, float]:
                 before = body_text(driver)
                 out["Errors: one filter change (CAMs on)"] = timed(
                     driver, lambda: choose(driver, "Predicted as", "BACTERIA"), lambda d: body_text(d) != before)
+
+            if models_dir:  # Compare on the given folder's binary ResNet18 and DenseNet121 (e.g. the 224-px ones)
+                radio = next(lb for lb in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"] label')
+                             if lb.text.strip() == "Local checkpoints folder")
+                radio.click()
+                wait_idle(driver)
+                box = widget(driver, "stTextInput", "Checkpoints folder (what train.py --out wrote)")
+                box = box.find_element(By.TAG_NAME, "input")
+                box.send_keys(str(Path(models_dir).resolve()))
+                box.send_keys(Keys.ENTER)
+                wait_idle(driver)
+                link = next(a for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
+                            if a.text.strip().endswith("Compare heatmaps"))
+                out[f"Compare ({Path(models_dir).name}): open, two models"] = timed(
+                    driver, link.click, lambda d: "grid is 7 × 7" in body_text(d)
+                    and len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) >= 2)
+                before = overlay_src(driver)
+                up = driver.find_element(By.CSS_SELECTOR, 'input[type="file"]')
+                other = sorted((ROOT / "assets" / "examples").glob("NORMAL*.jpeg"))[0]
+                out[f"Compare ({Path(models_dir).name}): upload, two models"] = timed(
+                    driver, lambda: up.send_keys(str(other)), changed_overlay(driver, before))
         finally:
             driver.quit()
     return out
@@ -132,9 +153,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/chest_xray"))
     ap.add_argument("--repeat", type=int, default=1, help="runs (a fresh server each); the median is printed")
+    ap.add_argument("--models", default=None, help="a checkpoints folder (train.py --out) whose binary ResNet18 and "
+                    "DenseNet121 Compare also opens on, e.g. the 224-px ones")
     a = ap.parse_args()
     data = a.data_dir if Path(a.data_dir, "test").is_dir() else None
-    runs = [run(data) for _ in range(a.repeat)]
+    runs = [run(data, a.models) for _ in range(a.repeat)]
     for k in runs[0]:
         vals = [r[k] for r in runs if k in r]
         print(f"{k:<46} {statistics.median(vals):6.2f} s" + (f"  (runs: {', '.join(f'{v:.2f}' for v in vals)})"
