@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Dataset inference (batched) vs the per-image loop, and Grad-CAM time per image, on this CPU.
 
-    python -m bench.inference_bench [--n 160] [--data-dir ../shared/data/chest_xray] [--cams-only]
+    python bench/inference_bench.py [--n 160] [--data-dir ../shared/data/chest_xray]
 Targets (issue 5): batched >= 3x the per-image loop; GradCAM <= 0.3 s ResNet18, <= 0.8 s DenseNet121.
 Speed: models at 224 px with random weights (speed does not depend on the values). Accuracy of the bf16
 mode: the bundled trained models (assets/models) on the same test images, against fp32.
@@ -74,40 +74,18 @@ def bf16_error(frame) -> None:
         print(f"{ref.task + '/' + ref.arch:<36}{d.max():>10.4f}{d.mean():>11.4f}{flips:>7}")
 
 
-def cam_speed(gray: np.ndarray, repeat: int = 10) -> None:
-    """Issue 13's targets: Grad-CAM at 224 px, warm, one image: ResNet18 <= 0.10 s, DenseNet121 <= 0.25 s,
-    both side by side (as on Compare) <= 0.35 s; faithfulness off, then on."""
-    models = {arch: Predictor(checkpoint(arch)) for arch in ("resnet18", "densenet121")}
-    print(f"\nGrad-CAM at 224 px, warm, one image, median of {repeat}")
-    print(f"{'':<26}{'faithfulness off':>18}{'on':>8}")
-    rows = {**{a: [m] for a, m in models.items()}, "both side by side": list(models.values())}
-    for name, ms in rows.items():
-        times = []
-        for faith in (False, True):
-            for m in ms:
-                explain(m, gray, "gradcam", faithfulness=faith)  # warm-up
-            runs = [timed(lambda: [explain(m, gray, "gradcam", faithfulness=faith) for m in ms])[1] for _ in range(repeat)]
-            times.append(float(np.median(runs)))
-        print(f"{name:<26}{times[0]:>16.3f} s{times[1]:>6.3f} s")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=160)
-    ap.add_argument("--cams-only", action="store_true", help="only the Grad-CAM timings at 224 px")
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/chest_xray"))
     a = ap.parse_args()
     test = kermany_splits(a.data_dir)["test"]
     frame = test.iloc[np.linspace(0, len(test) - 1, a.n).astype(int)].reset_index(drop=True)
     gray = load_grayscale(frame["path"].iloc[-1])
-    if a.cams_only:
-        cam_speed(gray)
-        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.n} test images at 224 px")
     print("loop: eager fp32, one image at a time; batched: 16 a batch, BatchNorm folded, channels_last")
     speed(frame, gray)
     bf16_error(frame)
-    cam_speed(gray)
 
 
 if __name__ == "__main__":
