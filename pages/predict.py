@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import pandas as pd
 import streamlit as st
 from PIL import Image
 
@@ -12,11 +11,9 @@ from pages._shared.images import MAX_UPLOADS, UPLOAD_TYPES, decoded, digest, lin
 from pages._shared.layout import start_page
 from pages._shared.memory import close_with_browser
 from pages._shared.models import cam, current_source, faithfulness, model_keys, loaded, model_probs, predictor
-from pages._shared.predictions import predictions_root
 from pneumo_core.data.images import shrink
 from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.files import escape_markdown, safe_cell, safe_filename
-from pneumo_core.evaluation import selection
 
 VIEW_SIDE = 1024  # px: the long side of the image and overlay drawn on the page (two columns of a wide layout)
 
@@ -51,7 +48,11 @@ for fname, data in files:
 if not images:
     st.stop()
 
-# torch, the models and the CAM library load only once there is an image (a fast first page)
+# pandas, torch, the models and the CAM library load only once there is an image (a fast first page)
+import pandas as pd  # noqa: E402
+
+from pages._shared.predictions import predictions_root  # noqa: E402
+from pneumo_core.evaluation import selection  # noqa: E402
 from pneumo_core.explain.cams import COLORMAPS, METHODS, overlay  # noqa: E402
 from pneumo_core.explain.ood import default_gate  # noqa: E402
 from pneumo_core.inference.verdicts import stored_verdicts, zoo_verdicts  # noqa: E402
