@@ -40,6 +40,7 @@ from pneumo_core.models.sources import LocalSource
 from tests.bombs import deflated_dicom_bomb, dicom_header_bomb, png_bomb
 from tests.browser_utils import CHROMIUM, DRIVER, app_server, chrome
 from tests.dicom_utils import write_dicom
+from tests.training_utils import interrupt_after_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ["NORMAL", "PNEUMONIA"]
@@ -447,16 +448,7 @@ def test_resume_keeps_early_stopping_patience(tmp_path, data_dir, monkeypatch):
     cfg = loop.TrainConfig(task="binary", arch="custom_cnn", init="scratch", data_dir=str(data_dir),
                            out=str(tmp_path / "r"), cache_dir=str(tmp_path / "cache"), image_size=64, epochs=6,
                            limit=40, batch_size=20, patience=2)
-
-    class Stop(Exception):
-        pass
-
-    def die_after_epoch_2(msg: str) -> None:
-        if "epoch 2/6:" in msg:
-            raise Stop
-
-    with pytest.raises(Stop):
-        loop.train(cfg, log=die_after_epoch_2)
+    interrupt_after_epoch(loop.train, cfg, 2)
     resumed = loop.train(cfg, resume=True, log=lambda s: None)
     straight = loop.train(loop.TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "s")}), log=lambda s: None)
     assert straight["epochs_run"] == 3 and resumed["epochs_run"] == 3

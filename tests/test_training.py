@@ -15,6 +15,7 @@ from pneumo_core.evaluation.predictions import read_predictions
 from pneumo_core.models.sources import LocalSource
 from pneumo_core.training.loop import TrainConfig, augment_batch, freeze, loss_fn, stages, train
 from pneumo_core.data.tasks import BINARY, THREE_CLASS
+from tests.training_utils import interrupt_after_epoch
 from tests.zoo_fixture import train_tiny
 
 
@@ -40,16 +41,7 @@ def test_resume_from_last_state(tmp_path, data_dir):
     cache = tmp_path / "cache"
     cfg = TrainConfig(task="binary", arch="custom_cnn", init="scratch", data_dir=str(data_dir), out=str(tmp_path / "r"),
                       cache_dir=str(cache), lr=1e-3, image_size=64, epochs=3, limit=80, batch_size=16, patience=5)
-
-    class Stop(Exception):
-        pass
-
-    def die_after_epoch_1(msg: str) -> None:
-        if "epoch 1/3:" in msg:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, log=die_after_epoch_1)
+    interrupt_after_epoch(train, cfg, 1)
     from pneumo_core.training.loop import RunPaths
 
     paths = RunPaths.of(cfg)

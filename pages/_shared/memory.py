@@ -10,6 +10,7 @@ import ctypes
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
 _LIBC: object = None
+_HEAPS: int | None = None
 
 
 def _libc():
@@ -26,9 +27,11 @@ def _libc():
 
 def limit_heaps(n: int = 2) -> None:
     """At most ``n`` malloc heaps: Streamlit runs every script run in a new thread, and glibc gives threads
-    up to 8 heaps a core, each keeping its freed memory for itself."""
-    if lib := _libc():
+    up to 8 heaps a core, each keeping its freed memory for itself. Once per process."""
+    global _HEAPS
+    if _HEAPS != n and (lib := _libc()):
         lib.mallopt(M_ARENA_MAX, n)
+        _HEAPS = n
 
 
 def give_back_freed_memory() -> None:
