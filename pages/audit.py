@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared.images import data_dir, sample_images
-from pages._shared.layout import start_page
+from pages._shared.layout import show_figure, start_page
 from pages._shared.models import cam, current_source, loaded, model_keys, predictor
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.errors import PneumoError
@@ -78,7 +78,7 @@ for k in chosen:
 
 summaries = {k: summarise(t) for k, t in tables.items()}
 even = next(iter(summaries.values()))["lung_area"]
-st.plotly_chart(lung_focus_figure({k: t["lung_share"] for k, t in tables.items()}, even), key="audit_hist")
+show_figure(lung_focus_figure({k: t["lung_share"] for k, t in tables.items()}, even), key="audit_hist")
 cols = {"lung_share": "lung focus (mean)", "lung_share_median": "lung focus (median)",
         "border_share": "border share (mean)", "lung_area": "evenly spread map"}
 if sanity:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import val_and_test
 from pneumo_core.evaluation.calibration import (
     binary_reliability,
@@ -36,7 +36,7 @@ def rel_of(probs):
 before = rel_of(test.probs)
 after = rel_of(scaled) if scaled is not None else None
 what = "P(pneumonia)" if test.is_binary else "top-label confidence"
-st.plotly_chart(reliability_figure(before, f"Reliability on test ({what})", after), key="rel_chart", config=PLOT_CONFIG)
+show_figure(reliability_figure(before, f"Reliability on test ({what})", after), key="rel_chart")
 
 
 def scores(probs):
@@ -56,4 +56,4 @@ if not test.is_binary:
     k = list(test.classes).index(cls)
     r = class_reliability(test.y_true, test.probs, k, n_bins, strategy)
     r2 = class_reliability(test.y_true, scaled, k, n_bins, strategy) if scaled is not None else None
-    st.plotly_chart(reliability_figure(r, f"P({cls}) against being {cls}", r2), key="rel_class_chart", config=PLOT_CONFIG)
+    show_figure(reliability_figure(r, f"P({cls}) against being {cls}", r2), key="rel_class_chart")

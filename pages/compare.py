@@ -6,7 +6,7 @@ from itertools import combinations
 import streamlit as st
 
 from pages._shared.images import data_dir, decoded, digest, image_picker
-from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.layout import show_figure, start_page
 from pages._shared.models import cam, current_source, faithfulness, loaded, model_keys, predictor
 from pneumo_core.explain.audit import agreement
 from pneumo_core.explain.cams import METHODS, cam_grid, overlay, own_scale, shared_scale
@@ -49,7 +49,7 @@ def maps() -> None:
                     f"{g} × {g} cells, smoothed up to the image.")
         if r.degenerate:
             col.warning(r.message)
-    st.plotly_chart(colorbar_figure(), key="cmp_colorbar", config=PLOT_CONFIG)
+    show_figure(colorbar_figure(), key="cmp_colorbar")
     for (ka, ra), (kb, rb) in combinations(zip(chosen, results), 2):
         ag = agreement(ra.raw, rb.raw, gray.shape)
         st.markdown(f"**{ka.split('/')[-1]}** and **{kb.split('/')[-1]}** agree: IoU {ag.iou:.2f} of their "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._shared.images import DATA_HINT, digest, image_path
-from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.layout import show_figure, start_page
 from pages._shared.models import cam, current_source, loaded, model_keys
 from pages._shared.predictions import predictions_root, val_and_test
 from pneumo_core.data.images import load_grayscale
@@ -22,8 +22,7 @@ t = selection.threshold_on(val) if test.is_binary else None
 decided = decisions(test, t)
 st.caption(f"Decision: P({classes[1]}) ≥ {t:.3f} (Youden's J on validation)." if t is not None
            else "Decision: the class of largest probability.")
-st.plotly_chart(confusion_figure(confusion(test, decided), classes, "Confusion matrix on test"), key="err_cm",
-                config=PLOT_CONFIG)
+show_figure(confusion_figure(confusion(test, decided), classes, "Confusion matrix on test"), key="err_cm")
 
 c1, c2 = st.columns(2)
 default_true = classes.index("VIRUS") if "VIRUS" in classes else classes.index("PNEUMONIA")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import predictions_root
 from pneumo_core.evaluation.artifacts import run_info, runs
 from pneumo_core.evaluation.results import load_results
@@ -39,8 +39,8 @@ if by_model:
     pick = st.selectbox("Model (every seed overlaid)", labels, key="lc_run")
     task, model = list(by_model)[labels.index(pick)]
     infos = {stem.rsplit("_", 1)[-1]: run_info(root, task, stem) for stem in by_model[(task, model)]}
-    st.plotly_chart(learning_curve_figure({k: v["history"] for k, v in infos.items() if "history" in v}, pick),
-                    key="lc_chart", config=PLOT_CONFIG)
+    show_figure(learning_curve_figure({k: v["history"] for k, v in infos.items() if "history" in v}, pick),
+                key="lc_chart")
     for seed, info in infos.items():
         if "metrics" in info:
             cfg = info["metrics"]["config"]

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared.images import DATA_HINT, image_path
-from pages._shared.layout import PLOT_CONFIG, start_page
+from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import predictions_root, val_and_test
 from pneumo_core.evaluation.bootstrap import bootstrap_binary
 from pneumo_core.visualize.charts import confusion_figure, pr_figure, roc_figure
@@ -86,8 +86,8 @@ def panel() -> None:
     m = sweep.at(t)
     left, right = st.columns([1, 1])
     with left:
-        st.plotly_chart(confusion_figure([[m["tn"], m["fp"]], [m["fn"], m["tp"]]], ["NORMAL", "PNEUMONIA"]),
-                        key="cm_chart", config=PLOT_CONFIG)
+        show_figure(confusion_figure([[m["tn"], m["fp"]], [m["fn"], m["tp"]]], ["NORMAL", "PNEUMONIA"]),
+                    key="cm_chart")
         st.markdown(f"**TP** {m['tp']} · **FP** {m['fp']} · **TN** {m['tn']} · **FN** {m['fn']}")
     with right:
         names = [("Sensitivity", "sensitivity"), ("Specificity", "specificity"), ("PPV", "precision"),
@@ -115,11 +115,13 @@ def panel() -> None:
         if rec:
             st.caption("Recall within pneumonia: " + ", ".join(f"{g} {v:.3f}" for g, v in rec.items()))
     a, b = st.columns(2)
-    a.plotly_chart(roc_figure(curves["roc"]["fpr"], curves["roc"]["tpr"], curves["auroc"],
-                              (1 - m["specificity"], m["sensitivity"])), key="roc_chart", config=PLOT_CONFIG)
-    b.plotly_chart(pr_figure(curves["pr"]["recall"], curves["pr"]["precision"], curves["ap"],
-                             (m["sensitivity"], m["precision"] if not np.isnan(m["precision"]) else 1.0)),
-                   key="pr_chart", config=PLOT_CONFIG)
+    with a:
+        show_figure(roc_figure(curves["roc"]["fpr"], curves["roc"]["tpr"], curves["auroc"],
+                               (1 - m["specificity"], m["sensitivity"])), key="roc_chart")
+    with b:
+        show_figure(pr_figure(curves["pr"]["recall"], curves["pr"]["precision"], curves["ap"],
+                              (m["sensitivity"], m["precision"] if not np.isnan(m["precision"]) else 1.0)),
+                    key="pr_chart")
     cell = st.segmented_control("Show the images of a cell", ["TP", "FP", "TN", "FN"], key="cell")
     if cell:
         pred = p >= t

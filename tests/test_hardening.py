@@ -588,6 +588,33 @@ def test_freed_heap_memory_goes_back_to_the_system():
     assert freed - after > 150, (before, freed, after)
 
 
+FREEZE = """
+import gc, sys, types, weakref
+from pages._shared.memory import freeze_long_lived
+import pandas  # a library: ~10^5 objects the collector would scan after every run
+freeze_long_lived()
+first = gc.get_freeze_count()
+freeze_long_lived()  # no module loaded since: nothing more to freeze
+same = gc.get_freeze_count()
+class Box: pass
+box = Box(); ref = weakref.ref(box)
+sys.modules["late_module"] = types.ModuleType("late_module")  # a page imports something new
+freeze_long_lived()
+grew = gc.get_freeze_count()
+del box  # a frozen object still goes with its last reference
+print(first, same, grew, ref() is None)
+"""
+
+
+def test_long_lived_objects_are_frozen_once_per_module_load():
+    """What keeps Streamlit's collection after each run (runner.postScriptGC) from scanning the libraries and
+    models every time: they are frozen after the run that loaded them, and only then."""
+    out = subprocess.run([sys.executable, "-c", FREEZE], capture_output=True, text=True, cwd=ROOT, check=True)
+    first, same, grew, freed = out.stdout.split()
+    assert int(first) > 50_000 and int(same) == int(first) and int(grew) > int(first)
+    assert freed == "True"
+
+
 def test_sessions_with_uploads_can_be_closed_with_their_browser():
     """pages/_shared/memory.close_with_browser relies on this public Runtime method: a session marked
     non-resumable is shut down (its uploads freed) when its browser disconnects."""
