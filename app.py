@@ -5,7 +5,7 @@ import streamlit as st
 
 from pages._shared.images import data_dir
 from pages._shared.layout import NARROW_CSS, navigation, state
-from pages._shared.memory import freeze_long_lived, give_back_freed_memory, limit_heaps
+from pages._shared.memory import give_back_freed_memory, limit_heaps, warm_up
 from pages._shared.models import SOURCES, current_source
 from pneumo_core.models.sources import DEFAULT_REPO
 
@@ -38,5 +38,5 @@ with st.sidebar:
 try:
     page.run()
 finally:
-    freeze_long_lived()  # Streamlit's collection after each run then skips the libraries and models
+    warm_up()  # after the first page is drawn: the libraries imported and frozen in the background
     give_back_freed_memory()  # a large upload's decoding buffers, returned to the system

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import sys
+import importlib
+import threading
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
 _LIBC: object = None
 _HEAPS: int | None = None
-_FROZEN_AT = 0  # len(sys.modules) at the last freeze
+_WARM: threading.Thread | None = None
+#: the libraries and pneumo_core modules the pages import once there is an image (see warm_up)
+HEAVY = ("pandas", "torch", "torchvision", "pytorch_grad_cam", "sklearn.metrics", "skimage.measure", "pydicom",
+         "pneumo_core.data.images", "pneumo_core.inference.predictors", "pneumo_core.inference.verdicts",
+         "pneumo_core.explain.cams", "pneumo_core.explain.ood", "pneumo_core.explain.audit",
+         "pneumo_core.explain.lungs", "pneumo_core.evaluation.selection", "pneumo_core.visualize.charts")
 
 
 def _libc():
@@ -44,21 +50,32 @@ def give_back_freed_memory() -> None:
         lib.malloc_trim(0)
 
 
-def freeze_long_lived() -> None:
-    """After a run that imported modules (the first page, the first image: torch, the models), collect once and
-    move every live object out of the collector's reach (``gc.freeze``).
+def warm_up(modules: tuple[str, ...] = HEAVY) -> threading.Thread:
+    """Once per process, in the background: import what the pages need for an image, then collect and move
+    every live object out of the collector's reach (``gc.freeze``). Returns the thread.
 
-    Streamlit runs a full ``gc.collect(2)`` after every script run and fragment run (``runner.postScriptGC``),
-    holding the GIL: over the ~550,000 objects of torch, pandas, plotly and the models that took 0.35-0.45 s
-    on this 2-core machine, after the answer was drawn but before the run's end reached the browser, and the
-    next tweak waited for it. After the freeze it scans only what runs create (< 1 ms). A frozen object is
-    still freed when its last reference goes; only reference cycles among objects alive at a freeze stay, and
-    freezes happen only when modules load (a handful per server)."""
-    global _FROZEN_AT
-    if len(sys.modules) > _FROZEN_AT:
-        gc.collect()
-        gc.freeze()
-        _FROZEN_AT = len(sys.modules)
+    Streamlit runs a full ``gc.collect(2)`` after every run (``runner.postScriptGC``); over the ~540,000
+    objects of torch, pandas and scikit-learn that took 0.35-0.45 s holding the GIL on this 2-core machine,
+    after the answer was drawn but before the run's end reached the browser, so every tweak waited for it.
+    Frozen, they are skipped (the collection takes ~10 ms with the models loaded). Frozen early, when no
+    visitor holds images yet: an object frozen while alive is still freed with its last reference, but a
+    cycle frozen with it never is, and freezing later (after a run) kept ~50 MB of a visitor's images in
+    bench/hardening_bench.py."""
+    global _WARM
+    if _WARM is None:
+        _WARM = threading.Thread(target=_import_and_freeze, args=(modules,), name="pneumo-warm-up", daemon=True)
+        _WARM.start()
+    return _WARM
+
+
+def _import_and_freeze(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a page that needs it names the problem itself
+            pass
+    gc.collect()
+    gc.freeze()
 
 
 def close_with_browser() -> None:
