@@ -9,7 +9,8 @@
 
     python -m bench.app_bench [--data-dir ../shared/data/chest_xray] [--repeat 3] [--models ../zoo224]
 A selectbox tweak is timed from its choice committed (Enter), the dropdown opened and the option typed before;
-a slider step from its key press.
+a slider step from its key press. Two figures each: until the answer is on screen (what a class sees), and
+until the run's end has reached the browser and 0.25 s passed without a run (a stricter bound).
 Targets (issue 12, this 2-core machine, warm): every tweak <= 1 s; Compare with two 224-px models <= 1.5 s;
 Errors 12 CAMs <= 6 s the first time and <= 1 s revisited; cold start <= 5 s.
 """
@@ -29,13 +30,15 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.browser_utils import ROOT, app_server, body_text, choose, chrome, wait_idle, widget
 
 
-def timed(driver, action, done, timeout: float = 300.0) -> float:
-    """Seconds from ``action()`` to ``done(driver)`` true and the app idle."""
+def timed(driver, action, done, timeout: float = 300.0) -> tuple[float, float]:
+    """Seconds from ``action()`` to ``done(driver)`` true (the answer on screen), and to the app idle after it
+    (the run's end seen in the browser, then 0.25 s without a run)."""
     t0 = time.perf_counter()
     action()
-    WebDriverWait(driver, timeout, poll_frequency=0.05).until(done)
+    WebDriverWait(driver, timeout, poll_frequency=0.02).until(done)
+    shown = time.perf_counter() - t0
     wait_idle(driver)
-    return time.perf_counter() - t0
+    return shown, time.perf_counter() - t0
 
 
 def overlay_src(driver) -> str:
@@ -68,15 +71,16 @@ def slider_step(driver, label: str, key=Keys.ARROW_RIGHT) -> None:
     ActionChains(driver).send_keys(key).perform()
 
 
-def run(data_dir: str | None, models_dir: str | None = None) -> dict[str, float]:
-    out: dict[str, float] = {}
+def run(data_dir: str | None, models_dir: str | None = None) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
     driver = chrome()
     t_launch = time.perf_counter()
     with app_server() as (url, _):
         try:
             driver.get(url)
             WebDriverWait(driver, 120, 0.05).until(lambda d: "Try a sample" in body_text(d))
-            out["cold start (launch -> Predict rendered)"] = time.perf_counter() - t_launch
+            cold = time.perf_counter() - t_launch
+            out["cold start (launch -> Predict rendered)"] = (cold, cold)
 
             # Predict: the first image, then the tweaks
             upload = driver.find_element(By.CSS_SELECTOR, 'input[type="file"]')
@@ -112,7 +116,7 @@ def run(data_dir: str | None, models_dir: str | None = None) -> dict[str, float]
                 before = body_text(driver)
                 steps.append(timed(driver, lambda: slider_step(driver, "Threshold on P(pneumonia)"),
                                    lambda d: body_text(d) != before))
-            out["Thresholds: one slider step (median of 5)"] = statistics.median(steps)
+            out["Thresholds: one slider step (median of 5)"] = tuple(statistics.median(s) for s in zip(*steps))
             del text
 
             if data_dir:
@@ -171,10 +175,12 @@ def main() -> None:
     a = ap.parse_args()
     data = a.data_dir if Path(a.data_dir, "test").is_dir() else None
     runs = [run(data, a.models) for _ in range(a.repeat)]
+    print(f"{'':<46} {'on screen':>9} {'finished':>9}   (runs: on screen / finished)")
     for k in runs[0]:
         vals = [r[k] for r in runs if k in r]
-        print(f"{k:<46} {statistics.median(vals):6.2f} s" + (f"  (runs: {', '.join(f'{v:.2f}' for v in vals)})"
-                                                              if len(vals) > 1 else ""))
+        shown, idle = (statistics.median(v[i] for v in vals) for i in (0, 1))
+        print(f"{k:<46} {shown:7.2f} s {idle:7.2f} s" + (
+            f"   ({', '.join(f'{s:.2f} / {f:.2f}' for s, f in vals)})" if len(vals) > 1 else ""))
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def panel() -> None:
             rows.append({"metric": label, "value": None if np.isnan(v) else round(v, 4),
                          "95 % CI": f"{ci[k]['low']:.3f} – {ci[k]['high']:.3f}" if ci and k not in ("precision", "npv")
                          else ""})
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key="metric_table")
+        st.table(pd.DataFrame(rows), hide_index=True)  # static HTML: redrawn faster than a data grid
         groups = by_group(y, p, t, curves["subtypes"])
         rec = {g: v["sensitivity"] for g, v in groups.items() if g in ("BACTERIA", "VIRUS")}
         if rec:

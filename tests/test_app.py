@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(prediction_index(ASSETS).empty, reason="no bundl
 
 
 def _table(at: AppTest, column: str):
-    """The first dataframe on the page with this column (AppTest does not index dataframes by key)."""
-    return next(d.value for d in at.dataframe if column in d.value.columns)
+    """The first table or dataframe on the page with this column (AppTest does not index them by key)."""
+    return next(d.value for d in [*at.table, *at.dataframe] if column in d.value.columns)
 
 
 def _app(page: str | None = None, timeout: int = 120, **state) -> AppTest:

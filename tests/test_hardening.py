@@ -593,7 +593,7 @@ import gc, sys, weakref
 from pages._shared.memory import warm_up
 class Box: pass
 box = Box(); ref = weakref.ref(box)
-thread = warm_up(("pandas",))  # a library: ~10^5 objects the collector would scan after every run
+thread = warm_up(("pandas",), delay=0)  # a library: ~10^5 objects the collector would scan after every run
 thread.join(120)
 print("pandas" in sys.modules, gc.get_freeze_count(), warm_up() is thread)
 del box  # frozen while alive, still freed with its last reference

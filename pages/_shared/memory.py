@@ -10,6 +10,7 @@ import ctypes
 import gc
 import importlib
 import threading
+import time
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
 _LIBC: object = None
@@ -50,8 +51,9 @@ def give_back_freed_memory() -> None:
         lib.malloc_trim(0)
 
 
-def warm_up(modules: tuple[str, ...] = HEAVY) -> threading.Thread:
-    """Once per process, in the background: import what the pages need for an image, then collect and move
+def warm_up(modules: tuple[str, ...] = HEAVY, delay: float = 2.0) -> threading.Thread:
+    """Once per process, in the background, ``delay`` s after the first page (while the browser loads the
+    page, the imports would slow it by ~2 s): import what the pages need for an image, then collect and move
     every live object out of the collector's reach (``gc.freeze``). Returns the thread.
 
     Streamlit runs a full ``gc.collect(2)`` after every run (``runner.postScriptGC``); over the ~540,000
@@ -63,12 +65,14 @@ def warm_up(modules: tuple[str, ...] = HEAVY) -> threading.Thread:
     bench/hardening_bench.py."""
     global _WARM
     if _WARM is None:
-        _WARM = threading.Thread(target=_import_and_freeze, args=(modules,), name="pneumo-warm-up", daemon=True)
+        _WARM = threading.Thread(target=_import_and_freeze, args=(modules, delay), name="pneumo-warm-up",
+                                 daemon=True)
         _WARM.start()
     return _WARM
 
 
-def _import_and_freeze(modules: tuple[str, ...]) -> None:
+def _import_and_freeze(modules: tuple[str, ...], delay: float) -> None:
+    time.sleep(delay)
     for name in modules:
         try:
             importlib.import_module(name)
