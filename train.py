@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-scaling", choices=["none", "linear"], default="none",
                    help="under torchrun: linear multiplies --lr by the number of processes (the effective "
                         "batch is --batch-size x processes); default none")
+    p.add_argument("--teacher", nargs="+", default=[], metavar="PRED_FILE",
+                   help="distillation: prediction files of the training split (python -m pneumo_core evaluate "
+                        "--split train), e.g. one per EfficientNet-Lite0 seed; their mean probabilities are "
+                        "soft targets beside the labels")
+    p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher's soft targets (0..1)")
     p.add_argument("--bundle", default=None, metavar="DIR",
                    help="after training, export each best seed as fp16 safetensors into DIR (e.g. assets/models)")
     return p.parse_args(argv)
@@ -58,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     base = TrainConfig(data_dir=a.data_dir, out=a.out, device=a.device, limit=a.limit, batch_size=a.batch_size,
                        augment=not a.no_augment, hflip=a.hflip, patience=a.patience, select=a.select,
-                       sync_bn=a.sync_bn, lr_scaling=a.lr_scaling)
+                       sync_bn=a.sync_bn, lr_scaling=a.lr_scaling, teacher=tuple(a.teacher),
+                       distill_alpha=a.distill_alpha)
     if a.zoo:
         # seed 0 of every model first, so a partial run already covers every architecture
         plan = [dict(e, seeds=e["seeds"][:1]) for e in ZOO] + [dict(e, seeds=e["seeds"]) for e in ZOO if len(e["seeds"]) > 1]

@@ -8,10 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from pneumo_core.models.checkpoints import load_checkpoint
 from pneumo_core.models.networks import build_model
-from pneumo_core.evaluation.predictions import read_predictions
+from pneumo_core.data.datasets import for_task, kermany_splits
+from pneumo_core.errors import PneumoError
+from pneumo_core.evaluation.predictions import make_table, read_predictions, write_predictions
+from pneumo_core.training.distill import DistillationLoss, teacher_targets
 from pneumo_core.models.sources import LocalSource
 from pneumo_core.training.loop import TrainConfig, augment_batch, freeze, loss_fn, stages, train
 from pneumo_core.data.tasks import BINARY, THREE_CLASS
@@ -91,3 +95,56 @@ def test_train_cli_bad_data_dir(tmp_path):
     r = subprocess.run([sys.executable, "train.py", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def _teacher_file(path, frame, p_pneumonia, order=None):
+    """A prediction file of these training images with the given P(PNEUMONIA) (rows in ``order``)."""
+    order = np.arange(len(frame)) if order is None else order
+    probs = np.stack([1 - p_pneumonia, p_pneumonia], 1)[order]
+    write_predictions(make_table(frame["image_id"].to_numpy()[order], frame["target"].to_numpy()[order], probs,
+                                 BINARY.classes, split="train", task="binary"), path)
+    return str(path)
+
+
+def test_teacher_targets_follow_the_training_images(tmp_path, data_dir):
+    frame = for_task(kermany_splits(data_dir)["train"], BINARY).head(40).reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    p1, p2 = rng.random(40), rng.random(40)
+    files = [_teacher_file(tmp_path / "a.csv", frame, p1), _teacher_file(tmp_path / "b.csv", frame, p2, rng.permutation(40))]
+    soft = teacher_targets(files, frame, BINARY)  # the mean of both, in the frame's order whatever the files' order
+    np.testing.assert_allclose(soft[:, 1], (p1 + p2) / 2, atol=1e-6)
+    with pytest.raises(PneumoError, match="no probability for 1 of 41"):
+        more = for_task(kermany_splits(data_dir)["train"], BINARY).head(41)
+        teacher_targets(files, more, BINARY)
+    with pytest.raises(PneumoError, match="three_class task needs"):
+        teacher_targets(files, frame, THREE_CLASS)
+
+
+def test_distillation_loss_mixes_labels_and_teacher():
+    hard = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([0.4]))
+    logits, y = torch.tensor([[0.3], [-1.2], [2.0]]), torch.tensor([1, 0, 1])
+    soft = torch.tensor([[0.1, 0.9], [0.7, 0.3], [0.5, 0.5]])
+    assert torch.isclose(DistillationLoss(hard, 0.0)(logits, y, soft), hard(logits[:, 0], y.float()))
+    teach = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], soft[:, 1])
+    assert torch.isclose(DistillationLoss(hard, 1.0)(logits, y, soft), teach)
+    three = torch.tensor([[2.0, 0.0, -1.0]])  # three classes: cross-entropy against the teacher's distribution
+    q = torch.tensor([[0.2, 0.5, 0.3]])
+    expected = -(q * torch.log_softmax(three, 1)).sum()
+    assert torch.isclose(DistillationLoss(nn.CrossEntropyLoss(), 1.0)(three, torch.tensor([0]), q), expected)
+    with pytest.raises(PneumoError):
+        DistillationLoss(hard, 1.5)
+
+
+def test_a_distilled_student_follows_its_teacher(tmp_path, data_dir):
+    """Taught by the labels or by their opposite (alpha 1: the teacher alone), a tiny model learns what it was
+    taught: the validation AUROC of the one taught wrong falls below chance."""
+    frame = for_task(kermany_splits(data_dir)["train"], BINARY)
+    y = frame["target"].to_numpy().astype(float)
+    aurocs = {}
+    for name, p in (("right", 0.9 * y + 0.05), ("wrong", 0.9 * (1 - y) + 0.05)):
+        teacher = _teacher_file(tmp_path / f"{name}.csv", frame, p)
+        r = train_tiny(tmp_path / name, data_dir, tmp_path / "cache", "binary", "custom_cnn", epochs=4, limit=160,
+                       teacher=(teacher,), distill_alpha=1.0)
+        aurocs[name] = r["val"]["auroc"]
+        assert load_checkpoint(tmp_path / name / "checkpoints/binary/custom_cnn_seed0.pt").meta.recipe["teacher"] == [f"{name}.csv"]
+    assert aurocs["right"] > 0.6 and aurocs["wrong"] < 0.4, aurocs

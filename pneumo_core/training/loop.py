@@ -36,6 +36,7 @@ from pneumo_core.evaluation.predictions import make_table, write_predictions
 from pneumo_core.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from pneumo_core.models.sources import checkpoint_relpath
 from pneumo_core.data.tasks import Task, get_task, logits_to_probs
+from pneumo_core.training.distill import DistillationLoss, teacher_targets
 from pneumo_core.evaluation import selection
 
 # channels_last helps these on this CPU (measured in bench/train_bench.py); EfficientNet-Lite0 is slower with it.
@@ -68,6 +69,8 @@ class TrainConfig:
     cache_dir: str | None = None
     sync_bn: bool = False  # under torchrun: SyncBatchNorm (CUDA only)
     lr_scaling: str = "none"  # under torchrun: none | linear (lr x world size, for the larger effective batch)
+    teacher: tuple[str, ...] = ()  # prediction files of the training split: their mean is a soft target
+    distill_alpha: float = 0.5  # weight of the teacher's soft targets (pneumo_core.training.distill)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -251,6 +254,8 @@ class _Run:
     model: nn.Module | None = None
     net: nn.Module | None = None  # what fine-tuning's forward passes go through: the model or its DDP wrapper
     crit: nn.Module | None = None
+    soft: np.ndarray | None = None  # the teacher's probabilities for the training images (N, K), if any
+    distill: DistillationLoss | None = None
     gen: torch.Generator | None = None
     optimizer: torch.optim.Optimizer | None = None
     frozen: list[str] = field(default_factory=list)
@@ -327,6 +332,8 @@ def _prepare_data(run: _Run) -> None:
     if run.world > 1 and run.rank == 0:
         distributed.barrier()
     run.targets = {k: f["target"].to_numpy() for k, f in run.frames.items()}
+    if cfg.teacher:
+        run.soft = teacher_targets(cfg.teacher, run.frames["train"], run.task)
 
 
 def _build(run: _Run) -> None:
@@ -339,6 +346,8 @@ def _build(run: _Run) -> None:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     run.model = run.net = model
     run.crit = loss_fn(run.task, run.targets["train"]).to(run.device)
+    if run.soft is not None:
+        run.distill = DistillationLoss(run.crit, cfg.distill_alpha)
     run.gen = torch.Generator().manual_seed(cfg.seed)
     run.frozen = freeze(model, cfg.arch, cfg.freeze_fraction) if cfg.freeze_fraction > 0 else []
     run.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=run.lr)
@@ -478,14 +487,18 @@ def _fit_epoch(run: _Run, ep: int) -> float:
                disable=run.rank != 0)
     for i in bar:
         idx = perm[i:i + cfg.batch_size]
-        x = to_input(torch.from_numpy(run.arrays["train"][np.sort(idx)]), run.prep,
+        rows = np.sort(idx)
+        x = to_input(torch.from_numpy(run.arrays["train"][rows]), run.prep,
                      aug if cfg.augment else None, cfg.hflip).to(run.device)
-        y = torch.from_numpy(run.targets["train"][np.sort(idx)]).to(run.device)
+        y = torch.from_numpy(run.targets["train"][rows]).to(run.device)
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
             logits = run.net(x)
-        loss = compute_loss(run.crit, logits, y)
+        if run.distill is None:
+            loss = compute_loss(run.crit, logits, y)
+        else:
+            loss = run.distill(logits, y, torch.from_numpy(run.soft[rows]).to(run.device))
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
@@ -569,6 +582,8 @@ def _meta(run: _Run) -> CheckpointMeta:
     cfg = run.cfg
     recipe = {k: getattr(cfg, k) for k in ("head_epochs", "epochs", "patience", "lr", "batch_size", "augment",
                                            "hflip", "freeze_fraction", "selection", "limit")}
+    if cfg.teacher:
+        recipe.update(teacher=[Path(f).name for f in cfg.teacher], distill_alpha=cfg.distill_alpha)
     if run.world > 1:
         recipe.update(world_size=run.world, effective_batch=cfg.batch_size * run.world, lr_used=run.lr,
                       lr_scaling=cfg.lr_scaling, sync_bn=cfg.sync_bn)

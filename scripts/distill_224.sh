@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Distillation at 224 px (issue 13, the step after progressive resizing): the binary ResNet18 of one seed,
+# fine-tuned at 224 px from its own 128-px checkpoint exactly as scripts/progressive_224.sh does, but with
+# the EfficientNet-Lite0 ensemble's probabilities on the training images as soft targets beside the labels
+# (train.py --teacher, alpha 0.5). It is kept only if it wins on validation (lower val log loss than the
+# progressive run of the same seed in $PROG); then the other seeds follow. Resumable like train.py --resume.
+#   nohup scripts/distill_224.sh > distill_224.log 2>&1 &      (after progressive_224.sh; two cores)
+set -eu
+cd "$(dirname "$0")/.."
+D=${PNEUMO_DATA:-../shared/data/chest_xray}
+LOW=${LOW:-../zoo128}
+PROG=${PROG:-../zoo224}
+TEACH=${TEACH:-../teacher}
+OUT=${OUT:-../zoo224_distill}
+SEED=${SEED:-0}
+mkdir -p "$TEACH" "$OUT"
+A=assets/models/checkpoints/binary
+# the teacher: the three EfficientNet-Lite0 seeds of the zoo's recipe (the bundled best seed's weights are
+# shipped; the others are trained again, ~10 min each here), each predicting the training split
+bundled_seed() { python -c "from pneumo_core.models.checkpoints import load_checkpoint as l; print(l('$A/$1.safetensors').meta.seed)"; }
+BEST=$(bundled_seed efficientnet_lite0)
+files=()
+for s in 0 1 2; do
+  ck="$A/efficientnet_lite0.safetensors"
+  if [ "$s" != "$BEST" ]; then
+    python train.py --task binary --arch efficientnet_lite0 --seed "$s" --init imagenet --image-size 224 \
+      --head-epochs 3 --epochs 3 --freeze-fraction 0.4 --data-dir "$D" --out "$TEACH" --resume
+    ck="$TEACH/checkpoints/binary/efficientnet_lite0_seed$s.pt"
+  fi
+  f="$TEACH/efficientnet_lite0_seed${s}_train.csv"
+  [ -f "$f" ] || python -m pneumo_core evaluate --checkpoint "$ck" --data-dir "$D" --split train --out "$f"
+  files+=("$f")
+done
+if [ "$SEED" = "$(bundled_seed resnet18)" ]; then init="$A/resnet18.safetensors"; else init="$LOW/checkpoints/binary/resnet18_seed$SEED.pt"; fi
+python train.py --task binary --arch resnet18 --seed "$SEED" --init "$init" --image-size 224 --epochs 3 \
+  --data-dir "$D" --out "$OUT" --resume --teacher "${files[@]}" --distill-alpha 0.5
+echo "compare on validation: python -m pneumo_core results $PROG and $OUT (resnet18 seed $SEED)"
