@@ -1,4 +1,5 @@
-"""The server process's memory: what Streamlit and the C allocator keep after a visitor leaves.
+"""The server process's memory: what Streamlit, the garbage collector and the C allocator keep after a
+visitor leaves, and what collecting costs each run.
 
 Measured in ``bench/hardening_bench.py`` (three 40-MP uploads, three rounds): without these the server
 grew ~220 MB a round and never gave it back; with them it returns to within the caches' size of its
