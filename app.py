@@ -5,7 +5,7 @@ import streamlit as st
 
 from pages._shared.images import data_dir
 from pages._shared.layout import NARROW_CSS, navigation, state
-from pages._shared.memory import give_back_freed_memory, limit_heaps, warm_up
+from pages._shared.memory import give_back_freed_memory, limit_heaps, page_run, warm_up
 from pages._shared.models import SOURCES, current_source
 from pneumo_core.models.sources import DEFAULT_REPO
 
@@ -36,7 +36,8 @@ with st.sidebar:
         st.error(f"Dataset folder not found: {st.session_state['data_dir']}")
 
 try:
-    page.run()
+    with page_run():  # never alongside one of the warm-up thread's imports
+        page.run()
 finally:
     warm_up()  # after the first page is drawn: the libraries imported and frozen in the background
     give_back_freed_memory()  # a large upload's decoding buffers, returned to the system

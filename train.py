@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         init = a.init or ("imagenet" if a.arch == "efficientnet_lite0" else "scratch")
         plan = [dict(task=a.task, arch=a.arch, init=init, image_size=a.image_size, epochs=a.epochs,
                      head_epochs=a.head_epochs, lr=a.lr, freeze_fraction=a.freeze_fraction, seeds=a.seed)]
+    if a.zoo and a.teacher:
+        print("error: --teacher distils one task and architecture, not the whole --zoo", file=sys.stderr)
+        return 2
     try:
         distributed.init(a.device)  # under torchrun (more than one process): join its process group
         for entry in plan:

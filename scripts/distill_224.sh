@@ -2,8 +2,8 @@
 # Distillation at 224 px (issue 13, the step after progressive resizing): the binary ResNet18 of one seed,
 # fine-tuned at 224 px from its own 128-px checkpoint exactly as scripts/progressive_224.sh does, but with
 # the EfficientNet-Lite0 ensemble's probabilities on the training images as soft targets beside the labels
-# (train.py --teacher, alpha 0.5). It is kept only if it wins on validation (lower val log loss than the
-# progressive run of the same seed in $PROG); then the other seeds follow. Resumable like train.py --resume.
+# (train.py --teacher, alpha 0.5). The script ends by comparing both runs' validation log loss: the distilled
+# one is worth keeping (and the other seeds' distillation) only if it wins there. Resumable like train.py --resume.
 #   nohup scripts/distill_224.sh > distill_224.log 2>&1 &      (after progressive_224.sh; two cores)
 set -eu
 cd "$(dirname "$0")/.."
@@ -34,4 +34,11 @@ done
 if [ "$SEED" = "$(bundled_seed resnet18)" ]; then init="$A/resnet18.safetensors"; else init="$LOW/checkpoints/binary/resnet18_seed$SEED.pt"; fi
 python train.py --task binary --arch resnet18 --seed "$SEED" --init "$init" --image-size 224 --epochs 3 \
   --data-dir "$D" --out "$OUT" --resume --teacher "${files[@]}" --distill-alpha 0.5
-echo "compare on validation: python -m pneumo_core results $PROG and $OUT (resnet18 seed $SEED)"
+python - "$PROG" "$OUT" "$SEED" <<'PY'
+import json, sys
+prog, out, seed = sys.argv[1:]
+loss = {name: json.load(open(f"{root}/runs/binary/resnet18_seed{seed}/metrics.json"))["val"]["loss"]
+        for name, root in (("progressive", prog), ("distilled", out))}
+print(f"validation log loss, ResNet18 seed {seed} at 224 px: progressive {loss['progressive']:.4f}, "
+      f"distilled {loss['distilled']:.4f} -> keep the {min(loss, key=loss.get)} one")
+PY

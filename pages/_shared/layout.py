@@ -1,9 +1,14 @@
 """Navigation, the page header and display settings every page uses."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from pneumo_core import NOT_FOR_CLINICAL_USE
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 PLOT_CONFIG = {"displayModeBar": False}  # no plotly toolbar: it covers titles on small screens
 #: below ~1000 px, columns stack so charts and the confusion matrix keep their width
@@ -57,11 +62,13 @@ def start_page(title: str) -> None:
     st.caption(NOT_FOR_CLINICAL_USE)
 
 
-def show_figure(fig, key: str) -> None:
-    """A plotly figure as every page shows it: without the toolbar, in pneumo_core's template
-    (``theme=None``). Streamlit's theme is re-applied in the browser at every redraw; on the Thresholds
-    slider's three charts that cost ~0.2 s a step in headless Chromium on this 2-core machine."""
-    st.plotly_chart(fig, key=key, config=PLOT_CONFIG, theme=None)
+def show_figure(fig: go.Figure, key: str) -> None:
+    """A plotly figure as every page shows it: without the toolbar; in a light theme, in pneumo_core's
+    template (``theme=None``). Streamlit's theme is re-applied in the browser at every redraw (on the
+    Thresholds slider's three charts ~0.2 s a step in headless Chromium on this 2-core machine), so it is
+    used only where its dark variant is needed."""
+    dark = getattr(st.context.theme, "type", None) == "dark"
+    st.plotly_chart(fig, key=key, config=PLOT_CONFIG, theme="streamlit" if dark else None)
 
 
 def state(key: str, default):

@@ -12,11 +12,14 @@ import gc
 import importlib
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
 _LIBC: object = None
 _HEAPS: int | None = None
 _WARM: threading.Thread | None = None
+_WARM_LOCK = threading.Lock()
 #: the libraries and pneumo_core modules the pages import once there is an image (see warm_up)
 HEAVY = ("pandas", "torch", "torchvision", "pytorch_grad_cam", "sklearn.metrics", "skimage.measure", "pydicom",
          "pneumo_core.data.images", "pneumo_core.inference.predictors", "pneumo_core.inference.verdicts",
@@ -52,31 +55,88 @@ def give_back_freed_memory() -> None:
         lib.malloc_trim(0)
 
 
-def warm_up(modules: tuple[str, ...] = HEAVY, delay: float = 2.0) -> threading.Thread:
+def warm_up(modules: tuple[str, ...] = HEAVY, delay: float = 2.0, server_only: bool = True) -> threading.Thread | None:
     """Once per process, in the background, ``delay`` s after the first page (while the browser loads the
     page, the imports would slow it by ~2 s): import what the pages need for an image, then collect and move
-    every live object out of the collector's reach (``gc.freeze``). Returns the thread.
+    every live object out of the collector's reach (``gc.freeze``). Returns the thread (``None`` outside a
+    running server with ``server_only``: AppTest, a plain import).
 
     Streamlit runs a full ``gc.collect(2)`` after every run (``runner.postScriptGC``); over the ~540,000
     objects of torch, pandas and scikit-learn that took 0.35-0.45 s holding the GIL on this 2-core machine,
     after the answer was drawn but before the run's end reached the browser, so every tweak waited for it.
-    Frozen, they are skipped (the collection takes ~10 ms with the models loaded). Frozen early, when no
-    visitor holds images yet: an object frozen while alive is still freed with its last reference, but a
-    cycle frozen with it never is, and freezing later (after a run) kept ~50 MB of a visitor's images in
-    bench/hardening_bench.py."""
+    Frozen, they are skipped (the collection takes ~10 ms with the models loaded). Frozen early, usually
+    before any visitor holds images: an object frozen while alive is still freed with its last reference,
+    but a cycle frozen with it never is (freezing after runs instead kept ~50 MB of a visitor's images in
+    bench/hardening_bench.py). Its imports and page runs take turns (:func:`page_run`)."""
     global _WARM
-    if _WARM is None:
-        _WARM = threading.Thread(target=_import_and_freeze, args=(modules, delay), name="pneumo-warm-up",
-                                 daemon=True)
-        _WARM.start()
+    if server_only:
+        from streamlit import runtime
+
+        if not runtime.exists():
+            return None
+    with _WARM_LOCK:  # two first visitors at once start one thread
+        if _WARM is None:
+            _WARM = threading.Thread(target=_import_and_freeze, args=(modules, delay), name="pneumo-warm-up",
+                                     daemon=True)
+            _WARM.start()
     return _WARM
+
+
+class _Gate:
+    """Page runs share it; each of the warm-up's imports takes it alone, so no library is imported by two
+    threads at once (torch can come out half-initialised) and a page waits at most for one library."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._runs = 0
+        self._importing = False  # an import under way, or waiting for the runs under way to end
+
+    @contextmanager
+    def run(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._importing)
+            self._runs += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._runs -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def importing(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._importing)
+            self._importing = True  # no new run starts from here (a busy class cannot starve the warm-up)
+            self._cond.wait_for(lambda: self._runs == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._importing = False
+                self._cond.notify_all()
+
+
+_GATE = _Gate()
+
+
+def page_run():
+    """A context for one page run: it never overlaps an import of the warm-up thread."""
+    return _GATE.run()
+
+
+def wait_for_warm_up() -> None:
+    """Until the warm-up thread has finished (at once when there is none)."""
+    if _WARM is not None:
+        _WARM.join()
 
 
 def _import_and_freeze(modules: tuple[str, ...], delay: float) -> None:
     time.sleep(delay)
     for name in modules:
         try:
-            importlib.import_module(name)
+            with _GATE.importing():
+                importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a page that needs it names the problem itself
             pass
     gc.collect()

@@ -70,6 +70,7 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun: SyncBatchNorm (CUDA only)
     lr_scaling: str = "none"  # under torchrun: none | linear (lr x world size, for the larger effective batch)
     teacher: tuple[str, ...] = ()  # prediction files of the training split: their mean is a soft target
+    # (in fine-tuning; head-only epochs learn from the labels alone)
     distill_alpha: float = 0.5  # weight of the teacher's soft targets (pneumo_core.training.distill)
     extra: dict = field(default_factory=dict)
 
@@ -326,14 +327,14 @@ def _prepare_data(run: _Run) -> None:
     cfg = run.cfg
     splits = kermany_splits(cfg.data_dir, cfg.val_fraction, seed=0)
     run.frames = {k: _subset(for_task(splits[k], run.task), cfg.limit, cfg.seed) for k in ("train", "val", "test")}
+    if cfg.teacher:  # before the minutes of decoding: a wrong teacher file is named at once
+        run.soft = teacher_targets(cfg.teacher, run.frames["train"], run.task)
     if run.rank != 0:
         distributed.barrier()
     run.arrays = {k: load_array(f, cfg.image_size, cfg.cache_dir, k) for k, f in run.frames.items()}
     if run.world > 1 and run.rank == 0:
         distributed.barrier()
     run.targets = {k: f["target"].to_numpy() for k, f in run.frames.items()}
-    if cfg.teacher:
-        run.soft = teacher_targets(cfg.teacher, run.frames["train"], run.task)
 
 
 def _build(run: _Run) -> None:
@@ -366,6 +367,8 @@ def _restore(run: _Run, resume: bool) -> dict | None:
             raise PneumoError(f"rank {run.rank} cannot see {paths.last}: resuming under torchrun needs the "
                               "output folder on a filesystem every node sees")
         state = torch_load_safe(paths.last)
+        recipe = state.get("pneumo", {}).get("recipe", {})
+        _same_teacher(cfg, recipe.get("teacher", []), recipe.get("distill_alpha"), paths.last)
         run.model.load_state_dict(state["model_state_dict"])
         run.optimizer.load_state_dict(state["optimizer_state_dict"])
         run.gen.set_state(state["generator_state"])
@@ -380,8 +383,22 @@ def _restore(run: _Run, resume: bool) -> dict | None:
     elif has_checkpoint:
         run.log(f"{cfg.stem} ({cfg.task}) is already trained: {paths.checkpoint}")
         metrics = json.loads(paths.metrics.read_text()) if run.rank == 0 and paths.metrics.is_file() else {}
+        done = metrics.get("config", {})
+        if done:
+            _same_teacher(cfg, [Path(f).name for f in done.get("teacher", [])], done.get("distill_alpha"),
+                          paths.checkpoint)
         return distributed.broadcast(metrics)
     return None
+
+
+def _same_teacher(cfg: TrainConfig, names: list[str], alpha: float | None, where: Path) -> None:
+    """A run resumed or found finished must have been taught as this one is asked to be."""
+    asked = [Path(f).name for f in cfg.teacher]
+    if list(names) != asked or (asked and alpha != cfg.distill_alpha):
+        def said(n, a):
+            return f"teacher {', '.join(n)} (alpha {a})" if n else "no teacher"
+        raise PneumoError(f"{where} was trained with {said(names, alpha)}, this run asks for "
+                          f"{said(asked, cfg.distill_alpha)}: use another --out, or the same teacher")
 
 
 def _stale_from(history: list[dict], selection: str) -> int:
