@@ -383,11 +383,11 @@ def _restore(run: _Run, resume: bool) -> dict | None:
     elif has_checkpoint:
         run.log(f"{cfg.stem} ({cfg.task}) is already trained: {paths.checkpoint}")
         metrics = json.loads(paths.metrics.read_text()) if run.rank == 0 and paths.metrics.is_file() else {}
-        done = metrics.get("config", {})
-        if done:
+        metrics = distributed.broadcast(metrics)  # then every rank checks alike (none is left waiting)
+        if done := metrics.get("config", {}):
             _same_teacher(cfg, [Path(f).name for f in done.get("teacher", [])], done.get("distill_alpha"),
                           paths.checkpoint)
-        return distributed.broadcast(metrics)
+        return metrics
     return None
 
 
