@@ -98,14 +98,16 @@ st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=Fal
                    key="dl_csv")
 
 
+cam_keys = keys[:]  # the best binary model first (chosen once a run, not at every heatmap tweak)
+best = selection.best_model(root, "binary", with_checkpoint=True)
+if best is not None and best.key in cam_keys:
+    cam_keys.remove(best.key)
+    cam_keys.insert(0, best.key)
+
+
 @st.fragment
 def heatmap() -> None:
     st.subheader("Heatmap")
-    cam_keys = keys[:]
-    best = selection.best_model(root, "binary", with_checkpoint=True)
-    if best is not None and best.key in cam_keys:  # open on the best binary model
-        cam_keys.remove(best.key)
-        cam_keys.insert(0, best.key)
     c1, c2, c3, c4 = st.columns(4)
     img_name = c1.selectbox("Image", list(images), key="cam_image")
     model_key = c2.selectbox("Model", cam_keys, key="cam_model")

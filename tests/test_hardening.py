@@ -590,10 +590,10 @@ def test_freed_heap_memory_goes_back_to_the_system():
 
 FREEZE = """
 import gc, sys
-from pages._shared.memory import wait_for_warm_up, warm_up
+from pages._shared.memory import warm_up
 print(warm_up(("pandas",)) is None)  # no running server (a plain import, AppTest): nothing to warm up
 thread = warm_up(("pandas",), delay=0, server_only=False)  # a library: ~10^5 objects to scan after every run
-wait_for_warm_up()
+thread.join(120)
 print(not thread.is_alive(), "pandas" in sys.modules, gc.get_freeze_count(),
       warm_up(server_only=False) is thread)
 """

@@ -125,12 +125,6 @@ def page_run():
     return _GATE.run()
 
 
-def wait_for_warm_up() -> None:
-    """Until the warm-up thread has finished (at once when there is none)."""
-    if _WARM is not None:
-        _WARM.join()
-
-
 def _import_and_freeze(modules: tuple[str, ...], delay: float) -> None:
     time.sleep(delay)
     for name in modules:
