@@ -5,6 +5,7 @@
 # (train.py --teacher, alpha 0.5). The script ends by comparing both runs' validation log loss: the distilled
 # one is worth keeping (and the other seeds' distillation) only if it wins there. Resumable like train.py --resume.
 #   nohup scripts/distill_224.sh > distill_224.log 2>&1 &      (after progressive_224.sh; two cores)
+#   TEACHER_SEEDS=2 OUT=../zoo224_distill1 scripts/distill_224.sh   (the bundled teacher alone: no retraining)
 set -eu
 cd "$(dirname "$0")/.."
 D=${PNEUMO_DATA:-../shared/data/chest_xray}
@@ -15,12 +16,13 @@ OUT=${OUT:-../zoo224_distill}
 SEED=${SEED:-0}
 mkdir -p "$TEACH" "$OUT"
 A=assets/models/checkpoints/binary
-# the teacher: the three EfficientNet-Lite0 seeds of the zoo's recipe (the bundled best seed's weights are
-# shipped; the others are trained again, ~10 min each here), each predicting the training split
+# the teacher: the EfficientNet-Lite0 seeds of the zoo's recipe in TEACHER_SEEDS (default all three; the bundled
+# best seed's weights are shipped, the others are trained again: ~40 min each on a 2-core AVX2 CPU in fp32),
+# each predicting the training split
 bundled_seed() { python -c "from pneumo_core.models.checkpoints import load_checkpoint as l; print(l('$A/$1.safetensors').meta.seed)"; }
 BEST=$(bundled_seed efficientnet_lite0)
 files=()
-for s in 0 1 2; do
+for s in ${TEACHER_SEEDS:-0 1 2}; do
   ck="$A/efficientnet_lite0.safetensors"
   if [ "$s" != "$BEST" ]; then
     python train.py --task binary --arch efficientnet_lite0 --seed "$s" --init imagenet --image-size 224 \

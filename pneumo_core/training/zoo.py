@@ -24,7 +24,8 @@ from pneumo_core.models.sources import LocalSource, checkpoint_relpath
 
 # The demo zoo: what each model costs on the 2-core CPU decided its resolution, epochs and seeds
 # (bench/train_bench.py). ImageNet weights exist offline only for EfficientNet-Lite0; the others
-# train from scratch at 128 px unless torchvision can get their ImageNet weights.
+# train from scratch at 128 px unless torchvision can get their ImageNet weights. The bundled binary
+# ResNet18 and DenseNet121 are then fine-tuned at 224 px (scripts/progressive_224.sh) for 7 x 7 heatmaps.
 ZOO: list[dict] = [
     dict(task="binary", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=3,
          freeze_fraction=0.4, seeds=[0, 1, 2]),
