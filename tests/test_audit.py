@@ -158,6 +158,24 @@ def test_explain_audit_command(data_dir, capsys):
     assert [r["image_id"] for r in out["images"]] == sorted(r["image_id"] for r in out["images"])
 
 
+def test_explain_audit_agreement_with_itself_and_another_model(data_dir, capsys):
+    from pneumo_core.cli.main import main
+    from pneumo_core.files import ASSETS
+
+    m = ASSETS / "models/checkpoints/binary"
+    base = ["explain-audit", "--checkpoint", str(m / "resnet18"), "--data-dir", str(data_dir), "--n", "3",
+            "--no-curves", "--no-sanity", "--json", "--agree-with"]
+    assert main(base + [str(m / "resnet18")]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert [r["agreement_spearman"] for r in same["images"]] == pytest.approx([1.0] * 3)
+    assert same["summary"]["agreement_iou"] == pytest.approx(1.0)
+    assert main(base + [str(m / "densenet121")]) == 0
+    other = json.loads(capsys.readouterr().out)["summary"]
+    assert -1 <= other["agreement_spearman"] < 0.99 and 0 <= other["agreement_iou"] < 0.99
+    assert main(base + [str(ASSETS / "models/checkpoints/three_class/densenet121")]) == 2
+    assert "the classes differ" in capsys.readouterr().err
+
+
 def test_where_models_look_page():
     from pathlib import Path
 

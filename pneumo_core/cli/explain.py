@@ -18,6 +18,9 @@ def _audit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="gradcam", help="CAM method (default gradcam)")
     p.add_argument("--no-sanity", action="store_true", help="skip the randomisation check")
     p.add_argument("--no-curves", action="store_true", help="skip the deletion / insertion curves")
+    p.add_argument("--agree-with", metavar="SRC", default=None,
+                   help="a second model of the same classes: how much its map (for the first model's class) "
+                        "agrees with the first's (Spearman, IoU of the hottest 20 %%)")
     p.add_argument("--json", action="store_true")
 
 
@@ -41,13 +44,15 @@ def _explain_audit(args: argparse.Namespace) -> int:
     from pneumo_core.models.sources import resolve_checkpoint
 
     predictor = Predictor(resolve_checkpoint(args.checkpoint))
+    other = Predictor(resolve_checkpoint(args.agree_with)) if args.agree_with else None
     frame = kermany_splits(args.data_dir)[args.split].sort_values("image_id").reset_index(drop=True)
     if 0 < args.n < len(frame):
         frame = (frame.sample(args.n, random_state=args.seed).sort_values("image_id") if args.sample
                  else frame.iloc[:args.n]).reset_index(drop=True)
     with tqdm_progress(f"auditing {predictor.name}") as progress:
         table = audit_images(predictor, list(frame["path"]), args.method, sanity=not args.no_sanity,
-                             curves=not args.no_curves, seed=args.seed, progress=progress)
+                             curves=not args.no_curves, seed=args.seed, progress=progress,
+                             agree_with=other)
     table.insert(0, "image_id", frame["image_id"].to_numpy())
     table.insert(1, "label", frame["label"].to_numpy())
     table = table.drop(columns="image")
@@ -63,6 +68,9 @@ def _explain_audit(args: argparse.Namespace) -> int:
     print(f"\n{predictor.name} ({args.method}) on {summary['n_images']} {args.split} images: means")
     for k, text in SUMMARY_HELP.items():
         print(f"  {k:<24}{summary[k]:>7.3f}   {text}")
+    if other is not None:
+        print(f"  agreement with {other.name}: Spearman {summary['agreement_spearman']:.3f}, IoU of the hottest "
+              f"20 % {summary['agreement_iou']:.3f} (its map for the first model's class; 1 = the same map)")
     if summary["randomized_flat"]:
         print(f"  ({summary['randomized_flat']} randomised maps were flat: Spearman 0 by convention)")
     if summary["no_lung_mask"]:

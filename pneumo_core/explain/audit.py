@@ -28,6 +28,7 @@ import torch
 from scipy.stats import spearmanr
 
 from pneumo_core.data.images import ImageSource, load_grayscale
+from pneumo_core.errors import ModelError
 from pneumo_core.data.preprocessing import resize_gray
 from pneumo_core.explain.cams import CamResult, explain
 from pneumo_core.explain.lungs import lung_mask
@@ -259,19 +260,32 @@ def audit_image(predictor: Predictor, gray: np.ndarray, method: str = "gradcam",
                        focus.lung_area, rho, rand_flat, dele, ins, cam.degenerate), cam, lungs)
 
 
+AGREEMENT_FIELDS = ("agreement_spearman", "agreement_iou")
+
+
 def audit_images(predictor: Predictor, images: Sequence[ImageSource], method: str = "gradcam",
                  sanity: bool = True, curves: bool = True, seed: int = 0,
-                 progress: Progress | None = None) -> pd.DataFrame:
-    """One row of :class:`ImageAudit` figures per image (column ``image``: its position in ``images``)."""
+                 progress: Progress | None = None, agree_with: Predictor | None = None) -> pd.DataFrame:
+    """One row of :class:`ImageAudit` figures per image (column ``image``: its position in ``images``);
+    with ``agree_with`` (a model of the same classes) also :func:`agreement` of its map for the same class."""
+    if agree_with is not None and tuple(agree_with.classes) != tuple(predictor.classes):
+        raise ModelError(f"cannot compare heatmaps of {predictor.name} {tuple(predictor.classes)} and "
+                         f"{agree_with.name} {tuple(agree_with.classes)}: the classes differ")
     randomized = randomized_copy(predictor, seed) if sanity else None
     rows = []
     for k, src in enumerate(images):
         gray = load_grayscale(src)
-        fig, _, _ = audit_image(predictor, gray, method, randomized, curves)
-        rows.append({"image": k, **asdict(fig)})
+        fig, cam, _ = audit_image(predictor, gray, method, randomized, curves)
+        row = {"image": k, **asdict(fig)}
+        if agree_with is not None:
+            ag = agreement(cam.raw, explain(agree_with, gray, method, target=cam.target, faithfulness=False).raw,
+                           gray.shape)
+            row.update(agreement_spearman=ag.spearman, agreement_iou=ag.iou)
+        rows.append(row)
         if progress:
             progress(k + 1, len(images))
-    return pd.DataFrame(rows, columns=["image", *ImageAudit.__dataclass_fields__])
+    extra = AGREEMENT_FIELDS if agree_with is not None else ()
+    return pd.DataFrame(rows, columns=["image", *ImageAudit.__dataclass_fields__, *extra])
 
 
 SUMMARY_FIELDS = ("lung_share", "border_share", "lung_area", "randomization_spearman", "deletion_auc",
@@ -284,6 +298,10 @@ def summarise(table: pd.DataFrame) -> dict:
     for c in SUMMARY_FIELDS:
         v = table[c].to_numpy(dtype=float) if c in table and len(table) else np.array([np.nan])
         out[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    for c in AGREEMENT_FIELDS:
+        if c in table:
+            v = table[c].to_numpy(dtype=float)
+            out[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
     out["lung_share_median"] = float(table["lung_share"].median()) if len(table) else float("nan")
     for c in ("cam_flat", "randomized_flat"):
         out[c] = int(table[c].sum()) if c in table and len(table) else 0
