@@ -4,8 +4,8 @@
 
     python bench/cam_bench.py [--repeats 7] [--threads N] [--data-dir ../shared/data/chest_xray]
 Targets (issue 13), at 224 px, faithfulness off: ResNet18 <= 0.10 s, DenseNet121 <= 0.25 s, both <= 0.35 s.
-Two model sets: the bundled trained models at their own input size (ResNet18 128 px, DenseNet121 112 px),
-and the same architectures at 224 px (random weights: speed does not depend on the values).
+Two model sets: the bundled trained models at their own input size (224 px since issue 13; 128 / 112 px
+before), and the same architectures at 224 px (random weights: speed does not depend on the values).
 Each figure is the median of ``--repeats`` timed runs after one warm-up run: wall seconds, and the process's
 CPU seconds (all threads) in brackets. On a host shared with other work the wall time swells with the load;
 CPU seconds / threads is close to the wall time this work would take on idle cores.

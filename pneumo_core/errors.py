@@ -50,6 +50,10 @@ class WeightsUnavailableError(ModelError):
     pass
 
 
+class IncompatibleModelsError(PneumoError):
+    """Two models that cannot be compared (e.g. different classes)."""
+
+
 class CheckpointError(PneumoError):
     """A checkpoint cannot be loaded."""
 

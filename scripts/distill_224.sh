@@ -8,6 +8,7 @@
 #   TEACHER_SEEDS=2 OUT=../zoo224_distill1 scripts/distill_224.sh   (the bundled teacher alone: no retraining)
 set -eu
 cd "$(dirname "$0")/.."
+. scripts/lib_224.sh
 D=${PNEUMO_DATA:-../shared/data/chest_xray}
 LOW=${LOW:-../zoo128}
 PROG=${PROG:-../zoo224}
@@ -19,10 +20,14 @@ A=assets/models/checkpoints/binary
 # the teacher: the EfficientNet-Lite0 seeds of the zoo's recipe in TEACHER_SEEDS (default all three; the bundled
 # best seed's weights are shipped, the others are trained again: ~40 min each on a 2-core AVX2 CPU in fp32),
 # each predicting the training split
-bundled_seed() { python -c "from pneumo_core.models.checkpoints import load_checkpoint as l; print(l('$A/$1.safetensors').meta.seed)"; }
-BEST=$(bundled_seed efficientnet_lite0)
+BEST=$(ck_meta "$A/efficientnet_lite0.safetensors" seed)
+TEACHER_SEEDS=${TEACHER_SEEDS:-0 1 2}
+for s in $TEACHER_SEEDS; do
+  case $s in *[!0-9]*) echo "error: TEACHER_SEEDS must be seeds separated by spaces, not '$TEACHER_SEEDS'" >&2; exit 2;; esac
+done
+[ -n "${TEACHER_SEEDS// /}" ] || { echo "error: TEACHER_SEEDS is empty" >&2; exit 2; }
 files=()
-for s in ${TEACHER_SEEDS:-0 1 2}; do
+for s in $TEACHER_SEEDS; do
   ck="$A/efficientnet_lite0.safetensors"
   if [ "$s" != "$BEST" ]; then
     python train.py --task binary --arch efficientnet_lite0 --seed "$s" --init imagenet --image-size 224 \
@@ -33,7 +38,10 @@ for s in ${TEACHER_SEEDS:-0 1 2}; do
   [ -f "$f" ] || python -m pneumo_core evaluate --checkpoint "$ck" --data-dir "$D" --split train --out "$f"
   files+=("$f")
 done
-if [ "$SEED" = "$(bundled_seed resnet18)" ]; then init="$A/resnet18.safetensors"; else init="$LOW/checkpoints/binary/resnet18_seed$SEED.pt"; fi
+init="$LOW/checkpoints/binary/resnet18_seed$SEED.pt"
+RI=$(bundled_low resnet18)
+[ "$SEED" = "$(ck_meta "$RI" seed)" ] && init=$RI
+init=$(low_res "$init" 128)
 python train.py --task binary --arch resnet18 --seed "$SEED" --init "$init" --image-size 224 --epochs 3 \
   --data-dir "$D" --out "$OUT" --resume --teacher "${files[@]}" --distill-alpha 0.5
 python - "$PROG" "$OUT" "$SEED" <<'PY'

@@ -2,26 +2,26 @@
 # Binary ResNet18 (3 seeds) and DenseNet121 (2 seeds) at 224 px by progressive resizing (issue 13):
 # each seed starts from its own 128-px (ResNet18) / 112-px (DenseNet121) checkpoint of the same seed and is
 # fine-tuned at 224 px. Resumable: run it again to continue (train.py --resume skips finished runs).
-# The bundled seeds' low-resolution weights are the fp16 files in assets/models; other seeds train at low
-# resolution first (into $LOW). Two cores: run nothing else heavy meanwhile.
+# The seeds the zoo bundled at low resolution start from those weights (from git: assets/models now holds the
+# 224-px models); other seeds train at low resolution first (into $LOW). Two cores: run nothing else heavy meanwhile.
 #   nohup scripts/progressive_224.sh > progressive_224.log 2>&1 &
 set -eu
 cd "$(dirname "$0")/.."
+. scripts/lib_224.sh
 D=${PNEUMO_DATA:-../shared/data/chest_xray}
 LOW=${LOW:-../zoo128}
 OUT=${OUT:-../zoo224}
 mkdir -p "$LOW" "$OUT"
-A=assets/models/checkpoints/binary
 T="python train.py --task binary --data-dir $D --resume --image-size 224"
 low() {  # arch seed size epochs: the low-resolution run of one seed (skipped when done)
   python train.py --task binary --data-dir "$D" --resume --arch "$1" --seed "$2" --init scratch \
     --image-size "$3" --epochs "$4" --out "$LOW"
 }
-# the bundled seeds first: their low-resolution checkpoints ship in assets/models
-bundled_seed() { python -c "from pneumo_core.models.checkpoints import load_checkpoint as l; print(l('$A/$1.safetensors').meta.seed)"; }
-RS=$(bundled_seed resnet18); DS=$(bundled_seed densenet121)
-$T --arch resnet18 --seed "$RS" --init "$A/resnet18.safetensors" --epochs 3 --out "$OUT"
-$T --arch densenet121 --seed "$DS" --init "$A/densenet121.safetensors" --epochs 2 --out "$OUT"
+RI=$(bundled_low resnet18); RI=$(low_res "$RI" 128)
+DI=$(bundled_low densenet121); DI=$(low_res "$DI" 112)
+RS=$(ck_meta "$RI" seed); DS=$(ck_meta "$DI" seed)
+$T --arch resnet18 --seed "$RS" --init "$RI" --epochs 3 --out "$OUT"
+$T --arch densenet121 --seed "$DS" --init "$DI" --epochs 2 --out "$OUT"
 for s in 0 1 2; do
   [ "$s" = "$RS" ] && continue
   low resnet18 "$s" 128 8

@@ -9,11 +9,14 @@ cd "$(dirname "$0")/.."
 D=${PNEUMO_DATA:-../shared/data/chest_xray}
 OUT=${OUT:-../zoo224}
 M=assets/models/checkpoints
-seed_of() { python -c "from pneumo_core.models.checkpoints import load_checkpoint as l; print(l('$1').meta.seed)"; }
-for pair in "three_class $M/three_class/densenet121.safetensors" \
-            "bacteria_virus $M/hierarchical/densenet121_bacteria_virus.safetensors"; do
-  set -- $pair
-  python train.py --task "$1" --arch densenet121 --seed "$(seed_of "$2")" --init "$2" --image-size 224 \
+. scripts/lib_224.sh
+run() {  # task checkpoint
+  local init seed
+  init=$(low_res "$2" 128)
+  seed=$(ck_meta "$init" seed)
+  python train.py --task "$1" --arch densenet121 --seed "$seed" --init "$init" --image-size 224 \
     --epochs 2 --data-dir "$D" --out "$OUT" --resume
-done
+}
+run three_class "$M/three_class/densenet121.safetensors"
+run bacteria_virus "$M/hierarchical/densenet121_bacteria_virus.safetensors"
 echo "done: compare runs/<task>/densenet121*_seed*/metrics.json val loss in $OUT with assets/runs"

@@ -13,6 +13,8 @@ from pneumo_core.explain.audit import (agreement, border_band, deletion_insertio
                                        randomization_spearman, spearman, summarise, top_region)
 from pneumo_core.explain.cams import explain
 from pneumo_core.explain.lungs import draw_contours, lung_contours, lung_mask
+from pneumo_core.inference.predictors import Predictor
+from pneumo_core.models.sources import resolve_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +172,16 @@ def test_explain_audit_agreement_with_itself_and_another_model(data_dir, capsys)
     assert [r["agreement_spearman"] for r in same["images"]] == pytest.approx([1.0] * 3)
     assert same["summary"]["agreement_iou"] == pytest.approx(1.0)
     assert main(base + [str(m / "densenet121")]) == 0
-    other = json.loads(capsys.readouterr().out)["summary"]
+    out = json.loads(capsys.readouterr().out)
+    other = out["summary"]
     assert -1 <= other["agreement_spearman"] < 0.99 and 0 <= other["agreement_iou"] < 0.99
+    # the second model's map is taken for the first model's class
+    first = out["images"][0]
+    a, b = (Predictor(resolve_checkpoint(str(m / k))) for k in ("resnet18", "densenet121"))
+    gray = load_grayscale(data_dir / first["image_id"])
+    cam = explain(a, gray, faithfulness=False)
+    want = agreement(cam.raw, explain(b, gray, target=cam.target, faithfulness=False).raw, gray.shape)
+    assert (first["agreement_spearman"], first["agreement_iou"]) == pytest.approx((want.spearman, want.iou))
     assert main(base + [str(ASSETS / "models/checkpoints/three_class/densenet121")]) == 2
     assert "the classes differ" in capsys.readouterr().err
 

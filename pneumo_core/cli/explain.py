@@ -38,7 +38,7 @@ SUMMARY_HELP = {
 @command("explain-audit", _audit_args)
 def _explain_audit(args: argparse.Namespace) -> int:
     from pneumo_core.data.datasets import kermany_splits
-    from pneumo_core.explain.audit import audit_images, summarise
+    from pneumo_core.explain.audit import AGREEMENT_FIELDS, audit_images, summarise
     from pneumo_core.files import dumps
     from pneumo_core.inference.predictors import Predictor
     from pneumo_core.models.sources import resolve_checkpoint
@@ -59,11 +59,11 @@ def _explain_audit(args: argparse.Namespace) -> int:
     summary = summarise(table)
     if args.json:
         print(dumps({"checkpoint": args.checkpoint, "model": predictor.name, "task": predictor.task.name,
-                     "split": args.split, "method": args.method, "summary": summary,
+                     "split": args.split, "method": args.method, "agree_with": args.agree_with, "summary": summary,
                      "images": table.to_dict(orient="records")}, indent=2))
         return 0
     cols = ["image_id", "label", "cam_class", "probability", "lung_share", "border_share", "lung_area",
-            "randomization_spearman", "deletion_auc", "insertion_auc"]
+            "randomization_spearman", "deletion_auc", "insertion_auc", *(AGREEMENT_FIELDS if other else ())]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{predictor.name} ({args.method}) on {summary['n_images']} {args.split} images: means")
     for k, text in SUMMARY_HELP.items():

@@ -28,8 +28,8 @@ import torch
 from scipy.stats import spearmanr
 
 from pneumo_core.data.images import ImageSource, load_grayscale
-from pneumo_core.errors import ModelError
 from pneumo_core.data.preprocessing import resize_gray
+from pneumo_core.errors import IncompatibleModelsError
 from pneumo_core.explain.cams import CamResult, explain
 from pneumo_core.explain.lungs import lung_mask
 from pneumo_core.inference.predictors import Predictor
@@ -267,9 +267,10 @@ def audit_images(predictor: Predictor, images: Sequence[ImageSource], method: st
                  sanity: bool = True, curves: bool = True, seed: int = 0,
                  progress: Progress | None = None, agree_with: Predictor | None = None) -> pd.DataFrame:
     """One row of :class:`ImageAudit` figures per image (column ``image``: its position in ``images``);
-    with ``agree_with`` (a model of the same classes) also :func:`agreement` of its map for the same class."""
+    with ``agree_with`` (a model of the same classes) also :func:`agreement` of its map for the same class
+    (NaN where either map is flat)."""
     if agree_with is not None and tuple(agree_with.classes) != tuple(predictor.classes):
-        raise ModelError(f"cannot compare heatmaps of {predictor.name} {tuple(predictor.classes)} and "
+        raise IncompatibleModelsError(f"cannot compare heatmaps of {predictor.name} {tuple(predictor.classes)} and "
                          f"{agree_with.name} {tuple(agree_with.classes)}: the classes differ")
     randomized = randomized_copy(predictor, seed) if sanity else None
     rows = []
@@ -277,9 +278,10 @@ def audit_images(predictor: Predictor, images: Sequence[ImageSource], method: st
         gray = load_grayscale(src)
         fig, cam, _ = audit_image(predictor, gray, method, randomized, curves)
         row = {"image": k, **asdict(fig)}
-        if agree_with is not None:
-            ag = agreement(cam.raw, explain(agree_with, gray, method, target=cam.target, faithfulness=False).raw,
-                           gray.shape)
+        if agree_with is not None:  # a flat map has no hottest region: no agreement figure
+            other = explain(agree_with, gray, method, target=cam.target, faithfulness=False)
+            ag = (Agreement(float("nan"), float("nan")) if cam.degenerate or other.degenerate
+                  else agreement(cam.raw, other.raw, gray.shape))
             row.update(agreement_spearman=ag.spearman, agreement_iou=ag.iou)
         rows.append(row)
         if progress:

@@ -1,0 +1,24 @@
+# Shared by the 224-px scripts (sourced, from the repository root of a git clone).
+# The last commit whose assets/models held the low-resolution binary ResNet18 (128 px) and DenseNet121 (112 px):
+LOWREV=42c2014
+ck_meta() {  # FILE FIELD: seed | image_size of a checkpoint
+  python -c "from pneumo_core.models.checkpoints import load_checkpoint as l; m = l('$1').meta; \
+print(m.seed if '$2' == 'seed' else m.preprocessing['image_size'])"
+}
+low_res() {  # FILE MAX: print FILE if its model sees at most MAX px; a fine-tuning to 224 px must start below it
+  local s
+  s=$(ck_meta "$1" image_size)
+  if [ "$s" -gt "$2" ]; then
+    echo "error: $1 is a $s-px model; the 224-px fine-tuning starts from a low-resolution checkpoint" >&2
+    return 1
+  fi
+  echo "$1"
+}
+bundled_low() {  # ARCH: the binary checkpoint bundled before the switch to 224 px, taken from git into $LOW
+  local f="$LOW/${1}_bundled_$LOWREV.safetensors"
+  if [ ! -s "$f" ]; then
+    git show "$LOWREV:assets/models/checkpoints/binary/$1.safetensors" > "$f.tmp"
+    mv "$f.tmp" "$f"
+  fi
+  echo "$f"
+}
