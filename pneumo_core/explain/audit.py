@@ -270,8 +270,8 @@ def audit_images(predictor: Predictor, images: Sequence[ImageSource], method: st
     with ``agree_with`` (a model of the same classes) also :func:`agreement` of its map for the same class
     (NaN where either map is flat)."""
     if agree_with is not None and tuple(agree_with.classes) != tuple(predictor.classes):
-        raise IncompatibleModelsError(f"cannot compare heatmaps of {predictor.name} {tuple(predictor.classes)} and "
-                         f"{agree_with.name} {tuple(agree_with.classes)}: the classes differ")
+        raise IncompatibleModelsError(f"cannot compare heatmaps of {predictor.name} {tuple(predictor.classes)} "
+                                      f"and {agree_with.name} {tuple(agree_with.classes)}: the classes differ")
     randomized = randomized_copy(predictor, seed) if sanity else None
     rows = []
     for k, src in enumerate(images):
@@ -297,13 +297,9 @@ SUMMARY_FIELDS = ("lung_share", "border_share", "lung_area", "randomization_spea
 def summarise(table: pd.DataFrame) -> dict:
     """Means over the images (NaN ignored; NaN where none), the median lung share and the counts."""
     out: dict = {"n_images": int(len(table))}
-    for c in SUMMARY_FIELDS:
+    for c in SUMMARY_FIELDS + tuple(c for c in AGREEMENT_FIELDS if c in table):
         v = table[c].to_numpy(dtype=float) if c in table and len(table) else np.array([np.nan])
         out[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-    for c in AGREEMENT_FIELDS:
-        if c in table:
-            v = table[c].to_numpy(dtype=float)
-            out[c] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
     out["lung_share_median"] = float(table["lung_share"].median()) if len(table) else float("nan")
     for c in ("cam_flat", "randomized_flat"):
         out[c] = int(table[c].sum()) if c in table and len(table) else 0
