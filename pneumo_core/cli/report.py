@@ -112,3 +112,48 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_text(json_safe(r))
     return 0
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root_a", help="zoo folder A (train.py --out, or assets/ or one of its zoo folders)")
+    p.add_argument("root_b", help="zoo folder B; differences are B - A")
+    p.add_argument("--task", default="binary", help="binary | three_class | bacteria_virus (default binary)")
+    p.add_argument("--arch", required=True, help="the architecture to compare, e.g. resnet18")
+    p.add_argument("--seeds", type=int_range(0, 10_000), nargs="+", default=None,
+                   help="default: every seed with val and test files under both folders")
+    p.add_argument("--metrics", nargs="+", default=["auroc", "accuracy"],
+                   help="test metrics (default auroc accuracy; binary also recall specificity f1)")
+    p.add_argument("--bootstrap", type=int_range(1, 100_000), default=1000, metavar="N",
+                   help="stratified resamples for the intervals and paired differences, 1..100000 (default 1000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _interval(v: dict, key: str = "value", sign: str = "") -> str:
+    return f"{v[key]:{sign}.3f} [{v['low']:{sign}.3f}, {v['high']:{sign}.3f}]"
+
+
+@command("compare", _compare_args)
+def _compare(args: argparse.Namespace) -> int:
+    """Two folders' runs of one architecture, seed by seed: validation rule, test figures, paired differences."""
+    from pneumo_core.data.tasks import TASK_FOLDERS
+    from pneumo_core.evaluation.comparison import compare_runs
+
+    if args.task not in TASK_FOLDERS:
+        print(f"error: unknown task {args.task!r}; one of: {', '.join(TASK_FOLDERS)}", file=sys.stderr)
+        return 2
+    r = compare_runs(args.root_a, args.root_b, args.task, args.arch, args.seeds, args.metrics, args.bootstrap)
+    if args.json:
+        print(dumps(r, indent=2))
+        return 0
+    print(f"{args.task}/{args.arch}: A = {r['A']}, B = {r['B']}; test n={r['n_test']}, "
+          f"threshold Youden's J on each run's validation file, {args.bootstrap} stratified resamples")
+    rows = [(f"seed {run['seed']}", run) for run in r["runs"]]
+    if len(r["runs"]) > 1:
+        rows.append((f"mean of seeds {', '.join(map(str, r['seeds']))}", r["mean"]))
+    for label, run in rows:
+        kept = f" -> rule keeps {run['kept']}" if "kept" in run else ""
+        print(f"{label}: validation log loss A {run['val_loss']['A']:.4f}, B {run['val_loss']['B']:.4f}{kept}")
+        for m in args.metrics:
+            print(f"  {m:<12} A {_interval(run['test']['A'][m])}  B {_interval(run['test']['B'][m])}  "
+                  f"B - A {_interval(run['diff'][m], 'diff', '+')}")
+    return 0

@@ -222,16 +222,31 @@ def bootstrap_runs(y: np.ndarray, runs: Sequence[tuple[np.ndarray, float | None]
     return out
 
 
+def paired_mean_difference(y: np.ndarray, runs_a: Sequence[tuple[np.ndarray, float | None]],
+                           runs_b: Sequence[tuple[np.ndarray, float | None]], classes: Sequence[str], metric: str,
+                           n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Paired bootstrap of mean metric over ``runs_a`` minus mean over ``runs_b`` (each a (probs, threshold)
+    per seed, all of the same images), every run scored on the same stratified resample: {diff, low, high}."""
+    if not runs_a or not runs_b:
+        raise ValueError("a paired difference needs at least one run on each side")
+    if n_boot < 1:
+        raise LimitError("a paired bootstrap needs at least one resample")
+    check_work(len(y) * (len(runs_a) + len(runs_b)), n_boot)
+
+    def mean_of(runs, w):
+        return np.mean([resampled_metrics(y, probs, t, w, classes)[metric] for probs, t in runs], axis=0)
+
+    full = np.ones((1, len(y)))
+    point = float(mean_of(runs_a, full)[0] - mean_of(runs_b, full)[0])
+    d = np.concatenate([mean_of(runs_a, w) - mean_of(runs_b, w) for w in weight_blocks(y, n_boot, seed)])
+    d = d[np.isfinite(d)]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(d, [alpha, 1 - alpha]) if len(d) else (np.nan, np.nan)
+    return {"diff": point, "low": float(lo), "high": float(hi)}
+
+
 def paired_difference(y: np.ndarray, a: tuple[np.ndarray, float | None], b: tuple[np.ndarray, float | None],
                       classes: Sequence[str], metric: str, n_boot: int = 1000, seed: int = 0,
                       level: float = 0.95) -> dict[str, float]:
     """Paired bootstrap of metric(a) - metric(b) on the same images: {diff, low, high}."""
-    check_work(2 * len(y), n_boot)
-    full = np.ones((1, len(y)))
-    d = np.concatenate([resampled_metrics(y, *a, w, classes)[metric] - resampled_metrics(y, *b, w, classes)[metric]
-                        for w in weight_blocks(y, n_boot, seed)] or [np.array([])])
-    point = float(resampled_metrics(y, *a, full, classes)[metric][0] - resampled_metrics(y, *b, full, classes)[metric][0])
-    d = d[np.isfinite(d)]
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(d, [alpha, 1 - alpha])
-    return {"diff": point, "low": float(lo), "high": float(hi)}
+    return paired_mean_difference(y, [a], [b], classes, metric, n_boot, seed, level)
