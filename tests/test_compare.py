@@ -1,4 +1,5 @@
-"""``compare``: two zoo folders' runs of one architecture, on the committed 128-px and 224-px ResNet18 files."""
+"""``compare``: two zoo folders' runs of one architecture, on the committed ResNet18 files at 128 px
+(``assets/zoo128``) and at 224 px by progressive resizing (``assets/zoo224_progressive``)."""
 from __future__ import annotations
 
 import shutil
@@ -16,7 +17,7 @@ from pneumo_core.evaluation.comparison import common_seeds, compare_runs
 from pneumo_core.evaluation.thresholds import choose
 from pneumo_core.files import ASSETS
 
-LOW, HIGH = ASSETS / "zoo128", ASSETS
+LOW, HIGH = ASSETS / "zoo128", ASSETS / "zoo224_progressive"
 
 
 def _cli(*args):
