@@ -12,7 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 from pneumo_core.errors import PredictionFileError
-from pneumo_core.evaluation.bootstrap import paired_difference
+from pneumo_core.evaluation.bootstrap import stratified_indices
 from pneumo_core.evaluation.comparison import common_seeds, compare_runs
 from pneumo_core.evaluation.thresholds import choose
 from pneumo_core.files import ASSETS
@@ -46,7 +46,7 @@ def test_each_seed_matches_sklearn_on_the_raw_files(compared):
         val = {side: _csv(root, s, "val") for side, root in (("A", LOW), ("B", HIGH))}
         test = {side: _csv(root, s, "test").sort_values("image_id") for side, root in (("A", LOW), ("B", HIGH))}
         loss = {k: skm.log_loss(v.y_true, _normalised(v)) for k, v in val.items()}
-        assert run["val_loss"]["A"] == pytest.approx(loss["A"], abs=1e-6)
+        assert run["val_loss"] == pytest.approx(loss, abs=1e-6)
         assert run["kept"] == min(loss, key=loss.get)
         auc = {k: skm.roc_auc_score(v.y_true, v.prob_PNEUMONIA) for k, v in test.items()}
         assert run["diff"]["auroc"]["diff"] == pytest.approx(auc["B"] - auc["A"], abs=1e-9)
@@ -66,25 +66,47 @@ def test_the_mean_is_the_mean_of_the_seeds(compared):
         assert m["diff"][metric]["diff"] == pytest.approx(np.mean([r["diff"][metric]["diff"] for r in compared["runs"]]))
         assert m["test"]["A"][metric]["value"] == pytest.approx(
             np.mean([r["test"]["A"][metric]["value"] for r in compared["runs"]]))
-    assert m["val_loss"]["B"] == pytest.approx(np.mean([r["val_loss"]["B"] for r in compared["runs"]]))
-    # averaging over seeds narrows the interval of the difference
-    width = m["diff"]["auroc"]["high"] - m["diff"]["auroc"]["low"]
-    assert width < min(r["diff"]["auroc"]["high"] - r["diff"]["auroc"]["low"] for r in compared["runs"])
+    for side in ("A", "B"):
+        assert m["val_loss"][side] == pytest.approx(np.mean([r["val_loss"][side] for r in compared["runs"]]))
+
+
+def _resampled(root, seed, idx, threshold=None):
+    """Test AUROC (or accuracy at ``threshold``) of one run on each resample, by sklearn on the drawn rows."""
+    t = _csv(root, seed, "test").sort_values("image_id")
+    y, p = t.y_true.to_numpy(), t.prob_PNEUMONIA.to_numpy()
+    if threshold is None:
+        return np.array([skm.roc_auc_score(y[i], p[i]) for i in idx])
+    return np.array([skm.accuracy_score(y[i], p[i] >= threshold) for i in idx])
+
+
+def test_intervals_match_a_plain_bootstrap(compared):
+    """The intervals are the 2.5/97.5 % quantiles over the same stratified resamples, scored by sklearn."""
+    y = _csv(LOW, 0, "test").sort_values("image_id").y_true.to_numpy()
+    idx = stratified_indices(y, 200, seed=0)
+    run = compared["runs"][2]
+    d = _resampled(HIGH, 2, idx) - _resampled(LOW, 2, idx)
+    assert [run["diff"]["auroc"]["low"], run["diff"]["auroc"]["high"]] == pytest.approx(
+        np.quantile(d, [0.025, 0.975]), abs=1e-9)
+    acc = np.mean([_resampled(HIGH, r["seed"], idx, r["threshold"]["B"]) for r in compared["runs"]], axis=0)
+    b = compared["mean"]["test"]["B"]["accuracy"]
+    assert [b["low"], b["high"]] == pytest.approx(np.quantile(acc, [0.025, 0.975]), abs=1e-9)
+
+
+def test_rows_in_any_order_give_the_same_figures(tmp_path, compared):
+    other = tmp_path / "zoo"
+    shutil.copytree(HIGH / "predictions", other / "predictions")
+    f = other / "predictions" / "binary" / "resnet18_seed2_test.csv"
+    pd.read_csv(f).sample(frac=1, random_state=0).to_csv(f, index=False)
+    r = compare_runs(LOW, other, "binary", "resnet18", seeds=[2], n_boot=200)
+    for m in ("auroc", "accuracy"):
+        assert r["runs"][0]["diff"][m] == pytest.approx(compared["runs"][2]["diff"][m])
+        assert r["runs"][0]["test"]["B"][m] == pytest.approx(compared["runs"][2]["test"]["B"][m])
 
 
 def test_a_folder_against_itself_differs_by_nothing():
     r = compare_runs(HIGH, HIGH, "binary", "resnet18", seeds=[2], n_boot=50)
     d = r["runs"][0]["diff"]["auroc"]
     assert (d["diff"], d["low"], d["high"]) == (0.0, 0.0, 0.0) and r["runs"][0]["kept"] == "A"
-
-
-def test_paired_difference_is_the_single_seed_case(compared):
-    t = {side: _csv(root, 2, "test").sort_values("image_id") for side, root in (("A", LOW), ("B", HIGH))}
-    probs = {k: v[["prob_NORMAL", "prob_PNEUMONIA"]].to_numpy() for k, v in t.items()}
-    run = compared["runs"][2]
-    d = paired_difference(t["A"].y_true.to_numpy(), (probs["B"], run["threshold"]["B"]),
-                          (probs["A"], run["threshold"]["A"]), ["NORMAL", "PNEUMONIA"], "auroc", n_boot=200)
-    assert d == pytest.approx(run["diff"]["auroc"])
 
 
 def test_other_images_are_refused(tmp_path):
@@ -94,6 +116,12 @@ def test_other_images_are_refused(tmp_path):
     pd.read_csv(f).iloc[:-5].to_csv(f, index=False)
     with pytest.raises(PredictionFileError, match="other images"):
         compare_runs(other, HIGH, "binary", "resnet18", seeds=[0], n_boot=10)
+    f = other / "predictions" / "binary" / "resnet18_seed1_test.csv"  # seed 1 with one label flipped
+    t = pd.read_csv(f)
+    t.loc[0, "y_true"] = 1 - t.loc[0, "y_true"]
+    t.to_csv(f, index=False)
+    with pytest.raises(PredictionFileError, match="labels differ"):
+        compare_runs(other, HIGH, "binary", "resnet18", seeds=[1, 2], n_boot=10)
 
 
 def test_cli_prints_the_table_and_one_line_errors(tmp_path):
@@ -108,3 +136,10 @@ def test_cli_prints_the_table_and_one_line_errors(tmp_path):
         r = _cli(LOW, HIGH, *args, "--bootstrap", "10")
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
+    one_class = tmp_path / "one_class"  # no threshold can be chosen on a validation file of one class
+    shutil.copytree(LOW / "predictions", one_class / "predictions")
+    f = one_class / "predictions" / "binary" / "resnet18_seed2_val.csv"
+    v = pd.read_csv(f)
+    v[v.y_true == 1].to_csv(f, index=False)
+    r = _cli(one_class, one_class, "--arch", "resnet18", "--seeds", "2", "--bootstrap", "10")
+    assert r.returncode == 2 and "resnet18_seed2_val.csv" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -1,7 +1,9 @@
-"""``results``, ``zoo-bundle`` and ``zoo-refresh``."""
+"""``results``, ``compare``, ``zoo-bundle`` and ``zoo-refresh``: commands over zoo folders."""
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 
 from pneumo_core.cli.registry import command, int_range, tqdm_progress
 
@@ -24,6 +26,57 @@ def _results(args: argparse.Namespace) -> int:
     print(table.to_csv(index=False) if args.csv else table.to_markdown(index=False))
     return 0
 
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root_a", help="zoo folder A (train.py --out, assets/, or one of the assets/zoo* folders)")
+    p.add_argument("root_b", help="zoo folder B; differences are B - A")
+    p.add_argument("--task", default="binary", help="binary | three_class | bacteria_virus (default binary)")
+    p.add_argument("--arch", required=True, help="the architecture to compare, e.g. resnet18")
+    p.add_argument("--seeds", type=int_range(0, 10_000), nargs="+", default=None,
+                   help="default: every seed with val and test files under both folders")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="test metrics (default auroc accuracy); binary: also recall specificity f1; "
+                        "three-class: also macro_f1 f1_<CLASS>")
+    p.add_argument("--bootstrap", type=int_range(1, 100_000), default=1000, metavar="N",
+                   help="stratified resamples for the intervals and paired differences, 1..100000 (default 1000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _interval(v: dict, key: str = "value", sign: str = "") -> str:
+    if not all(math.isfinite(v[k]) for k in (key, "low", "high")):
+        return "n/a"
+    return f"{v[key]:{sign}.3f} [{v['low']:{sign}.3f}, {v['high']:{sign}.3f}]"
+
+
+@command("compare", _compare_args)
+def _compare(args: argparse.Namespace) -> int:
+    """Two folders' runs of one architecture, seed by seed: validation rule, test figures, paired differences."""
+    from pneumo_core.data.tasks import TASK_FOLDERS
+    from pneumo_core.evaluation.comparison import METRICS, compare_runs
+    from pneumo_core.files import dumps
+
+    if args.task not in TASK_FOLDERS:
+        print(f"error: unknown task {args.task!r}; one of: {', '.join(TASK_FOLDERS)}", file=sys.stderr)
+        return 2
+    r = compare_runs(args.root_a, args.root_b, args.task, args.arch, args.seeds, args.metrics or METRICS,
+                     args.bootstrap)
+    if args.json:
+        print(dumps(r, indent=2))
+        return 0
+    rule = ("threshold Youden's J on each run's validation file" if r["binary"] else "the largest probability decides")
+    print(f"{args.task}/{args.arch}: A = {r['A']}, B = {r['B']}; test n={r['n_test']}, {rule}, "
+          f"{args.bootstrap} stratified resamples")
+    rows = [(f"seed {run['seed']}", run) for run in r["runs"]]
+    if len(r["runs"]) > 1:
+        rows.append((f"mean of seeds {', '.join(map(str, r['seeds']))}", r["mean"]))
+    for label, run in rows:
+        kept = f" -> rule keeps {run['kept']}" if "kept" in run else ""
+        print(f"{label}: validation log loss A {run['val_loss']['A']:.4f}, B {run['val_loss']['B']:.4f}{kept}")
+        for m in run["diff"]:
+            print(f"  {m:<12} A {_interval(run['test']['A'][m])}  B {_interval(run['test']['B'][m])}  "
+                  f"B - A {_interval(run['diff'][m], 'diff', '+')}")
+    return 0
 
 def _bundle_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("zoo", help="the folder train.py --zoo wrote")

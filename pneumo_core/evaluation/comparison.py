@@ -2,8 +2,9 @@
 without distillation): which one the validation rule keeps, each one's test figures with 95 % intervals,
 and the paired bootstrap difference on the same test images, per seed and for the mean over the seeds.
 
-Both sides are scored as everywhere else: the threshold is Youden's J on each run's own validation file
-(:func:`~pneumo_core.evaluation.selection.threshold_on`), the rule is the lower validation log loss
+Both sides are scored as everywhere else: a binary run decides at Youden's J on its own validation file
+(:func:`~pneumo_core.evaluation.selection.threshold_on`), a three-class one by the largest probability; the
+rule is the lower validation log loss
 (:func:`~pneumo_core.evaluation.selection.val_loss`).
 """
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Sequence
 
 import numpy as np
 
-from pneumo_core.errors import LimitError, PredictionFileError
+from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation import artifacts
-from pneumo_core.evaluation.bootstrap import bootstrap_runs, paired_mean_difference, resampled_metrics
+from pneumo_core.evaluation.bootstrap import paired_mean_difference
 from pneumo_core.evaluation.predictions import Predictions, align
+from pneumo_core.evaluation.results import test_figures
 from pneumo_core.evaluation.selection import threshold_on, val_loss
 
-DEFAULT_METRICS = ("auroc", "accuracy")
+METRICS = ("auroc", "accuracy")
 
 
 def _sets(root: str | Path, task: str, arch: str, seed: int) -> tuple[Predictions, Predictions]:
@@ -35,53 +37,51 @@ def common_seeds(root_a: str | Path, root_b: str | Path, task: str, arch: str) -
 
 
 def compare_runs(root_a: str | Path, root_b: str | Path, task: str, arch: str, seeds: Sequence[int] | None = None,
-                 metrics: Sequence[str] = DEFAULT_METRICS, n_boot: int = 1000) -> dict:
+                 metrics: Sequence[str] = METRICS, n_boot: int = 1000) -> dict:
     """Seed-by-seed comparison of ``arch`` under ``root_a`` (A) and ``root_b`` (B); differences are B - A.
 
     Returns ``{"seeds": [...], "runs": [per seed], "mean": {...}}``. Per seed: ``val_loss`` and ``threshold``
     of A and B, ``kept`` ("A" or "B": the lower validation log loss, A on a tie), ``test`` {A, B: {metric:
     {value, low, high}}} and ``diff`` {metric: {diff, low, high}}. ``mean``: the same over the seeds (mean
     validation log loss, mean test metric, paired difference of the means). A :class:`PredictionFileError`
-    if a seed lacks files on either side or the two sides hold different images."""
-    if n_boot < 1:
-        raise LimitError("the comparison needs at least one bootstrap resample")
-    seeds = list(common_seeds(root_a, root_b, task, arch) if seeds is None else seeds)
+    if a seed lacks files on either side, or the sets differ in images or labels."""
+    seeds = list(dict.fromkeys(common_seeds(root_a, root_b, task, arch) if seeds is None else seeds))
+    metrics = list(dict.fromkeys(metrics))
     if not seeds:
         raise PredictionFileError(f"no seed of {task}/{arch} has val and test predictions under both "
                                   f"{root_a} and {root_b}")
-    runs, scored_a, scored_b, y, classes = [], [], [], None, None
-    for seed in seeds:
-        (va, ta), (vb, tb) = _sets(root_a, task, arch, seed), _sets(root_b, task, arch, seed)
+    sets = {s: (_sets(root_a, task, arch, s), _sets(root_b, task, arch, s)) for s in seeds}
+    tests = align([t for (_, ta), (_, tb) in sets.values() for t in (ta, tb)])  # same images, labels, order
+    y, classes = tests[0].y_true, tests[0].classes
+    runs, pairs = [], {"A": [], "B": []}
+    for k, (s, ((va, _), (vb, _))) in enumerate(sets.items()):
         align([va, vb])  # the validation losses are comparable only on the same images
-        ta, tb = align([ta, tb])
-        if y is None:
-            y, classes, ids = ta.y_true, ta.classes, list(ta.frame["image_id"])
-        elif list(ta.frame["image_id"]) != ids:
-            raise PredictionFileError(f"{ta.source}: seed {seed} was tested on other images than seed {seeds[0]}")
-        a, b = (ta.probs, threshold_on(va)), (tb.probs, threshold_on(vb))
-        scored_a.append(a)
-        scored_b.append(b)
-        loss = {"A": val_loss(va), "B": val_loss(vb)}
-        runs.append({"seed": seed, "val_loss": loss, "threshold": {"A": a[1], "B": b[1]},
+        val, test = {"A": va, "B": vb}, {"A": tests[2 * k], "B": tests[2 * k + 1]}
+        for side in "AB":
+            pairs[side].append((val[side], test[side]))
+        loss = {side: val_loss(v) for side, v in val.items()}
+        runs.append({"seed": s, "val_loss": loss, "threshold": {side: threshold_on(v) for side, v in val.items()},
                      "kept": "B" if loss["B"] < loss["A"] else "A",
-                     "test": {"A": _figures(y, [a], classes, metrics, n_boot),
-                              "B": _figures(y, [b], classes, metrics, n_boot)},
-                     "diff": {m: paired_mean_difference(y, [b], [a], classes, m, n_boot) for m in metrics}})
-    mean = {"val_loss": {s: float(np.mean([r["val_loss"][s] for r in runs])) for s in ("A", "B")},
-            "test": {"A": _figures(y, scored_a, classes, metrics, n_boot),
-                     "B": _figures(y, scored_b, classes, metrics, n_boot)},
-            "diff": {m: paired_mean_difference(y, scored_b, scored_a, classes, m, n_boot) for m in metrics}}
+                     "test": {side: _figures([pairs[side][-1]], metrics, n_boot) for side in "AB"},
+                     "diff": _diffs(y, [pairs["B"][-1]], [pairs["A"][-1]], classes, metrics, n_boot)})
+    mean = {"val_loss": {side: float(np.mean([r["val_loss"][side] for r in runs])) for side in "AB"},
+            "test": {side: _figures(pairs[side], metrics, n_boot) for side in "AB"},
+            "diff": _diffs(y, pairs["B"], pairs["A"], classes, metrics, n_boot)}
     return {"task": task, "arch": arch, "A": str(root_a), "B": str(root_b), "seeds": seeds, "n_test": len(y),
-            "runs": runs, "mean": mean}
+            "binary": len(classes) == 2, "runs": runs, "mean": mean}
 
 
-def _figures(y: np.ndarray, scored: list, classes: Sequence[str], metrics: Sequence[str], n_boot: int) -> dict:
+def _figures(runs: list[tuple[Predictions, Predictions]], metrics: Sequence[str], n_boot: int) -> dict:
     """{metric: {value (mean over the runs), low, high}}; an error naming the metrics there are."""
-    full = np.ones((1, len(y)))
-    each = [resampled_metrics(y, probs, t, full, classes) for probs, t in scored]
-    unknown = [m for m in metrics if m not in each[0]]
+    fig = test_figures(runs, n_boot)
+    known = [k for k in fig if k != "threshold"]
+    unknown = [m for m in metrics if m not in known]
     if unknown:
-        raise PredictionFileError(f"unknown metric {unknown[0]!r} for these predictions; one of: {', '.join(each[0])}")
-    ci = bootstrap_runs(y, scored, classes, n_boot)
-    return {m: {"value": float(np.mean([e[m][0] for e in each])), "low": ci[m][0], "high": ci[m][1]}
-            for m in metrics}
+        raise PredictionFileError(f"unknown metric {unknown[0]!r} for these predictions; one of: {', '.join(known)}")
+    return {m: {"value": fig[m]["mean"], "low": fig[m]["low"], "high": fig[m]["high"]} for m in metrics}
+
+
+def _diffs(y: np.ndarray, b: list, a: list, classes: Sequence[str], metrics: Sequence[str], n_boot: int) -> dict:
+    """Paired differences mean(B) - mean(A) of each metric, each run scored at its own validation threshold."""
+    scored = {side: [(t.probs, threshold_on(v)) for v, t in runs] for side, runs in (("B", b), ("A", a))}
+    return {m: paired_mean_difference(y, scored["B"], scored["A"], classes, m, n_boot) for m in metrics}

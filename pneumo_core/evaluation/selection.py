@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pneumo_core.data.tasks import get_task
+from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation import artifacts
 from pneumo_core.evaluation.metrics import log_loss
 from pneumo_core.evaluation.predictions import Predictions, ensemble
@@ -135,13 +136,17 @@ def threshold_on(val: Predictions) -> float | None:
     three-class sets (they decide by the largest probability)."""
     if not val.is_binary:
         return None
-    return choose(val.y_binary, val.p_positive, THRESHOLD_RULE).threshold
+    return pneumonia_threshold_on(val)
 
 
 def pneumonia_threshold_on(val: Predictions) -> float:
     """Youden's J on P(pneumonia) of any set with a binary view (a three-class set: BACTERIA + VIRUS);
-    equals :func:`threshold_on` for a binary set."""
-    return choose(val.y_binary, val.p_positive, THRESHOLD_RULE).threshold
+    equals :func:`threshold_on` for a binary set. A :class:`PredictionFileError` naming the file when the
+    set holds one class only (no threshold separates anything there)."""
+    try:
+        return choose(val.y_binary, val.p_positive, THRESHOLD_RULE).threshold
+    except ValueError as exc:
+        raise PredictionFileError(f"{val.source}: {exc}") from None
 
 
 def model_threshold(root: str | Path, m: Member) -> float | None:
