@@ -39,7 +39,7 @@ for s in $TEACHER_SEEDS; do
   files+=("$f")
 done
 init="$LOW/checkpoints/binary/resnet18_seed$SEED.pt"
-RI=$(bundled_low resnet18)
+RI=$(bundled_low binary/resnet18)
 [ "$SEED" = "$(ck_meta "$RI" seed)" ] && init=$RI
 init=$(low_res "$init" 128)
 python train.py --task binary --arch resnet18 --seed "$SEED" --init "$init" --image-size 224 --epochs 3 \

@@ -1,5 +1,5 @@
 # Shared by the 224-px scripts (sourced, from the repository root of a git clone).
-# The last commit whose assets/models held the low-resolution binary ResNet18 (128 px) and DenseNet121 (112 px):
+# The last commit whose assets/models held the low-resolution ResNet18 (128 px) and DenseNet121 (112 px) models:
 LOWREV=42c2014
 ck_meta() {  # FILE FIELD: seed | image_size of a checkpoint
   python -c "from pneumo_core.models.checkpoints import load_checkpoint as l; m = l('$1').meta; \
@@ -14,10 +14,11 @@ low_res() {  # FILE MAX: print FILE if its model sees at most MAX px; a fine-tun
   fi
   echo "$1"
 }
-bundled_low() {  # ARCH: the binary checkpoint bundled before the switch to 224 px, taken from git into $LOW
-  local f="$LOW/${1}_bundled_$LOWREV.safetensors"
+bundled_low() {  # FOLDER/STEM, e.g. binary/resnet18: the checkpoint bundled before the switch to 224 px, from git into $LOW
+  local f="$LOW/${1//\//_}_bundled_$LOWREV.safetensors"
+  mkdir -p "$LOW"
   if [ ! -s "$f" ]; then
-    git show "$LOWREV:assets/models/checkpoints/binary/$1.safetensors" > "$f.tmp"
+    git show "$LOWREV:assets/models/checkpoints/$1.safetensors" > "$f.tmp"
     mv "$f.tmp" "$f"
   fi
   echo "$f"

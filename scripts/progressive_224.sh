@@ -17,8 +17,8 @@ low() {  # arch seed size epochs: the low-resolution run of one seed (skipped wh
   python train.py --task binary --data-dir "$D" --resume --arch "$1" --seed "$2" --init scratch \
     --image-size "$3" --epochs "$4" --out "$LOW"
 }
-RI=$(bundled_low resnet18); RI=$(low_res "$RI" 128)
-DI=$(bundled_low densenet121); DI=$(low_res "$DI" 112)
+RI=$(bundled_low binary/resnet18); RI=$(low_res "$RI" 128)
+DI=$(bundled_low binary/densenet121); DI=$(low_res "$DI" 112)
 RS=$(ck_meta "$RI" seed); DS=$(ck_meta "$DI" seed)
 $T --arch resnet18 --seed "$RS" --init "$RI" --epochs 3 --out "$OUT"
 $T --arch densenet121 --seed "$DS" --init "$DI" --epochs 2 --out "$OUT"

@@ -27,7 +27,6 @@ def _results(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root_a", help="zoo folder A (train.py --out, assets/, or one of the assets/zoo* folders)")
     p.add_argument("root_b", help="zoo folder B; differences are B - A")
@@ -77,6 +76,7 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"  {m:<12} A {_interval(run['test']['A'][m])}  B {_interval(run['test']['B'][m])}  "
                   f"B - A {_interval(run['diff'][m], 'diff', '+')}")
     return 0
+
 
 def _bundle_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("zoo", help="the folder train.py --zoo wrote")

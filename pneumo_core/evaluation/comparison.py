@@ -53,20 +53,21 @@ def compare_runs(root_a: str | Path, root_b: str | Path, task: str, arch: str, s
     sets = {s: (_sets(root_a, task, arch, s), _sets(root_b, task, arch, s)) for s in seeds}
     tests = align([t for (_, ta), (_, tb) in sets.values() for t in (ta, tb)])  # same images, labels, order
     y, classes = tests[0].y_true, tests[0].classes
-    runs, pairs = [], {"A": [], "B": []}
+    runs, pairs, scored = [], {"A": [], "B": []}, {"A": [], "B": []}
     for k, (s, ((va, _), (vb, _))) in enumerate(sets.items()):
         align([va, vb])  # the validation losses are comparable only on the same images
         val, test = {"A": va, "B": vb}, {"A": tests[2 * k], "B": tests[2 * k + 1]}
+        threshold = {side: threshold_on(v) for side, v in val.items()}
         for side in "AB":
             pairs[side].append((val[side], test[side]))
+            scored[side].append((test[side].probs, threshold[side]))
         loss = {side: val_loss(v) for side, v in val.items()}
-        runs.append({"seed": s, "val_loss": loss, "threshold": {side: threshold_on(v) for side, v in val.items()},
-                     "kept": "B" if loss["B"] < loss["A"] else "A",
+        runs.append({"seed": s, "val_loss": loss, "threshold": threshold, "kept": "B" if loss["B"] < loss["A"] else "A",
                      "test": {side: _figures([pairs[side][-1]], metrics, n_boot) for side in "AB"},
-                     "diff": _diffs(y, [pairs["B"][-1]], [pairs["A"][-1]], classes, metrics, n_boot)})
+                     "diff": _diffs(y, scored["B"][-1:], scored["A"][-1:], classes, metrics, n_boot)})
     mean = {"val_loss": {side: float(np.mean([r["val_loss"][side] for r in runs])) for side in "AB"},
             "test": {side: _figures(pairs[side], metrics, n_boot) for side in "AB"},
-            "diff": _diffs(y, pairs["B"], pairs["A"], classes, metrics, n_boot)}
+            "diff": _diffs(y, scored["B"], scored["A"], classes, metrics, n_boot)}
     return {"task": task, "arch": arch, "A": str(root_a), "B": str(root_b), "seeds": seeds, "n_test": len(y),
             "binary": len(classes) == 2, "runs": runs, "mean": mean}
 
@@ -82,6 +83,5 @@ def _figures(runs: list[tuple[Predictions, Predictions]], metrics: Sequence[str]
 
 
 def _diffs(y: np.ndarray, b: list, a: list, classes: Sequence[str], metrics: Sequence[str], n_boot: int) -> dict:
-    """Paired differences mean(B) - mean(A) of each metric, each run scored at its own validation threshold."""
-    scored = {side: [(t.probs, threshold_on(v)) for v, t in runs] for side, runs in (("B", b), ("A", a))}
-    return {m: paired_mean_difference(y, scored["B"], scored["A"], classes, m, n_boot) for m in metrics}
+    """Paired differences mean(B) - mean(A) of each metric over (probs, validation threshold) runs."""
+    return {m: paired_mean_difference(y, b, a, classes, m, n_boot) for m in metrics}
