@@ -18,11 +18,7 @@ TEACH=${TEACH:-../teacher}
 OUT=${OUT:-../zoo224_distill}
 SEED=${SEED:-0}
 ARCH=${ARCH:-resnet18}
-case $ARCH in
-  resnet18) LOWPX=128 EPOCHS=3 ;;
-  densenet121) LOWPX=112 EPOCHS=2 ;;
-  *) echo "error: ARCH must be resnet18 or densenet121, not '$ARCH'" >&2; exit 2 ;;
-esac
+read -r LOWPX EPOCHS <<< "$(recipe_224 "$ARCH")" && [ -n "$EPOCHS" ] || exit 2
 mkdir -p "$TEACH" "$OUT"
 A=assets/models/checkpoints/binary
 # the teacher: the EfficientNet-Lite0 seeds of the zoo's recipe in TEACHER_SEEDS (default all three; the bundled

@@ -17,17 +17,18 @@ low() {  # arch seed size epochs: the low-resolution run of one seed (skipped wh
   python train.py --task binary --data-dir "$D" --resume --arch "$1" --seed "$2" --init scratch \
     --image-size "$3" --epochs "$4" --out "$LOW"
 }
-RI=$(bundled_low binary/resnet18); RI=$(low_res "$RI" 128)
-DI=$(bundled_low binary/densenet121); DI=$(low_res "$DI" 112)
+read -r RPX REP <<< "$(recipe_224 resnet18)"; read -r DPX DEP <<< "$(recipe_224 densenet121)"
+RI=$(bundled_low binary/resnet18); RI=$(low_res "$RI" "$RPX")
+DI=$(bundled_low binary/densenet121); DI=$(low_res "$DI" "$DPX")
 RS=$(ck_meta "$RI" seed); DS=$(ck_meta "$DI" seed)
-$T --arch resnet18 --seed "$RS" --init "$RI" --epochs 3 --out "$OUT"
-$T --arch densenet121 --seed "$DS" --init "$DI" --epochs 2 --out "$OUT"
+$T --arch resnet18 --seed "$RS" --init "$RI" --epochs "$REP" --out "$OUT"
+$T --arch densenet121 --seed "$DS" --init "$DI" --epochs "$DEP" --out "$OUT"
 for s in 0 1 2; do
   [ "$s" = "$RS" ] && continue
-  low resnet18 "$s" 128 8
-  $T --arch resnet18 --seed "$s" --init "$LOW/checkpoints/binary/resnet18_seed$s.pt" --epochs 3 --out "$OUT"
+  low resnet18 "$s" "$RPX" 8
+  $T --arch resnet18 --seed "$s" --init "$LOW/checkpoints/binary/resnet18_seed$s.pt" --epochs "$REP" --out "$OUT"
 done
 S2=$(( DS == 0 ? 1 : 0 ))
-low densenet121 "$S2" 112 5
-$T --arch densenet121 --seed "$S2" --init "$LOW/checkpoints/binary/densenet121_seed$S2.pt" --epochs 2 --out "$OUT"
+low densenet121 "$S2" "$DPX" 5
+$T --arch densenet121 --seed "$S2" --init "$LOW/checkpoints/binary/densenet121_seed$S2.pt" --epochs "$DEP" --out "$OUT"
 echo "done: python -m pneumo_core results $OUT"

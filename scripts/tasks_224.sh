@@ -11,11 +11,12 @@ OUT=${OUT:-../zoo224}
 LOW=${LOW:-../zoo128}
 . scripts/lib_224.sh
 run() {  # task FOLDER/STEM of its bundled 112-px checkpoint (from git: assets/models now holds the 224-px ones)
-  local init seed
-  init=$(low_res "$(bundled_low "$2")" 112)
+  local init seed px epochs
+  read -r px epochs <<< "$(recipe_224 densenet121)"
+  init=$(low_res "$(bundled_low "$2")" "$px")
   seed=$(ck_meta "$init" seed)
   python train.py --task "$1" --arch densenet121 --seed "$seed" --init "$init" --image-size 224 \
-    --epochs 2 --data-dir "$D" --out "$OUT" --resume
+    --epochs "$epochs" --data-dir "$D" --out "$OUT" --resume
 }
 run three_class three_class/densenet121
 run bacteria_virus hierarchical/densenet121_bacteria_virus
