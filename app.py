@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared.images import data_dir
+from pages._shared.images import data_dir, default_data_dir
 from pages._shared.layout import NARROW_CSS, navigation, state
 from pages._shared.memory import give_back_freed_memory, limit_heaps, page_run, warm_up
 from pages._shared.models import SOURCES, current_source
@@ -29,7 +29,7 @@ with st.sidebar:
         st.text_input("Hub repo id", key="hub_repo")
     _, status = current_source()
     st.caption(status)
-    state("data_dir", "")
+    state("data_dir", default_data_dir())
     st.text_input("Dataset folder (optional)", key="data_dir", placeholder="…/chest_xray",
                   help="A Kermany layout folder. Galleries need it; everything else works without.")
     if st.session_state["data_dir"] and data_dir() is None:

@@ -7,10 +7,10 @@ import streamlit as st
 
 from pages._shared.images import data_dir, sample_images
 from pages._shared.layout import show_figure, start_page
-from pages._shared.models import cam, current_source, loaded, model_keys, predictor
+from pages._shared.models import cam, current_source, focus_table, loaded, model_keys
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.errors import PneumoError
-from pneumo_core.explain.audit import (BORDER, RANDOMIZATION_HELP, TOP, agreement, audit_images, least_focused,
+from pneumo_core.explain.audit import (BORDER, RANDOMIZATION_HELP, TOP, agreement, least_focused,
                                        summarise, to_shape, top_region)
 from pneumo_core.explain.cams import METHODS, overlay
 from pneumo_core.explain.lungs import draw_contours, lung_contours, lung_mask
@@ -55,14 +55,6 @@ if not chosen or not paths:
     st.stop()
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def focus_table(_source, source_label: str, key: str, stamp: str, method: str, paths: tuple[str, ...], sanity: bool,
-                _progress) -> pd.DataFrame:
-    """Per-image figures of one model, computed once per (source, checkpoint file, method, images, sanity)."""
-    return audit_images(predictor(_source, source_label, key), list(paths), method, sanity=sanity, curves=False,
-                        progress=_progress)
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
 def lungs_of(path: str):
     gray = load_grayscale(path)
@@ -72,7 +64,7 @@ def lungs_of(path: str):
 tables: dict[str, pd.DataFrame] = {}
 for k in chosen:
     bar = st.progress(0.0, text=f"{k}: heatmaps and lung masks…")
-    tables[k] = focus_table(source, src_label, k, source.stamp(k), method, tuple(paths), sanity,
+    tables[k] = focus_table(source, src_label, k, method, tuple(paths), sanity,
                             lambda done, total, k=k, bar=bar: bar.progress(done / total, text=f"{k}: {done}/{total} images"))
     bar.empty()
 

@@ -143,3 +143,22 @@ def test_a_source_model_is_evaluated_on_the_dataset_folder(data_dir, tmp_path, m
     table = _table(at, "ECE")
     assert len(table) == 1 and 0 <= table["ECE"].iloc[0] <= 1
     assert list(tmp_path.glob("predictions/*.parquet"))  # cached for the next visit
+
+
+def test_where_models_look_survives_a_second_interaction():
+    """The audit page's table is cached with its progress bar outside the cache: moving a slider (a cache
+    hit) once raised CacheReplayClosureError."""
+    at = _app("pages/audit.py", timeout=300)
+    assert not at.exception, [e.message for e in at.exception]
+    at.slider(key="audit_k").set_value(4).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert sum(len(col.get("image")) for col in at.tabs[0].columns) == 4
+
+
+def test_pneumo_data_sets_the_sidebar_dataset_folder(data_dir, monkeypatch):
+    monkeypatch.setenv("PNEUMO_DATA", str(data_dir))
+    at = _app()
+    assert at.sidebar.text_input(key="data_dir").value == str(data_dir)
+    at.switch_page("pages/audit.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key="audit_split").value == "test"  # the dataset branch, not the bundled samples

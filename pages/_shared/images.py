@@ -23,9 +23,14 @@ DATA_HINT = ("Set a dataset folder in the sidebar (a Kermany layout: `chest_xray
              "to see the images.")
 
 
+def default_data_dir() -> str:
+    """The dataset folder a session starts with: the server's ``$PNEUMO_DATA`` (a teacher sets it at launch)."""
+    return os.environ.get("PNEUMO_DATA", "")
+
+
 def data_dir() -> Path | None:
-    """The sidebar's dataset folder (or ``$PNEUMO_DATA``), when it exists."""
-    d = state("data_dir", os.environ.get("PNEUMO_DATA", ""))
+    """The sidebar's dataset folder (``$PNEUMO_DATA`` until a visitor types another), when it exists."""
+    d = state("data_dir", default_data_dir())
     p = Path(d).expanduser() if d else None
     return p if p is not None and p.is_dir() else None
 

@@ -5,6 +5,10 @@ stamp (name, mtime, size): a checkpoint replaced in place is loaded afresh and i
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from typing import Callable
+
 import numpy as np
 import streamlit as st
 
@@ -124,3 +128,30 @@ def _faithfulness(_source: Source, source_label: str, key: str, stamp: str, imag
     from pneumo_core.explain.cams import explain
 
     return explain(predictor(_source, source_label, key), _gray, method, target, faithfulness=True).faithfulness
+
+
+@st.cache_resource(show_spinner=False)
+def _focus_store() -> tuple[OrderedDict, threading.Lock]:
+    return OrderedDict(), threading.Lock()
+
+
+def focus_table(source: Source, source_label: str, key: str, method: str, paths: tuple[str, ...], sanity: bool,
+                progress: Callable[[int, int], None] | None = None, max_entries: int = 32):
+    """Per-image explanation figures of one model (``audit.audit_images``), computed once per (source,
+    checkpoint file, method, images, sanity) for every session. Not ``st.cache_data``: it would replay the
+    caller's progress bar on a cache hit and raise ``CacheReplayClosureError`` (the page's second run)."""
+    from pneumo_core.explain.audit import audit_images
+
+    store, lock = _focus_store()
+    entry = (source_label, key, source.stamp(key), method, paths, sanity)
+    with lock:
+        if entry in store:
+            store.move_to_end(entry)
+            return store[entry].copy()
+    table = audit_images(predictor(source, source_label, key), list(paths), method, sanity=sanity, curves=False,
+                         progress=progress)
+    with lock:
+        store[entry] = table
+        while len(store) > max_entries:
+            store.popitem(last=False)
+    return table.copy()
