@@ -8,8 +8,10 @@ import streamlit as st
 from pages._shared.images import data_dir, decoded, digest, image_picker
 from pages._shared.layout import show_figure, start_page
 from pages._shared.models import cam, current_source, faithfulness, loaded, model_keys, predictor
+from pneumo_core.errors import ImageLoadError
 from pneumo_core.explain.audit import agreement
 from pneumo_core.explain.cams import METHODS, cam_grid, overlay, own_scale, shared_scale
+from pneumo_core.files import escape_markdown
 from pneumo_core.visualize.charts import colorbar_figure
 
 start_page("Compare heatmaps")
@@ -23,7 +25,11 @@ if picked is None or len(chosen) < 2:
     st.info("Choose at least two models and an image: upload one, or try a sample.")
     st.stop()
 name, data = picked
-gray = decoded(data, name)
+try:
+    gray = decoded(data, name)
+except ImageLoadError as exc:
+    st.error(escape_markdown(str(exc)))
+    st.stop()
 h = digest(data)
 
 

@@ -7,13 +7,14 @@ import io
 import streamlit as st
 from PIL import Image
 
-from pages._shared.images import MAX_UPLOADS, UPLOAD_TYPES, decoded, digest, linked_image, sample_images
+from pages._shared.images import (MAX_UPLOADS, UPLOAD_TYPES, decoded, digest, linked_image, read_image_file,
+                                  sample_images)
 from pages._shared.layout import start_page
 from pages._shared.memory import close_with_browser
 from pages._shared.models import cam, current_source, faithfulness, model_keys, loaded, model_probs, predictor
 from pneumo_core.data.images import shrink
 from pneumo_core.errors import ImageLoadError, PneumoError
-from pneumo_core.files import escape_markdown, safe_cell, safe_filename
+from pneumo_core.files import escape_markdown, safe_cell, safe_filename, unique_names
 
 VIEW_SIDE = 1024  # px: the long side of the image and overlay drawn on the page (two columns of a wide layout)
 
@@ -35,12 +36,12 @@ if not files and "predict_sample_i" not in st.session_state and (linked := linke
     files = [linked]
 if not files and "predict_sample_i" in st.session_state:
     pick = samples[st.session_state["predict_sample_i"]]
-    files = [(pick.name, pick.read_bytes())]
+    files = [(pick.name, read_image_file(pick))]
 if not files:
     st.info("Upload one or more frontal chest X-rays, or try a sample, to see each model's verdict and its heatmap.")
     st.stop()
 images: dict[str, tuple[str, object]] = {}  # name -> (content digest, grayscale)
-for fname, data in files:
+for fname, data in unique_names(files):
     try:
         images[fname] = (digest(data), decoded(data, fname))
     except ImageLoadError as exc:

@@ -34,6 +34,10 @@ class ImageTooSmallError(ImageLoadError):
     pass
 
 
+class UnsafeImageError(ImageLoadError):
+    """The decoder worker died or ran out of its memory or time on a file: refused."""
+
+
 class NotARegularFileError(ImageLoadError):
     """A device, FIFO, socket or a link to one: never read."""
 

@@ -14,9 +14,11 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 #: the repository's committed artifacts: bundled models, prediction files, run logs, results, examples
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -53,18 +55,25 @@ def clean_stale_temps(path: str | Path, max_age_s: float = STALE_TMP_AGE_S) -> l
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)``, then move the temp file onto ``path``; the temp file is removed on failure.
-    The file gets the mode a plain ``open()`` would give it (umask respected), not mkstemp's 0600.
+    As a plain ``open(path, "w")`` would: a link is written through (its target replaced, the link kept), an
+    existing file keeps its mode, a new one gets the umask's (not mkstemp's 0600).
     Temp files a killed writer left beside ``path`` are cleaned first (:func:`clean_stale_temps`)."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -120,3 +129,19 @@ def safe_filename(name: str, default: str = "image", max_len: int = 100) -> str:
 def escape_markdown(text: str) -> str:
     """``text`` shown literally where Markdown is rendered (a file name cannot become a link or an image)."""
     return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$:])", r"\\\1", str(text))
+
+
+def unique_names(items: list[tuple[str, T]]) -> list[tuple[str, T]]:
+    """``(name, value)`` pairs with repeated names told apart (``x.png``, ``x (2).png``), order kept: two uploads
+    or inputs of one name are two images, not one."""
+    seen: set[str] = set()
+    out = []
+    for name, value in items:
+        new, n = name, 1
+        while new in seen:
+            n += 1
+            stem, dot, ext = name.rpartition(".")
+            new = f"{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
+        seen.add(new)
+        out.append((new, value))
+    return out

@@ -73,10 +73,31 @@ def dicom_header_bomb(path: Path, frames: int = 10, rows: int = 8000, cols: int 
     return path
 
 
-def deflated_dicom_bomb(path: Path, frames: int = 10, rows: int = 8000, cols: int = 8000, bits: int = 16) -> Path:
+def _raw_meta(transfer_syntax: str, variant: str) -> bytes:
+    """A File Meta group written by hand in the forms pydicom reads but a reader of the common form misses:
+    ``uv`` puts an element with the 64-bit VR UV (4-byte length) before the transfer syntax, ``implicit``
+    writes the group in implicit VR (pydicom retries that way)."""
+    uid = transfer_syntax.encode() + (b"\0" if len(transfer_syntax) % 2 else b"")
+    if variant == "implicit":
+        return struct.pack("<HHI", 0x0002, 0x0010, len(uid)) + uid
+    return (struct.pack("<HH2sHI", 0x0002, 0x0009, b"UV", 0, 8) + struct.pack("<Q", 0x10_0000_0002)
+            + struct.pack("<HH2sH", 0x0002, 0x0010, b"UI", len(uid)) + uid)
+
+
+def deflated_dicom_bomb(path: Path, frames: int = 10, rows: int = 8000, cols: int = 8000, bits: int = 16,
+                        variant: str = "part10") -> Path:
     """A deflated DICOM whose pixel data really is frames x rows x cols (zeros), streamed through zlib:
-    10 frames of 8000 x 8000 at 16 bits is 1.28 GB inflated, ~1.2 MB on disk."""
-    buf = _part10(_meta(DeflatedExplicitVRLittleEndian))
+    10 frames of 8000 x 8000 at 16 bits is 1.28 GB inflated, ~1.2 MB on disk. ``variant``: ``part10`` (preamble,
+    ``DICM``, the usual meta), ``bare`` (the meta at offset 0, no preamble), ``uv`` or ``implicit`` (see
+    :func:`_raw_meta`, after a preamble)."""
+    if variant == "part10":
+        buf = _part10(_meta(DeflatedExplicitVRLittleEndian))
+    elif variant == "bare":
+        buf = io.BytesIO()
+        write_file_meta_info(buf, _meta(DeflatedExplicitVRLittleEndian), enforce_standard=True)
+    else:
+        buf = io.BytesIO(b"\0" * 128 + b"DICM" + _raw_meta(DeflatedExplicitVRLittleEndian, variant))
+        buf.seek(0, 2)
     z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     n = frames * rows * cols * (bits // 8)
     out = [z.compress(_dataset_bytes(_header(frames, rows, cols, bits)) + _pixel_header(n))]
@@ -88,5 +109,23 @@ def deflated_dicom_bomb(path: Path, frames: int = 10, rows: int = 8000, cols: in
         left -= k
     out.append(z.flush())
     buf.write(b"".join(out))
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def rle_dicom_bomb(path: Path, megabytes: int = 4, rows: int = 64, cols: int = 64) -> Path:
+    """RLE Lossless DICOM with a rows x cols header whose one segment decodes to 64 x ``megabytes`` MB:
+    pydicom decodes the whole segment before it compares its length with the header."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    segment = b"\x81\x00" * (megabytes << 19)  # each pair: 128 zero bytes
+    frame = struct.pack("<16I", 1, 64, *([0] * 14)) + segment
+    ds = _header(1, rows, cols, 8)
+    buf = _part10(_meta(RLELossless))
+    body = _dataset_bytes(ds)
+    pixels = encapsulate([frame])
+    buf.write(body + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF) + pixels
+              + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
     path.write_bytes(buf.getvalue())
     return path

@@ -203,3 +203,22 @@ def test_corrupt_and_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(SourceUnavailableError, match="no checkpoints/ folder"):
         LocalSource(tmp_path).list()
+
+
+def test_a_checkpoint_with_compressed_records_is_refused_before_torch_inflates_it(tmp_path):
+    """A .pt zip whose records are deflated (1.3 MB could inflate to 1 GB): torch.save never writes one."""
+    import zipfile
+
+    from pneumo_core.errors import UnsafeCheckpointError
+    from pneumo_core.models.weights import torch_load_safe
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"model_state_dict": {"w": torch.zeros(1 << 20)}}, plain)
+    assert torch_load_safe(plain)["model_state_dict"]["w"].numel() == 1 << 20
+    packed = tmp_path / "packed.pt"
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    assert packed.stat().st_size < plain.stat().st_size / 50
+    with pytest.raises(UnsafeCheckpointError, match="compressed"):
+        torch_load_safe(packed)

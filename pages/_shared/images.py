@@ -19,6 +19,8 @@ MAX_UPLOADS = 12
 #: decoded images kept: two full uploads (each at most 2048 x 2048 float32, 16 MB, as the loader shrinks
 #: larger ones; a 224-px dataset image is 0.2 MB), so hostile uploads cannot hold the server above ~400 MB
 MAX_DECODED = 2 * MAX_UPLOADS
+#: longest image name a link may carry (a Kermany id is < 60 characters)
+MAX_LINK_CHARS = 255
 DATA_HINT = ("Set a dataset folder in the sidebar (a Kermany layout: `chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`) "
              "to see the images.")
 
@@ -51,10 +53,18 @@ def digest(data: bytes) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=MAX_DECODED)
 def decoded(data: bytes, name: str) -> np.ndarray:
-    """An upload's grayscale image (raises ImageLoadError with a one-line message)."""
-    from pneumo_core.data.images import load_grayscale
+    """An image's grayscale array, decoded in a bounded worker process (``pneumo_core.data.workers``: an upload
+    that would exhaust memory kills a worker, not the server); raises ImageLoadError with a one-line message."""
+    from pneumo_core.data.workers import decode_untrusted
 
-    return load_grayscale(data, name=name)
+    return decode_untrusted(data, name)
+
+
+def read_image_file(path: Path) -> bytes:
+    """A server-side image file's bytes (dataset folder, samples), refused before reading past the size cap."""
+    from pneumo_core.data.images import read_regular_file
+
+    return read_regular_file(path, name=path.name)
 
 
 def sample_images() -> list[Path]:
@@ -96,7 +106,7 @@ def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
         if samples:
             st.session_state[key] = samples[(samples.index(current) + 1) % len(samples)] if current in samples else samples[0]
     name = st.selectbox("…or pick an image", names, key=key)
-    return name.split(" · ", 1)[1], choices[name].read_bytes()
+    return name.split(" · ", 1)[1], read_image_file(choices[name])
 
 
 def linked_image() -> tuple[str, bytes] | None:
@@ -104,9 +114,13 @@ def linked_image() -> tuple[str, bytes] | None:
     wanted = st.query_params.get("image")
     if not wanted:
         return None
-    for base in (data_dir(), ASSETS / "examples"):
-        p = (base / wanted) if base is not None else None
-        if p is not None and p.is_file() and base.resolve() in p.resolve().parents:
-            return Path(wanted).name, p.read_bytes()
-    st.warning(f"Image {wanted!r} not found: set the dataset folder in the sidebar to open it.")
+    if len(wanted) <= MAX_LINK_CHARS:
+        for base in (data_dir(), ASSETS / "examples"):
+            try:
+                p = (base / wanted) if base is not None else None
+                if p is not None and p.is_file() and base.resolve() in p.resolve().parents:
+                    return Path(wanted).name, read_image_file(p)
+            except OSError:  # a name the file system refuses (too long, bad characters)
+                continue
+    st.warning(f"Image {wanted[:80]!r} not found: set the dataset folder in the sidebar to open it.")
     return None

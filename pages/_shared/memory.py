@@ -133,6 +133,12 @@ def _import_and_freeze(modules: tuple[str, ...], delay: float) -> None:
                 importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a page that needs it names the problem itself
             pass
+    try:
+        from pneumo_core.data.workers import default_pool
+
+        default_pool().warm()  # the upload decoders, started before the first upload needs one
+    except Exception:  # noqa: BLE001 - an upload starts its worker itself
+        pass
     gc.collect()
     gc.freeze()
 

@@ -54,7 +54,6 @@ MIN_SIDE = 32
 #: Raster formats PIL may open (no EPS: its decoder runs Ghostscript).
 RASTER_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP")
 DICOM_SUFFIXES = {".dcm", ".dicom"}
-DEFLATED = "1.2.840.10008.1.2.1.99"
 
 # PIL's own bomb guard, for any Image.open in this process: it refuses above twice this (160 MP, below its
 # default 179 MP). Ours, on the header, refuses above MAX_PIXELS and names the dimensions.
@@ -281,24 +280,24 @@ def _pil_to_gray(img: Image.Image, extrema: tuple | None = None) -> np.ndarray:
 
 # ---------------------------------------------------------------- DICOM
 
-def _file_meta(data: bytes) -> tuple[dict[int, bytes], int]:
-    """The File Meta group (0002,xxxx) of a Part-10 file, read by hand (explicit VR little endian, as the
-    standard fixes it): {element: value} and the offset where the data set starts."""
-    pos, out = 132, {}
-    while pos + 8 <= len(data):
-        group, elem = struct.unpack_from("<HH", data, pos)
-        if group != 0x0002:
-            break
-        vr = data[pos + 4:pos + 6]
-        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
-            if pos + 12 > len(data):
-                break
-            length, head = struct.unpack_from("<I", data, pos + 8)[0], 12
-        else:
-            length, head = struct.unpack_from("<H", data, pos + 6)[0], 8
-        out[elem] = data[pos + head:pos + head + length]
-        pos += head + length
-    return out, pos
+def _deflated_body(data: bytes) -> bytes | None:
+    """The bytes pydicom would inflate, if it would: the preamble, File Meta and command set read by pydicom's
+    own reader (``read_partial``'s first steps, so every form it accepts is seen as it sees it: meta at offset 0
+    without ``DICM``, any VR, implicit-VR meta), and None unless the transfer syntax is deflate."""
+    from pydicom.filereader import _read_command_set_elements, _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    fp = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read_preamble(fp, True)
+            meta = _read_file_meta_info(fp)
+            _read_command_set_elements(fp)
+            deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+    except Exception:  # noqa: BLE001 - an unreadable header: dcmread names the problem next
+        return None
+    return data[fp.tell():] if deflated else None
 
 
 def _inflated_size(data: bytes, cap: int) -> int:
@@ -316,11 +315,11 @@ def _inflated_size(data: bytes, cap: int) -> int:
 
 
 def _check_deflated(data: bytes, name: str) -> None:
-    meta, start = _file_meta(data)
-    if meta.get(0x0010, b"").rstrip(b"\0 ").decode("ascii", "replace") != DEFLATED:
+    body = _deflated_body(data)
+    if body is None:
         return
     try:
-        size = _inflated_size(data[start:], MAX_INFLATED_BYTES)
+        size = _inflated_size(body, MAX_INFLATED_BYTES)
     except zlib.error as exc:
         raise TruncatedImageError(f"{name}: the deflated DICOM data is corrupt ({exc})") from None
     if size > MAX_INFLATED_BYTES:

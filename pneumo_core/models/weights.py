@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,25 @@ _SAFE_NUMPY: list = [np.dtype, np._core.multiarray.scalar,
 ]
 
 
+def check_zip_records(path: str | Path) -> None:
+    """Refuse a zip checkpoint with compressed records before torch inflates them: ``torch.save`` stores
+    every record uncompressed, so a file no bigger than the size cap never inflates past it; a deflated record
+    (1.3 MB can inflate to 1 GB) is not something torch wrote."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            packed = [i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a zip (an old pickle-format file) or a broken one: torch.load says which
+    if packed:
+        raise UnsafeCheckpointError(f"{path}: refused to load: {len(packed)} record(s) of the file are compressed "
+                                    f"(e.g. {packed[0][:60]!r}), which torch.save never writes; a compressed "
+                                    "record can inflate far beyond the file's size")
+
+
 def torch_load_safe(path: str | Path) -> Any:
-    """``torch.load(weights_only=True)``; a pickle that would run code is refused, and nothing runs."""
+    """``torch.load(weights_only=True)``; a pickle that would run code is refused, and nothing runs; so is a
+    zip whose records are compressed (:func:`check_zip_records`)."""
+    check_zip_records(path)
     try:
         with torch.serialization.safe_globals(_SAFE_NUMPY):
             return torch.load(path, map_location="cpu", weights_only=True)
