@@ -11,6 +11,7 @@ import pytest
 
 from pneumo_core.data.loader import ImageDataset
 from pneumo_core.data.datasets import (
+    content_fingerprint,
     data_fingerprint,
     dataset_summary,
     for_task,
@@ -99,6 +100,31 @@ def test_fingerprint_changes_with_the_data(frame):
     t = frame[frame.split == "test"]
     assert data_fingerprint(t) == data_fingerprint(t.sample(frac=1, random_state=0))
     assert data_fingerprint(t) != data_fingerprint(t.iloc[1:])
+
+
+def test_a_dicom_rewritten_in_place_is_predicted_afresh(data_dir, tmp_path):
+    """The review's stale number: an uncompressed DICOM whose pixels change keeps its size, so a cache keyed by
+    (id, label, size) kept the old P(PNEUMONIA). The caches' key now sees the content."""
+    import os
+
+    from pneumo_core.data.images import load_grayscale
+    from pneumo_core.inference.predictors import Predictor, predict_frame
+    from pneumo_core.models.sources import bundled_source
+
+    normal, pneumonia = (files[0] for files in _some(data_dir, 1))
+    path = write_dicom(tmp_path / "x.dcm", np.rint(load_grayscale(normal) * 255))
+    frame = pd.DataFrame({"path": [str(path)], "image_id": ["x.dcm"], "label": ["NORMAL"], "split": ["test"]})
+    before = (data_fingerprint(frame), content_fingerprint(frame))
+    model = Predictor(bundled_source().load("binary/resnet18"))
+    p0 = predict_frame(model, frame, cache_dir=tmp_path / "cache").p_positive[0]
+    stat = path.stat()
+    write_dicom(path, np.rint(load_grayscale(pneumonia) * 255))  # same size, other pixels
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with the old modification time
+    assert path.stat().st_size == stat.st_size and data_fingerprint(frame) == before[0]
+    assert content_fingerprint(frame) != before[1]
+    p1 = predict_frame(model, frame, cache_dir=tmp_path / "cache").p_positive[0]
+    assert p1 == pytest.approx(predict_frame(model, frame, use_cache=False).p_positive[0])
+    assert abs(p1 - p0) > 0.05, (p0, p1)
 
 
 def _some(data_dir, n=3):

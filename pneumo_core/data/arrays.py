@@ -5,15 +5,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pneumo_core.data.datasets import data_fingerprint
+from pneumo_core.data.datasets import content_fingerprint
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.data.preprocessing import resize_gray
 from pneumo_core.files import atomic_write, cache_root
 
 
 def load_array(frame: pd.DataFrame, size: int, cache_dir: str | None = None, desc: str = "images") -> np.ndarray:
-    """All images of ``frame`` as uint8 (N, size, size), cached on disk by data fingerprint and size."""
-    key = f"{data_fingerprint(frame)}_{size}_{len(frame)}"
+    """All images of ``frame`` as uint8 (N, size, size), cached on disk by content fingerprint and size."""
+    key = f"{content_fingerprint(frame)}_{size}_{len(frame)}"
     path = cache_root(cache_dir) / "arrays" / f"{key}.npy"
     if path.is_file():
         arr = np.load(path)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pneumo_core.models.checkpoints import Checkpoint
-from pneumo_core.data.datasets import data_fingerprint, for_task
+from pneumo_core.data.datasets import content_fingerprint, for_task
 from pneumo_core.data.loader import ImageDataset
 from pneumo_core.device import cpu_supports_bf16
 from pneumo_core.errors import CheckpointError, NonFiniteOutputError
@@ -187,12 +187,12 @@ def _batched_probs(model, frame: pd.DataFrame, batch_size: int, num_workers: int
 def predict_frame(model: Predictor | Ensemble | Hierarchical, frame: pd.DataFrame, split: str = "",
                   batch_size: int = 16, num_workers: int = 0, progress: Progress | None = None,
                   cache_dir: str | Path | None = None, use_cache: bool = True) -> Predictions:
-    """Predict every image of a dataset table; cached on disk by (model key, data fingerprint).
+    """Predict every image of a dataset table; cached on disk by (model key, content fingerprint).
 
     Rows whose label has no meaning for the model's task are dropped (e.g. NORMAL for bacteria_virus).
     """
     frame = for_task(frame, model.task) if "label" in frame else frame
-    cache = (cache_root(cache_dir) / "predictions") / f"{model.key}-{data_fingerprint(frame)}-{model.task.name}.parquet"
+    cache = (cache_root(cache_dir) / "predictions") / f"{model.key}-{content_fingerprint(frame)}-{model.task.name}.parquet"
     if use_cache and cache.is_file():
         try:
             return read_predictions(cache)
