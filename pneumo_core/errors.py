@@ -86,5 +86,10 @@ class NonFiniteOutputError(InferenceError):
     """A model's logits or probabilities hold NaN or infinity."""
 
 
+class OutputError(PneumoError):
+    """An output path cannot be written (a folder where a file is asked, a file where a folder is, no
+    permission, a full disk)."""
+
+
 class LimitError(PneumoError):
     """A request would cost more time or memory than we agree to spend."""

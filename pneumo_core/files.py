@@ -13,10 +13,13 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import numpy as np
+
+from pneumo_core.errors import OutputError
 
 T = TypeVar("T")
 
@@ -79,6 +82,49 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _probe(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and check a file can be made in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pneumo-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except FileExistsError:
+        raise OutputError(f"{what}: {folder} is a file, not a folder") from None
+    except OSError as exc:
+        raise OutputError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
+def writable_file(path: str | Path) -> Path:
+    """``path`` if a file can be written there (checked before the work that fills it: nothing computed is
+    lost to a typo); :class:`OutputError` naming the problem otherwise."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name to write")
+    _probe(path.parent, str(path))
+    return path
+
+
+def writable_folder(path: str | Path) -> Path:
+    """``path`` created if needed, if files can be written in it; :class:`OutputError` otherwise."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: is a file; give a folder to write the files into")
+    _probe(path, str(path))
+    return path
+
+
+def write_cache(path: str | Path, write: Callable[[], object]) -> bool:
+    """Run ``write()`` (which writes the cache entry ``path``, atomically); a cache that cannot be written (no
+    permission, a full disk) costs a recomputation next time, never the result in hand: a warning, False."""
+    try:
+        write()
+        return True
+    except OSError as exc:
+        warnings.warn(f"cache not written: {path} ({exc.strerror or exc})", RuntimeWarning, stacklevel=2)
+        return False
 
 
 def json_safe(obj: Any) -> Any:

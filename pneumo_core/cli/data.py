@@ -44,6 +44,9 @@ def _ood_build(args: argparse.Namespace) -> int:
     from pneumo_core.data.datasets import kermany_splits
     from pneumo_core.data.arrays import load_array
 
+    from pneumo_core.files import writable_file
+
+    writable_file(args.out or ood.DEFAULT_PATH)
     gate = ood.build(args.data_dir)
     path = gate.save(args.out or ood.DEFAULT_PATH)
     m = ood.measure(gate, load_array(kermany_splits(args.data_dir)["test"], 224))

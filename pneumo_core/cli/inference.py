@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from pneumo_core.cli.registry import command, int_range, tqdm_progress
 from pneumo_core.errors import PneumoError
-from pneumo_core.files import dumps
+from pneumo_core.files import atomic_write, dumps, unique_names, writable_file, writable_folder
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
@@ -34,13 +35,15 @@ def _predict(args: argparse.Namespace) -> int:
         if args.cam not in METHODS:
             print(f"error: unknown CAM method {args.cam!r}; choose one of {', '.join(METHODS)}", file=sys.stderr)
             return 2
+        writable_folder(args.out)
     predictor = Predictor(resolve_checkpoint(args.checkpoint))
     gate = default_gate()
     results, failed = [], 0
-    for path in args.images:
+    stems = dict(unique_names([(Path(p).stem, p) for p in args.images]))  # one overlay per input, names apart
+    for stem, path in stems.items():
         entry: dict = {"image": path}
         try:
-            _predict_one(predictor, gate, path, load_grayscale(path), entry, args)
+            _predict_one(predictor, gate, path, load_grayscale(path), entry, args, stem)
         except PneumoError as exc:  # this image (or this model on it) failed: say so, go on with the rest
             entry = {"image": path, "error": str(exc)}
             failed += 1
@@ -59,7 +62,8 @@ def _predict(args: argparse.Namespace) -> int:
     return 0 if failed == 0 else 1
 
 
-def _predict_one(predictor, gate, path: str, gray: np.ndarray, entry: dict, args: argparse.Namespace) -> None:
+def _predict_one(predictor, gate, path: str, gray: np.ndarray, entry: dict, args: argparse.Namespace,
+                 stem: str) -> None:
     """Fill ``entry`` with one image's probabilities, OOD score and (with --cam) overlay."""
     from PIL import Image
 
@@ -76,10 +80,9 @@ def _predict_one(predictor, gate, path: str, gray: np.ndarray, entry: dict, args
         from pneumo_core.explain.cams import explain, overlay
 
         cam = explain(predictor, gray, args.cam)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        png = out / f"{Path(path).stem}_{args.cam}.png"
-        Image.fromarray(overlay(gray, cam.normalised)).save(png)
+        png = Path(args.out) / f"{stem}_{args.cam}.png"
+        picture = Image.fromarray(overlay(gray, cam.normalised))
+        atomic_write(png, lambda tmp: picture.save(tmp, format="PNG"))
         entry["overlay"], entry["cam_class"] = str(png), cam.class_name
         if cam.degenerate:
             entry["cam_warning"] = cam.message
@@ -103,6 +106,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     contiguous share (cut at whole batches) and rank 0 gathers them into the file one process would write."""
     from pneumo_core import distributed
 
+    writable_file(args.out)  # before the work: a wrong --out costs nothing
     distributed.init("cpu")
     try:
         return _evaluate_in_group(args)
@@ -152,8 +156,15 @@ def _evaluate_in_group(args: argparse.Namespace) -> int:
             print(f"error: {args.data_dir}: no images for task {predictor.task.name}", file=sys.stderr)
             rc = 2
         else:
-            write_predictions(table, args.out)
-            print(f"wrote {args.out} ({len(table.frame)} predictions)")
+            try:
+                write_predictions(table, args.out)
+                print(f"wrote {args.out} ({len(table.frame)} predictions)")
+            except OSError as exc:  # checked writable at the start; the disk filled up since: keep the work
+                rescue = Path(tempfile.gettempdir()) / f"pneumo-{Path(args.out).name}"
+                write_predictions(table, rescue)
+                print(f"error: {args.out} could not be written ({exc.strerror or exc}); the {len(table.frame)} "
+                      f"predictions are in {rescue}", file=sys.stderr)
+                rc = 2
     return distributed.broadcast(rc)  # the others wait here until the file is written
 
 
@@ -168,6 +179,7 @@ def _export(args: argparse.Namespace) -> int:
     from pneumo_core.models.export import export
     from pneumo_core.models.sources import resolve_checkpoint
 
+    writable_file(args.out)
     path = export(resolve_checkpoint(args.checkpoint), args.format, args.out)
     print(f"wrote {path}")
     return 0

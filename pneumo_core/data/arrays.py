@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 from pneumo_core.data.datasets import content_fingerprint
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.data.preprocessing import resize_gray
-from pneumo_core.files import atomic_write, cache_root
+from pneumo_core.files import atomic_write, cache_root, write_cache
 
 
 def load_array(frame: pd.DataFrame, size: int, cache_dir: str | None = None, desc: str = "images") -> np.ndarray:
@@ -26,5 +26,5 @@ def load_array(frame: pd.DataFrame, size: int, cache_dir: str | None = None, des
         with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
             np.save(f, arr)
 
-    atomic_write(path, save)
+    write_cache(path, lambda: atomic_write(path, save))  # a cache that cannot be written costs a recomputation, not the array
     return arr

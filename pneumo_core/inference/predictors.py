@@ -16,7 +16,7 @@ from pneumo_core.data.datasets import content_fingerprint, for_task
 from pneumo_core.data.loader import ImageDataset
 from pneumo_core.device import cpu_supports_bf16
 from pneumo_core.errors import CheckpointError, NonFiniteOutputError
-from pneumo_core.files import cache_root
+from pneumo_core.files import cache_root, write_cache
 from pneumo_core.inference.fast_copy import fast_copy
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.evaluation.predictions import Predictions, make_table, read_predictions, write_predictions
@@ -201,7 +201,7 @@ def predict_frame(model: Predictor | Ensemble | Hierarchical, frame: pd.DataFram
     probs = _batched_probs(model, frame, batch_size, num_workers, progress)
     table = _table(model, frame, probs, split)
     if use_cache:
-        write_predictions(table, cache)
+        write_cache(cache, lambda: write_predictions(table, cache))
     return table
 
 
