@@ -15,6 +15,7 @@ from pneumo_core.data.datasets import (
     data_fingerprint,
     dataset_summary,
     for_task,
+    foreign_labels,
     kermany_label,
     kermany_patient,
     load_dataset,
@@ -209,3 +210,12 @@ def test_dataset_cli_bad_folder(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pneumo_core", "dataset", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_labels_with_spaces_count_and_foreign_labels_are_named(data_dir, tmp_path):
+    normal, pneu = _some(data_dir, 2)
+    rows = [(str(p), "normal") for p in normal] + [(str(pneu[0]), "PNEUMONIA "), (str(pneu[1]), "covid")]
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "labels.csv", index=False)
+    frame = read_label_csv(tmp_path / "labels.csv")
+    assert list(for_task(frame, BINARY)["target"]) == [0, 0, 1]  # "PNEUMONIA " counts as PNEUMONIA
+    assert foreign_labels(frame) == {"COVID": 1}

@@ -155,3 +155,37 @@ def test_preprocessing_defaults_and_inverse(gray):
     small = to_tensor(gray, Preprocessing(image_size=128, channels=1, mean=(0.5,), std=(0.25,)))
     assert small.shape == (1, 128, 128)
     assert Preprocessing.from_dict(prep.to_dict()) == prep
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int32", "uint32"])
+def test_signed_and_32_bit_tiffs_load_in_the_unit_range(dtype):
+    """Signed samples once came back negative (-8.4e6) and uint32 wrapped (PIL reads it as int32)."""
+    import tifffile
+
+    lo, hi = (0, 4_000_000_000) if dtype == "uint32" else (-30000, 30000)
+    arr = np.linspace(lo, hi, 64 * 64).reshape(64, 64).astype(dtype)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr)
+    out = load_grayscale(buf.getvalue(), name="x.tif")
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+    assert np.all(np.diff(out.ravel()) >= 0)  # the ramp stays a ramp: no wrap-around
+    expected = hi / (2**32 - 1) if dtype == "uint32" else 1.0
+    assert out.max() == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_png_with_dicm_at_byte_128_is_read_as_the_png_it_is():
+    from PIL.PngImagePlugin import PngInfo
+
+    gray = (np.arange(64 * 64) % 251).reshape(64, 64).astype(np.uint8)
+
+    def png(text: str) -> bytes:
+        info = PngInfo()
+        info.add_text("k", text)
+        buf = io.BytesIO()
+        Image.fromarray(gray).save(buf, format="PNG", pnginfo=info)
+        return buf.getvalue()
+
+    at = png("x" * 40 + "DICM").index(b"DICM")
+    data = png("x" * (40 + 128 - at) + "DICM")  # a text chunk that puts DICM at byte 128
+    assert data[128:132] == b"DICM"
+    np.testing.assert_allclose(load_grayscale(data, name="x.png"), gray / 255, atol=1e-6)

@@ -163,3 +163,15 @@ def test_missing_and_non_table_files(tmp_path):
     (tmp_path / "x_probs.json").write_text("{not json")
     r = _cli(tmp_path / "x_probs.json")
     assert r.returncode == 2 and "not valid JSON" in r.stderr
+
+
+def test_a_prediction_file_with_thousands_of_classes_is_refused_before_any_matrix(tmp_path):
+    """The review's 135 KB CSV with 8000 prob_ columns took 4.3 GB in `report`."""
+    from pneumo_core.errors import PredictionFileError
+    from pneumo_core.evaluation.predictions import MAX_CLASSES, read_predictions
+
+    cols = {"image_id": ["a", "b"], "y_true": [0, 1]}
+    cols.update({f"prob_C{i}": [1 / 8000] * 2 for i in range(8000)})
+    pd.DataFrame(cols).to_csv(tmp_path / "wide.csv", index=False)
+    with pytest.raises(PredictionFileError, match=f"8000 prob_<CLASS> columns; at most {MAX_CLASSES}"):
+        read_predictions(tmp_path / "wide.csv")

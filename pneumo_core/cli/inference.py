@@ -120,7 +120,7 @@ def _evaluate_in_group(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from pneumo_core import distributed
-    from pneumo_core.data.datasets import for_task, is_kermany, kermany_splits, load_dataset
+    from pneumo_core.data.datasets import for_task, foreign_labels, is_kermany, kermany_splits, load_dataset
     from pneumo_core.evaluation.predictions import validate, write_predictions
     from pneumo_core.inference.predictors import Predictor, predict_frame
     from pneumo_core.models.sources import resolve_checkpoint
@@ -135,6 +135,9 @@ def _evaluate_in_group(args: argparse.Namespace) -> int:
     else:
         frame = load_dataset(args.data_dir)
     rank, world = distributed.rank(), distributed.world_size()
+    if "label" in frame and (foreign := foreign_labels(frame)) and rank == 0:
+        print(f"note: {sum(foreign.values())} image(s) left out, their labels mean nothing to any task: "
+              + ", ".join(f"{k!r} ({v})" for k, v in list(foreign.items())[:5]), file=sys.stderr)
     frame = for_task(frame, predictor.task) if "label" in frame else frame  # as predict_frame would
     if world > 1:
         # shares of whole batches: every image meets the batch it would meet in one process

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pneumo_core.errors import DatasetError
-from pneumo_core.data.tasks import Task
+from pneumo_core.data.tasks import TASKS, Task
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
 KERMANY_SPLITS = ("train", "val", "test")
@@ -119,7 +119,7 @@ def read_label_csv(csv_path: str | Path, split: str = "all") -> pd.DataFrame:
         "path": [str(p.resolve()) for p in paths],
         "image_id": df["path"].astype(str),
         "split": df["split"].astype(str) if "split" in df.columns else split,
-        "label": df["label"].astype(str).str.upper(),
+        "label": df["label"].astype(str).str.strip().str.upper(),  # "pneumonia " is PNEUMONIA
     })
     out["patient"] = (df["patient"].astype(str) if "patient" in df.columns
                       else [Path(p).stem for p in out["image_id"]])
@@ -283,6 +283,14 @@ def content_fingerprint(frame: pd.DataFrame) -> str:
     for image_id, label, path in sorted(zip(frame["image_id"], frame["label"], frame["path"])):
         h.update(f"{image_id}|{label}|{_file_stamp(str(path))}\n".encode())
     return h.hexdigest()[:16]
+
+
+def foreign_labels(frame: pd.DataFrame) -> dict[str, int]:
+    """Labels no task knows (a typo, another disease), with their row counts: such rows are left out of every
+    task, and a command says so rather than dropping them silently."""
+    known = set().union(*(t.label_map for t in TASKS.values()))
+    counts = frame["label"].astype(str).str.upper().value_counts()
+    return {str(k): int(v) for k, v in counts.items() if k not in known}
 
 
 def for_task(frame: pd.DataFrame, task: Task) -> pd.DataFrame:

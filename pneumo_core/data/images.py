@@ -54,6 +54,9 @@ MIN_SIDE = 32
 #: Raster formats PIL may open (no EPS: its decoder runs Ghostscript).
 RASTER_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP")
 DICOM_SUFFIXES = {".dcm", ".dicom"}
+#: signatures of PNG and JPEG, which a DICOM preamble never starts with in practice: such a file is read as
+#: the image it is, whatever its bytes 128-131 say
+RASTER_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
 # PIL's own bomb guard, for any Image.open in this process: it refuses above twice this (160 MP, below its
 # default 179 MP). Ours, on the header, refuses above MAX_PIXELS and names the dimensions.
@@ -139,12 +142,13 @@ def load_grayscale(source: ImageSource, name: str | None = None) -> np.ndarray:
     name = name or default_name
     if len(data) == 0:
         raise EmptyFileError(f"{name}: the file is empty (0 bytes)")
-    if data[128:132] == b"DICM":
+    if data[128:132] == b"DICM" and not data.startswith(RASTER_MAGIC):
         out = _load_dicom(data, name)
     elif Path(name).suffix.lower() in DICOM_SUFFIXES:
         out = _load_unmarked_dicom(data, name)
     else:
         out = _load_raster(data, name)
+    out = np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0, dtype=np.float32)
     h, w = out.shape
     if min(h, w) < MIN_SIDE:
         raise ImageTooSmallError(f"{name}: {w} x {h} pixels is too small to be a chest X-ray "
@@ -206,6 +210,9 @@ def _load_raster(data: bytes, name: str) -> np.ndarray:
                 scale = MAX_SIDE / max(w, h)
                 img.draft(img.mode, (math.ceil(w * scale), math.ceil(h * scale)))
             img.load()
+            if img.mode == "I" and _unsigned_32(img):  # PIL reads uint32 samples as int32: undo the wrap
+                arr = shrink(np.asarray(img).view(np.uint32))
+                return _scale_integer(arr)
             extrema = img.getextrema() if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") else None
             img = _reduce(img)
     except ImageLoadError:
@@ -223,6 +230,15 @@ def _load_raster(data: bytes, name: str) -> np.ndarray:
             raise TruncatedImageError(f"{name}: the image file is truncated or corrupt ({msg})") from None
         raise TruncatedImageError(f"{name}: the image data could not be decoded ({msg})") from None
     return shrink(_pil_to_gray(img, extrema))
+
+
+def _unsigned_32(img: Image.Image) -> bool:
+    """A TIFF of unsigned 32-bit samples (SampleFormat 1, BitsPerSample 32)."""
+    tags = getattr(img, "tag_v2", None)
+    if tags is None:
+        return False
+    bits = tags.get(258, (0,))
+    return tags.get(339, 1) in (1, (1,)) and (bits == 32 or (isinstance(bits, tuple) and bits[:1] == (32,)))
 
 
 def _reduce(img: Image.Image) -> Image.Image:
@@ -253,7 +269,11 @@ def _pil_to_gray(img: Image.Image, extrema: tuple | None = None) -> np.ndarray:
     and a float image's range, so reducing does not change them."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        return _scale_integer(np.asarray(img), top=None if extrema is None else float(extrema[1]))
+        arr = np.asarray(img)
+        lo, hi = (float(arr.min()), float(arr.max())) if extrema is None else map(float, extrema)
+        if lo < 0:  # signed samples (a signed 16/32-bit TIFF): their own range, not a bit depth
+            return np.zeros(arr.shape, np.float32) if hi <= lo else ((arr - lo) / (hi - lo)).astype(np.float32)
+        return _scale_integer(arr, top=hi)
     if mode == "F":
         arr = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         lo, hi = float(arr.min()), float(arr.max())

@@ -21,6 +21,8 @@ from pneumo_core.data.tasks import TASKS
 REQUIRED = ["image_id", "y_true"]
 META_COLUMNS = ["model", "task", "seed", "checkpoint"]
 PROB_PREFIX = "prob_"
+#: most classes a prediction file may have (ours have 2 or 3): 8000 columns once took 4.3 GB in `report`
+MAX_CLASSES = 64
 
 
 @dataclass
@@ -121,6 +123,9 @@ def validate(df: pd.DataFrame, source: str) -> Predictions:
     classes = tuple(c[len(PROB_PREFIX):] for c in df.columns if c.startswith(PROB_PREFIX))
     if len(classes) < 2:
         raise PredictionFileError(f"{source}: needs one {PROB_PREFIX}<CLASS> column per class (found {len(classes)})")
+    if len(classes) > MAX_CLASSES:
+        raise PredictionFileError(f"{source}: {len(classes)} {PROB_PREFIX}<CLASS> columns; at most {MAX_CLASSES} "
+                                  "classes are read")
     if len(df) == 0:
         raise PredictionFileError(f"{source}: no rows")
     probs = df[[PROB_PREFIX + c for c in classes]]
