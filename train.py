@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 
 from pneumo_core import distributed
-from pneumo_core.cli.registry import int_range
+from pneumo_core.cli.registry import int_range, positive_number, probability
 from pneumo_core.errors import PneumoError
 from pneumo_core.models.checkpoints import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from pneumo_core.models.networks import ARCHS
@@ -31,17 +31,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="checkpoints", help="writes OUT/checkpoints/<task>/<arch>_seed<n>.pt, "
                    "OUT/runs/, OUT/predictions/ (default: ./checkpoints)")
     p.add_argument("--image-size", type=int_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), default=224)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--head-epochs", type=int, default=0, help="head-only epochs on the frozen backbone first")
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=int_range(0, 10_000), default=5)
+    p.add_argument("--head-epochs", type=int_range(0, 10_000), default=0, help="head-only epochs on the frozen backbone first")
+    p.add_argument("--patience", type=int_range(0, 10_000), default=3)
+    p.add_argument("--lr", type=positive_number, default=1e-4)
     p.add_argument("--batch-size", type=int_range(1, 4096), default=32)
-    p.add_argument("--freeze-fraction", type=float, default=0.0, help="share of backbone stages kept frozen")
+    p.add_argument("--freeze-fraction", type=probability, default=0.0, help="share of backbone stages kept frozen")
     p.add_argument("--select", choices=["auto", "val_loss", "macro_f1", "auroc"], default="auto")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (off: left/right matters)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--limit", type=int, default=None, help="at most this many images per split (quick runs)")
+    p.add_argument("--limit", type=int_range(1, 10_000_000), default=None, help="at most this many images per split (quick runs)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs; skip finished ones")
     p.add_argument("--zoo", action="store_true", help="train the whole demo zoo (implies --resume)")
     p.add_argument("--sync-bn", action="store_true",
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="distillation: prediction files of the training split (python -m pneumo_core evaluate "
                         "--split train), e.g. one per EfficientNet-Lite0 seed; their mean probabilities are "
                         "soft targets beside the labels")
-    p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher's soft targets (0..1)")
+    p.add_argument("--distill-alpha", type=probability, default=0.5, help="weight of the teacher's soft targets (0..1)")
     p.add_argument("--bundle", default=None, metavar="DIR",
                    help="after training, export each best seed as fp16 safetensors into DIR (e.g. assets/models)")
     return p.parse_args(argv)

@@ -222,3 +222,43 @@ def test_a_checkpoint_with_compressed_records_is_refused_before_torch_inflates_i
     assert packed.stat().st_size < plain.stat().st_size / 50
     with pytest.raises(UnsafeCheckpointError, match="compressed"):
         torch_load_safe(packed)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("list", "not a mapping of names to tensors"),
+    ("int_head", "holds int64, not floating-point weights"),
+    ("swapped", "in this order"),
+    ("repeated", "in this order"),
+    ("relabelled", "lies in the layout's binary/ folder"),
+])
+def test_lying_or_malformed_checkpoints_are_named(tmp_path, case, message):
+    """The review's checkpoints that loaded with wrong labels or ended in a traceback."""
+    from pneumo_core.models.sources import bundled_source
+
+    ck = bundled_source().load("binary/resnet18")
+    sd, meta = dict(ck.state_dict), ck.meta.to_dict()
+    payload = {"model_state_dict": sd, "pneumo": meta}
+    if case == "list":
+        payload["model_state_dict"] = list(sd.values())
+    elif case == "int_head":
+        sd["fc.weight"] = torch.zeros_like(sd["fc.weight"], dtype=torch.int64)
+    elif case in ("swapped", "repeated"):
+        meta["classes"] = ["PNEUMONIA", "NORMAL"] if case == "swapped" else ["NORMAL", "NORMAL"]
+    else:
+        meta.update(task="bacteria_virus", classes=["BACTERIA", "VIRUS"])
+    path = tmp_path / "checkpoints" / "binary" / "resnet18.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_odd_epoch_and_metrics_load_as_none(tmp_path):
+    from pneumo_core.models.sources import bundled_source
+
+    ck = bundled_source().load("binary/resnet18")
+    path = tmp_path / "resnet18.pt"
+    torch.save({"model_state_dict": ck.state_dict, "epoch": float("nan"),
+                "metrics": {"auroc": 10**400, "loss": float("inf"), "acc": 0.5}}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.epoch is None and loaded.metrics == {"auroc": None, "loss": None, "acc": 0.5}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pneumo_core.cli.registry import command, tqdm_progress
 
@@ -43,6 +44,11 @@ def _explain_audit(args: argparse.Namespace) -> int:
     from pneumo_core.inference.predictors import Predictor
     from pneumo_core.models.sources import resolve_checkpoint
 
+    from pneumo_core.explain.cams import METHODS
+
+    if args.method not in METHODS:  # before any model loads
+        print(f"error: unknown CAM method {args.method!r}; choose one of {', '.join(METHODS)}", file=sys.stderr)
+        return 2
     predictor = Predictor(resolve_checkpoint(args.checkpoint))
     other = Predictor(resolve_checkpoint(args.agree_with)) if args.agree_with else None
     frame = kermany_splits(args.data_dir)[args.split].sort_values("image_id").reset_index(drop=True)

@@ -53,3 +53,14 @@ def probability(text: str) -> float:
     if not (math.isfinite(v) and 0.0 <= v <= 1.0):
         raise argparse.ArgumentTypeError(f"{text} is not a probability in [0, 1]")
     return v
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (a learning rate, a temperature)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number above 0")
+    return v

@@ -29,6 +29,8 @@ FORMAT_VERSION = 1
 MAX_CHECKPOINT_BYTES = 1024 * 2**20
 #: input sizes a checkpoint may ask for (a 2048-px input already costs ~50 MB a batch item)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
+#: input channels of every zoo network (a grayscale X-ray is repeated into each)
+INPUT_CHANNELS = 3
 
 
 @dataclass
@@ -171,11 +173,34 @@ def load_checkpoint(path: str | Path, arch: str | None = None, task: str | None 
         meta = CheckpointMeta(arch=a, task=t, classes=list(get_task(t).classes) if t in TASKS else [],
                               n_outputs=n_out, source="published (inferred)")
     validate_meta(meta, sd, str(path))
+    _check_place(meta, path)
     metrics = rest.get("metrics") if isinstance(rest.get("metrics"), dict) else {}
     epoch = rest.get("epoch")
-    return Checkpoint(sd, meta, int(epoch) if isinstance(epoch, (int, float)) else None,
-                      {k: (float(v) if isinstance(v, (int, float, np.generic)) else v) for k, v in metrics.items()},
-                      str(path), file_fingerprint(path))
+    return Checkpoint(sd, meta, int(epoch) if _is_number(epoch) else None,
+                      {str(k): _metric(v) for k, v in metrics.items()}, str(path), file_fingerprint(path))
+
+
+def _metric(v: Any) -> Any:
+    """A metric as a float when it is a finite number (10**400 or NaN: None), else as stored."""
+    if isinstance(v, (int, float, np.generic)) and not isinstance(v, bool):
+        try:
+            f = float(v)
+        except (OverflowError, TypeError, ValueError):
+            return None
+        return f if math.isfinite(f) else None
+    return v
+
+
+def _check_place(meta: CheckpointMeta, path: Path) -> None:
+    """The task the metadata claims must fit where the file lies in the published layout: a binary model
+    relabelled as BACTERIA-vs-VIRUS (same two outputs) in ``binary/`` is refused, not trusted."""
+    folder = path.parent.name.lower()
+    claimed = TASK_FOLDERS.get(meta.task)
+    named_bv = "bacteria_virus" in path.stem.lower()
+    if (folder in ("binary", "three_class") and folder != meta.task) or (named_bv and meta.task != "bacteria_virus"):
+        raise CheckpointError(f"{path}: the metadata says task {meta.task}, but the file lies in the layout's "
+                              f"{'bacteria_virus name' if named_bv else folder + '/ folder'} (its folder would be "
+                              f"{claimed}/); refused")
 
 
 def _is_int(v: Any) -> bool:
@@ -189,17 +214,18 @@ def _is_number(v: Any) -> bool:
 def validate_meta(meta: CheckpointMeta, state_dict: dict[str, torch.Tensor] | None = None,
                   where: str = "checkpoint") -> None:
     """Refuse, by name, metadata that would give wrong numbers or cost unbounded memory: an unknown arch or
-    task, a class list or head output count that does not fit the task, preprocessing we cannot apply,
+    task, a class list or head output count that does not fit the task, preprocessing we cannot apply (or
+    not with the network's 3 input channels),
     an input size outside 16..2048 px, a threshold outside [0, 1]."""
     if not isinstance(meta.arch, str) or meta.arch not in ARCHS:
         raise CheckpointError(f"{where}: unknown architecture {meta.arch!r} (expected one of {', '.join(ARCHS)})")
     if not isinstance(meta.task, str) or meta.task not in TASKS:
         raise CheckpointError(f"{where}: unknown task {meta.task!r} (expected one of {', '.join(TASKS)})")
     task = get_task(meta.task)
-    if (not isinstance(meta.classes, (list, tuple)) or len(meta.classes) != len(task.classes)
-            or not all(isinstance(c, str) for c in meta.classes)):
-        raise CheckpointError(f"{where}: task {task.name} has {len(task.classes)} classes "
-                              f"({', '.join(task.classes)}), but the metadata lists {str(meta.classes)[:80]}")
+    if not isinstance(meta.classes, (list, tuple)) or tuple(meta.classes) != tuple(task.classes):
+        raise CheckpointError(f"{where}: task {task.name} has the classes {', '.join(task.classes)} in this order, "
+                              f"but the metadata lists {str(meta.classes)[:80]} (swapped, repeated or foreign "
+                              "class names would label every verdict wrongly)")
     allowed = sorted({task.n_outputs, len(task.classes)})
     if not _is_int(meta.n_outputs) or meta.n_outputs not in allowed:
         raise CheckpointError(f"{where}: the model has {meta.n_outputs!r} output(s), but task {task.name} "
@@ -215,6 +241,9 @@ def validate_meta(meta: CheckpointMeta, state_dict: dict[str, torch.Tensor] | No
         raise CheckpointError(f"{where}: invalid preprocessing metadata ({exc})") from None
     if not ok:
         raise CheckpointError(f"{where}: invalid preprocessing metadata (mean {prep.mean}, std {prep.std})")
+    if not _is_int(prep.channels) or prep.channels != INPUT_CHANNELS:  # True == 1 in Python: ints only
+        raise CheckpointError(f"{where}: invalid preprocessing metadata (channels {prep.channels!r}; the zoo's "
+                              f"networks take {INPUT_CHANNELS})")
     for size in (prep.image_size, meta.image_size):
         if size is not None and not (_is_int(size) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
             raise CheckpointError(f"{where}: image size {size!r} is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px")

@@ -142,6 +142,13 @@ def read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         sd, rest = obj, {}
     else:
         raise CheckpointError(f"{path}: no model_state_dict in this file (keys: {list(obj)[:6] if isinstance(obj, dict) else type(obj).__name__})")
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"{path}: model_state_dict is not a mapping of names to tensors "
+                              f"(a {type(sd).__name__})")
+    odd = next((k for k, v in sd.items() if not (v.is_floating_point() or k.endswith("num_batches_tracked"))), None)
+    if odd is not None:
+        raise CheckpointError(f"{path}: tensor {odd!r} holds {str(sd[odd].dtype).replace('torch.', '')}, not "
+                              "floating-point weights")
     return _strip_prefix(dict(sd)), rest
 
 
