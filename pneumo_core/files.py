@@ -7,6 +7,7 @@ mid-write leaves the old file (or none), never a half-written one.
 from __future__ import annotations
 
 import glob
+import html
 import json
 import math
 import os
@@ -172,9 +173,22 @@ def safe_filename(name: str, default: str = "image", max_len: int = 100) -> str:
     return base or default
 
 
-def escape_markdown(text: str) -> str:
-    """``text`` shown literally where Markdown is rendered (a file name cannot become a link or an image)."""
-    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$:])", r"\\\1", str(text))
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=&])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+def escape_markdown(text: object) -> str:
+    """``text`` from outside (a query parameter, a file name, a class name of a checkpoint or prediction file)
+    shown literally, on one line, where Streamlit renders Markdown (``st.markdown``, ``st.caption``, alerts,
+    ``st.image`` captions, widget labels): no link, image, autolink (``<http://x>``, a bare URL), HTML, entity,
+    emphasis, heading, ``:colour[...]`` or LaTeX. Line breaks and control characters become one space."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", str(text)))
+
+
+def escape_html(text: object) -> str:
+    """``text`` from outside shown literally in a plotly label or title (plotly renders ``<a href>``, ``<b>``
+    and entities there)."""
+    return html.escape(_CONTROL.sub(" ", str(text)), quote=True)
 
 
 def unique_names(items: list[tuple[str, T]]) -> list[tuple[str, T]]:
