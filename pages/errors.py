@@ -6,11 +6,13 @@ import streamlit as st
 from pages._shared.images import DATA_HINT, digest, image_path
 from pages._shared.layout import show_figure, start_page
 from pages._shared.models import cam, current_source, loaded, model_keys
-from pages._shared.predictions import predictions_root, val_and_test
+from pages._shared.predictions import predictions_root, source_predictions_root, val_and_test
 from pneumo_core.data.images import load_grayscale
+from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.mistakes import ANY, confusion, decisions, mistakes
 from pneumo_core.explain.cams import overlay
+from pneumo_core.files import escape_html, escape_markdown
 from pneumo_core.visualize.charts import confusion_figure
 
 PER_PAGE = 12
@@ -18,20 +20,25 @@ PER_PAGE = 12
 start_page("Errors")
 opt, val, test = val_and_test(("three_class", "binary"), key="err_model")
 classes = list(test.classes)
-t = selection.threshold_on(val) if test.is_binary else None
+try:
+    t = selection.threshold_on(val) if test.is_binary else None
+except PneumoError as exc:  # e.g. a validation file of one class: no threshold separates anything there
+    st.error(escape_markdown(f"{exc}; deciding by the largest probability instead."))
+    t = None
 decided = decisions(test, t)
-st.caption(f"Decision: P({classes[1]}) ≥ {t:.3f} (Youden's J on validation)." if t is not None
+st.caption(escape_markdown(f"Decision: P({classes[1]}) ≥ {t:.3f} (Youden's J on validation).") if t is not None
            else "Decision: the class of largest probability.")
-show_figure(confusion_figure(confusion(test, decided), classes, "Confusion matrix on test"), key="err_cm")
+show_figure(confusion_figure(confusion(test, decided), [escape_html(c) for c in classes], "Confusion matrix on test"),
+            key="err_cm")
 
 c1, c2 = st.columns(2)
-default_true = classes.index("VIRUS") if "VIRUS" in classes else classes.index("PNEUMONIA")
+default_true = next((classes.index(c) for c in ("VIRUS", "PNEUMONIA") if c in classes), len(classes) - 1)
 true_cls = c1.selectbox("True class", classes, index=default_true, key="err_true")
 pred_cls = c2.selectbox("Predicted as", [ANY] + [c for c in classes if c != true_cls], key="err_pred")
 rows = mistakes(test, decided, true_cls, pred_cls)
 label = ("false negatives" if test.is_binary and true_cls == classes[1] else "false positives" if test.is_binary
          else "errors")
-st.markdown(f"**{len(rows)}** {true_cls} {label}, most confident first.")
+st.markdown(f"**{len(rows)}** {escape_markdown(true_cls)} {label}, most confident first.")
 st.dataframe(rows, hide_index=True, key="err_table", height=220)
 if rows.empty:
     st.stop()
@@ -47,14 +54,16 @@ source, src_label = current_source()
 task, arch, seed = opt
 key = f"{task}/{arch}"
 bundled_seed = selection.best_seed(predictions_root(), task, arch)
-cam_key = key if key in model_keys(source) and seed == bundled_seed else None
+own = source_predictions_root(source) == predictions_root()  # the source's checkpoints made these predictions
+cam_key = key if own and key in model_keys(source) and seed == bundled_seed else None
 if cam_key is not None and not loaded(source, src_label, [cam_key]):
     cam_key = None  # named above; the X-rays are still shown
 elif cam_key is None:
     why = ("an ensemble has no single heatmap" if arch == selection.ENSEMBLE or arch == "hierarchical"
+           else "these predictions are not from the sidebar source's models" if not own
            else f"no checkpoint of {arch} seed {seed} is loaded (the source holds "
                 f"{'seed ' + str(bundled_seed) if key in model_keys(source) else 'no ' + key})")
-    st.info(f"No Grad-CAM for this model: {why}. The X-rays are shown without heatmaps.")
+    st.info(escape_markdown(f"No Grad-CAM for this model: {why}. The X-rays are shown without heatmaps."))
 show = cam_key is not None and st.toggle("Grad-CAM beside each image", key="err_cam", value=False)
 
 
@@ -64,14 +73,18 @@ def gallery() -> None:
     for j, (image_id, p_lbl, c) in enumerate(shown.itertuples(index=False)):
         path = image_path(image_id)
         with cols[j % 3]:
-            gray = load_grayscale(path)
-            if show:
+            try:
+                gray = load_grayscale(path)
+            except ImageLoadError as exc:  # one unreadable image: named in its cell, the gallery goes on
+                st.error(escape_markdown(exc))
+                gray = None
+            if gray is not None and show:
                 r = cam(source, src_label, cam_key, digest(path.read_bytes()), "gradcam", None, gray)
                 st.image([gray, overlay(gray, r.normalised)], width=150, clamp=True,
-                         caption=["original", f"Grad-CAM {r.class_name}"])
-            else:
+                         caption=["original", escape_markdown(f"Grad-CAM {r.class_name}")])
+            elif gray is not None:
                 st.image(gray, width=200, clamp=True)
-            st.caption(f"{image_id.split('/')[-1]}: {true_cls} → {p_lbl} ({c:.2f})")
+            st.caption(escape_markdown(f"{image_id.split('/')[-1]}: {true_cls} → {p_lbl} ({c:.2f})"))
             a, b = st.columns(2)
             a.page_link("pages/predict.py", label="Predict", icon=":material/search:", query_params={"image": image_id})
             b.page_link("pages/compare.py", label="Compare", icon=":material/compare:", query_params={"image": image_id})

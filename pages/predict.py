@@ -52,7 +52,7 @@ if not images:
 # pandas, torch, the models and the CAM library load only once there is an image (a fast first page)
 import pandas as pd  # noqa: E402
 
-from pages._shared.predictions import predictions_root  # noqa: E402
+from pages._shared.predictions import source_predictions_root  # noqa: E402
 from pneumo_core.evaluation import selection  # noqa: E402
 from pneumo_core.explain.cams import COLORMAPS, METHODS, overlay  # noqa: E402
 from pneumo_core.explain.ood import default_gate  # noqa: E402
@@ -63,7 +63,7 @@ keys = loaded(source, src_label, keys)  # a checkpoint that does not load is nam
 if not keys:
     st.warning("No models available from this source.")
     st.stop()
-root = predictions_root()
+root = source_predictions_root(source)  # None: a source without its own prediction files
 gate = default_gate()
 rows = []
 for name, (h, gray) in images.items():
@@ -71,7 +71,7 @@ for name, (h, gray) in images.items():
         return model_probs(source, src_label, key, h, gray)
 
     errors: list[str] = []  # a model that fails on this image (e.g. NaN outputs) is named and left out
-    verdicts = zoo_verdicts(root, set(keys), probs_of, errors=errors)
+    verdicts = zoo_verdicts(root, set(keys), probs_of, errors=errors) if root is not None else []
     if not verdicts:  # a source without prediction files: each model at its stored threshold
         verdicts = stored_verdicts({k: (predictor(source, src_label, k).classes, predictor(source, src_label, k).meta.threshold)
                                     for k in keys}, probs_of, errors=errors)
@@ -100,7 +100,7 @@ st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=Fal
 
 
 cam_keys = keys[:]  # the best binary model first (chosen once a run, not at every heatmap tweak)
-best = selection.best_model(root, "binary", with_checkpoint=True)
+best = selection.best_model(root, "binary", with_checkpoint=True) if root is not None else None
 if best is not None and best.key in cam_keys:
     cam_keys.remove(best.key)
     cam_keys.insert(0, best.key)
@@ -127,18 +127,19 @@ def heatmap() -> None:
         st.error(escape_markdown(str(exc)))
         return
     if r.degenerate:
-        st.warning(r.message)
+        st.warning(escape_markdown(r.message))
     view = shrink(gray, VIEW_SIDE)  # drawn at screen size: a 2048-px overlay costs ~250 MB to compose
     pic = overlay(view, r.normalised, opacity, cmap)
     a, b = st.columns(2)
-    a.image(view, caption=img_name, clamp=True)
-    b.image(pic, caption=f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px", clamp=True)
+    a.image(view, caption=escape_markdown(img_name), clamp=True)
+    b.image(pic, caption=escape_markdown(f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px"),
+            clamp=True)
     if st.toggle("Faithfulness score", key="cam_faith",
                  help="How much the model's confidence in the class changes when the image is multiplied by "
                       "the heatmap (keeping only the hot regions). Positive: the hot regions alone support the "
                       "class (a faithful map); near 0 or negative: they do not."):
         f = faithfulness(source, src_label, model_key, h, method, target, gray)
-        st.caption(f"Keeping only the heat changes the confidence in {r.class_name} by {f:+.3f}.")
+        st.caption(escape_markdown(f"Keeping only the heat changes the confidence in {r.class_name} by {f:+.3f}."))
     buf = io.BytesIO()
     Image.fromarray(pic).save(buf, format="PNG")
     st.download_button("Download overlay (PNG)", buf.getvalue(), f"{safe_filename(img_name.rsplit('.', 1)[0])}_{method}.png",

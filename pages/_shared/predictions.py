@@ -9,6 +9,7 @@ import streamlit as st
 from pages._shared.images import data_dir
 from pages._shared.layout import state
 from pages._shared.models import SOURCES, current_source, model_keys, predictor
+from pneumo_core.models.sources import LocalSource, Source, bundled_source
 from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.predictions import Predictions
@@ -24,6 +25,17 @@ def predictions_root() -> Path:
         if list(folder.glob("predictions/*/*.csv")):
             return folder
     return ASSETS
+
+
+def source_predictions_root(source: Source) -> Path | None:
+    """The prediction files that describe ``source``'s own checkpoints: assets/ for the bundled models, a local
+    folder's ``predictions/``; None for a source without them (a Hub repo, a folder of checkpoints only), whose
+    models then decide at their checkpoints' stored thresholds, never at the bundled zoo's."""
+    if not isinstance(source, LocalSource):
+        return None
+    if source.root == bundled_source().root:
+        return ASSETS
+    return source.root if any(source.root.glob("predictions/*/*.csv")) else None
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -74,7 +86,11 @@ def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> tuple[str, str, 
     """The page's model selectbox (best first; a deep link's ``?model=`` preselected, or named if unknown)."""
     for line in st.session_state.pop("skipped_note", []):
         st.error(line)
-    opts = set_options(str(root), tasks) + source_options(tasks)
+    try:
+        opts = set_options(str(root), tasks) + source_options(tasks)
+    except PneumoError as exc:  # a malformed prediction file in the folder: named, never a traceback
+        st.error(escape_markdown(exc))
+        return None
     if not opts:
         st.info("No prediction files yet. Train models with `python train.py --zoo` or point the sidebar at a "
                 "local checkpoints folder that has `predictions/`.")
@@ -83,7 +99,7 @@ def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> tuple[str, str, 
     labels = [label(o) for o in opts]
     default = labels.index(wanted) if wanted in labels else 0
     if wanted and wanted not in labels and key not in st.session_state:
-        st.warning(f"The link's model {wanted!r} is not available here; showing {labels[0]!r}.")
+        st.warning(escape_markdown(f"The link's model {wanted[:80]!r} is not available here; showing {labels[0]!r}."))
     if st.session_state.get(key) not in labels:
         st.session_state.pop(key, None)
     choice = st.selectbox("Model and prediction set", labels, index=default, key=key)
@@ -110,4 +126,8 @@ def val_and_test(tasks: tuple[str, ...], key: str) -> tuple[tuple[str, str, int]
             if st.query_params.get("model") == label(opt):
                 del st.query_params["model"]
             st.rerun()
-    return opt, prediction_set(str(root), *opt, "val"), prediction_set(str(root), *opt, "test")
+    try:
+        return opt, prediction_set(str(root), *opt, "val"), prediction_set(str(root), *opt, "test")
+    except (PneumoError, FileNotFoundError) as exc:  # named; the selectbox stays for another choice
+        st.error(escape_markdown(exc))
+        st.stop()
