@@ -9,11 +9,12 @@ from pages._shared.images import data_dir, sample_images
 from pages._shared.layout import show_figure, start_page
 from pages._shared.models import cam, current_source, focus_table, loaded, model_keys
 from pneumo_core.data.images import load_grayscale
-from pneumo_core.errors import PneumoError
+from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.explain.audit import (BORDER, RANDOMIZATION_HELP, TOP, agreement, least_focused,
                                        summarise, to_shape, top_region)
 from pneumo_core.explain.cams import METHODS, overlay
 from pneumo_core.explain.lungs import draw_contours, lung_contours, lung_mask
+from pneumo_core.files import escape_markdown
 from pneumo_core.visualize.charts import lung_focus_figure
 
 start_page("Where models look")
@@ -46,7 +47,7 @@ else:
     try:
         frame = kermany_splits(root)[split]
     except PneumoError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(exc))
         st.stop()
     paths = sorted(frame.sample(min(n, len(frame)), random_state=0)["path"].astype(str))
 chosen = loaded(source, src_label, chosen)  # a checkpoint that does not load is named and skipped
@@ -61,12 +62,39 @@ def lungs_of(path: str):
     return gray, lung_mask(gray)
 
 
-tables: dict[str, pd.DataFrame] = {}
-for k in chosen:
-    bar = st.progress(0.0, text=f"{k}: heatmaps and lung masks…")
-    tables[k] = focus_table(source, src_label, k, method, tuple(paths), sanity,
-                            lambda done, total, k=k, bar=bar: bar.progress(done / total, text=f"{k}: {done}/{total} images"))
-    bar.empty()
+@st.cache_data(show_spinner=False, max_entries=4096)
+def unreadable(path: str) -> str | None:
+    """Why a dataset image cannot be read (None when it can): asked only once a table met such an image."""
+    try:
+        load_grayscale(path)
+        return None
+    except ImageLoadError as exc:
+        return str(exc)
+
+
+def focus_tables(paths: list[str]) -> dict[str, pd.DataFrame]:
+    tables = {}
+    for k in chosen:
+        bar = st.progress(0.0, text=f"{k}: heatmaps and lung masks…")
+        try:
+            tables[k] = focus_table(source, src_label, k, method, tuple(paths), sanity,
+                                    lambda done, total, k=k, bar=bar: bar.progress(done / total,
+                                                                                   text=f"{k}: {done}/{total} images"))
+        finally:
+            bar.empty()
+    return tables
+
+
+try:
+    tables = focus_tables(paths)
+except ImageLoadError:  # an unreadable image in the sample: named, left out, the others audited
+    bad = [p for p in paths if unreadable(p) is not None]
+    st.error(escape_markdown(f"{len(bad)} image(s) could not be read and are left out: {unreadable(bad[0])}"
+                             if bad else "an image could not be read"))
+    paths = [p for p in paths if p not in bad]
+    if not paths or not bad:
+        st.stop()
+    tables = focus_tables(paths)
 
 summaries = {k: summarise(t) for k, t in tables.items()}
 even = next(iter(summaries.values()))["lung_area"]
@@ -94,8 +122,8 @@ for tab, k in zip(st.tabs(chosen), chosen):
         gray, mask = lungs_of(path)
         r = cam(source, src_label, k, path, method, None, gray)
         col.image(picture(gray, mask, r.normalised), clamp=True,
-                  caption=f"{path.rsplit('/', 1)[-1]} · {row['cam_class']} {row['probability']:.2f} · lungs "
-                          f"{row['lung_share']:.0%} · border {row['border_share']:.0%}")
+                  caption=escape_markdown(f"{path.rsplit('/', 1)[-1]} · {row['cam_class']} {row['probability']:.2f} · "
+                                          f"lungs {row['lung_share']:.0%} · border {row['border_share']:.0%}"))
 
 if len(chosen) >= 2:
     st.subheader("Do two models agree on one image?")
@@ -111,4 +139,4 @@ if len(chosen) >= 2:
     for col, k, r in zip(st.columns(2), (ka, kb), (ra, rb)):
         hot = lung_contours(top_region(to_shape(r.raw, gray.shape)))
         col.image(draw_contours(picture(gray, mask, r.normalised), hot, color=(255, 255, 255)), clamp=True,
-                  caption=f"{k}: {r.class_name} · white outline: its hottest {TOP:.0%}")
+                  caption=escape_markdown(f"{k}: {r.class_name} · white outline: its hottest {TOP:.0%}"))

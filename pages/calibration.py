@@ -14,6 +14,7 @@ from pneumo_core.evaluation.calibration import (
     temperature_scale_probs,
     top_label_reliability,
 )
+from pneumo_core.files import escape_html
 from pneumo_core.visualize.charts import reliability_figure
 
 start_page("Calibration")
@@ -56,4 +57,4 @@ if not test.is_binary:
     k = list(test.classes).index(cls)
     r = class_reliability(test.y_true, test.probs, k, n_bins, strategy)
     r2 = class_reliability(test.y_true, scaled, k, n_bins, strategy) if scaled is not None else None
-    show_figure(reliability_figure(r, f"P({cls}) against being {cls}", r2), key="rel_class_chart")
+    show_figure(reliability_figure(r, escape_html(f"P({cls}) against being {cls}"), r2), key="rel_class_chart")

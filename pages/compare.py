@@ -48,17 +48,17 @@ def maps() -> None:
                "those that did not. " + ("All maps share one scale." if shared else "Each map on its own scale."))
     for col, k, r, m in zip(st.columns(len(chosen)), chosen, results, scaled):
         p = predictor(source, src_label, k)
-        col.image(overlay(gray, m), caption=k, clamp=True)
-        col.markdown(f"**{r.class_name}** ({max(r.probs):.3f})")
+        col.image(overlay(gray, m), caption=escape_markdown(k), clamp=True)
+        col.markdown(f"**{escape_markdown(r.class_name)}** ({max(r.probs):.3f})")
         g = cam_grid(p)
         col.caption(f"{p.meta.arch} sees {p.prep.image_size} × {p.prep.image_size} px; its {r.method} grid is "
                     f"{g} × {g} cells, smoothed up to the image.")
         if r.degenerate:
-            col.warning(r.message)
+            col.warning(escape_markdown(r.message))
     show_figure(colorbar_figure(), key="cmp_colorbar")
     for (ka, ra), (kb, rb) in combinations(zip(chosen, results), 2):
         ag = agreement(ra.raw, rb.raw, gray.shape)
-        st.markdown(f"**{ka.split('/')[-1]}** and **{kb.split('/')[-1]}** agree: IoU {ag.iou:.2f} of their "
+        st.markdown(f"**{escape_markdown(ka.split('/')[-1])}** and **{escape_markdown(kb.split('/')[-1])}** agree: IoU {ag.iou:.2f} of their "
                     f"hottest 20 %, Spearman {ag.spearman:.2f}",
                     help="IoU: the overlap of the two maps' hottest fifths (1 = the same region, 0 = none in "
                          "common). Spearman: the rank correlation of the whole maps (1 = same ordering of pixels).")
@@ -68,7 +68,7 @@ def maps() -> None:
                       "near 0 or negative: they do not."):
         for col, k, r in zip(st.columns(len(chosen)), chosen, results):
             f = faithfulness(source, src_label, k, h, method, None, gray)
-            col.caption(f"Keeping only the heat changes the confidence in {r.class_name} by {f:+.3f}.")
+            col.caption(escape_markdown(f"Keeping only the heat changes the confidence in {r.class_name} by {f:+.3f}."))
 
 
 maps()

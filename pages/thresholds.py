@@ -14,6 +14,8 @@ from pneumo_core.data.datasets import subtype_of
 from pneumo_core.evaluation.metrics import average_precision, auroc, by_group, pr_curve, prevalence_adjusted, roc_curve
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.thresholds import ThresholdSweep, choose
+from pneumo_core.errors import PneumoError
+from pneumo_core.files import escape_markdown
 
 start_page("Thresholds")
 opt, val, test = val_and_test(("binary", "three_class"), key="thr_model")
@@ -38,7 +40,11 @@ y, p = test.y_binary, test.p_positive
 sweep = sweep_of(key, y, p)
 curves = curves_of(key, y, p)
 
-val_threshold = selection.pneumonia_threshold_on(val)
+try:
+    val_threshold = selection.pneumonia_threshold_on(val)
+except PneumoError as exc:  # e.g. a validation file of one class: no threshold separates anything there
+    val_threshold = 0.5
+    st.error(escape_markdown(f"{exc}; the slider opens at {val_threshold}."))
 if st.session_state.get("thr_for") != key:  # a model opens at its validation threshold (a deep link's on arrival)
     first_visit = "thr_for" not in st.session_state
     st.session_state["thr_for"] = key
@@ -51,8 +57,8 @@ if st.session_state.get("thr_for") != key:  # a model opens at its validation th
         if 0 <= asked <= 1:
             st.session_state["threshold"] = asked
         else:
-            st.warning(f"The link's threshold {st.query_params['threshold']!r} is not a number in [0, 1]; "
-                       f"opening at the validation threshold {val_threshold:.3f}.")
+            st.warning(escape_markdown(f"The link's threshold {st.query_params['threshold'][:40]!r} is not a "
+                                       f"number in [0, 1]; opening at the validation threshold {val_threshold:.3f}."))
 
 with st.expander("Operating points chosen on validation", expanded=True):
     c1, c2, c3 = st.columns([2, 1, 1])
@@ -76,7 +82,7 @@ with st.expander("Operating points chosen on validation", expanded=True):
         except ValueError as exc:
             st.session_state["op_note"] = f"{spec}: {exc}"
     if "op_note" in st.session_state:
-        st.caption(st.session_state["op_note"])
+        st.caption(escape_markdown(st.session_state["op_note"]))
 
 
 @st.fragment
@@ -131,7 +137,7 @@ def panel() -> None:
         paths = [image_path(i) for i in rows["image_id"].head(12)]
         if any(paths):
             st.image([str(x) for x in paths if x], width=150,
-                     caption=[f"{i.split('/')[-1]} · {q:.2f}" for i, q, x in
+                     caption=[escape_markdown(f"{i.split('/')[-1]} · {q:.2f}") for i, q, x in
                               zip(rows["image_id"], rows["p_pneumonia"], paths) if x])
         else:
             st.caption(DATA_HINT)
