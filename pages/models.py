@@ -5,8 +5,10 @@ import streamlit as st
 
 from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import predictions_root
-from pneumo_core.evaluation.artifacts import run_info, runs
+from pneumo_core.errors import PneumoError
+from pneumo_core.evaluation.artifacts import recipe_line, run_info, runs
 from pneumo_core.evaluation.results import load_results
+from pneumo_core.files import escape_html, escape_markdown
 from pneumo_core.visualize.charts import learning_curve_figure
 
 start_page("Models")
@@ -18,14 +20,18 @@ def table(root: str):
     return load_results(root)
 
 
-t = table(str(root))
-if t.empty:
+try:
+    t = table(str(root))
+except PneumoError as exc:  # e.g. a malformed prediction file: named, the learning curves still drawn
+    st.error(escape_markdown(exc))
+    t = None
+if t is not None and t.empty:
     st.info("No prediction files yet: train the zoo with `python train.py --zoo`.")
     st.stop()
 st.caption("Test set (624 images); binary thresholds chosen on the patient-aware validation split (Youden's J); "
            "best seed = lowest validation log loss. Mean ± std over seeds where there are several; "
            "[low, high] = 95 % bootstrap interval of that figure.")
-for task in t["task"].unique():
+for task in t["task"].unique() if t is not None else []:
     st.subheader(task.replace("_", " "))
     part = t[t["task"] == task].drop(columns=["task"])
     st.dataframe(part.loc[:, (part != "").any()], hide_index=True, key=f"results_{task}", width="stretch")
@@ -38,12 +44,14 @@ if by_model:
     labels = [f"{task} · {model}" for task, model in by_model]
     pick = st.selectbox("Model (every seed overlaid)", labels, key="lc_run")
     task, model = list(by_model)[labels.index(pick)]
-    infos = {stem.rsplit("_", 1)[-1]: run_info(root, task, stem) for stem in by_model[(task, model)]}
-    show_figure(learning_curve_figure({k: v["history"] for k, v in infos.items() if "history" in v}, pick),
-                key="lc_chart")
+    infos = {}
+    for stem in by_model[(task, model)]:
+        try:
+            infos[stem.rsplit("_", 1)[-1]] = run_info(root, task, stem)
+        except PneumoError as exc:  # a malformed run log: named, the other seeds still drawn
+            st.error(escape_markdown(exc))
+    show_figure(learning_curve_figure({k: v["history"] for k, v in infos.items() if "history" in v},
+                                      escape_html(pick)), key="lc_chart")
     for seed, info in infos.items():
-        if "metrics" in info:
-            cfg = info["metrics"]["config"]
-            st.caption(f"{seed}: " + ", ".join(f"{k} {cfg[k]}" for k in ("init", "image_size", "head_epochs", "epochs",
-                                                                         "freeze_fraction", "lr", "batch_size"))
-                       + f"; wall time {info['metrics']['wall_s'] / 60:.1f} min on the training machine's CPU.")
+        if line := recipe_line(info.get("metrics", {})):
+            st.caption(escape_markdown(f"{seed}: {line}."))

@@ -7,12 +7,14 @@ Layout under a root: ``predictions/<task>/<stem>_{val,test}.csv``, ``runs/<task>
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from pneumo_core.data.tasks import TASK_FOLDERS
+from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation.predictions import Predictions, read_predictions
 from pneumo_core.files import ASSETS
 from pneumo_core.models.sources import checkpoint_stem, parse_stem
@@ -62,15 +64,55 @@ def has_checkpoint(root: str | Path, task: str, arch: str) -> bool:
                for base in (root, root / "models") for ext in (".pt", ".safetensors"))
 
 
+#: what a run's recipe line shows, from its metrics.json config
+RECIPE_KEYS = ("init", "image_size", "head_epochs", "epochs", "freeze_fraction", "lr", "batch_size")
+_CURVE_KEYS = ("epoch", "train_loss", "val_loss", "val_auroc")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_run_file(name: str, obj, where: Path) -> None:
+    """A :class:`PredictionFileError` naming ``where`` when a run log is not of the shape train.py writes."""
+    if name == "history":
+        if not isinstance(obj, list) or not all(isinstance(h, dict) for h in obj):
+            raise PredictionFileError(f"{where}: not a run history (a list of epoch records)")
+        for h in obj:
+            if h.get("phase") == "finetune" and not all(_is_number(h.get(k)) or h.get(k) is None for k in _CURVE_KEYS):
+                raise PredictionFileError(f"{where}: an epoch record lacks a number for one of {', '.join(_CURVE_KEYS)}")
+            if h.get("phase") == "finetune" and not _is_number(h.get("epoch")):
+                raise PredictionFileError(f"{where}: an epoch record has no epoch number")
+    elif not isinstance(obj, dict) or not isinstance(obj.get("config", {}), dict):
+        raise PredictionFileError(f"{where}: not a run's metrics (an object with a config object)")
+
+
 def run_info(root: str | Path, task: str, stem: str) -> dict:
-    """history (learning curve) and metrics of a run, as far as they exist."""
+    """history (learning curve) and metrics of a run, as far as they exist; a file that is not valid JSON
+    of the shape train.py writes is a :class:`PredictionFileError` naming it."""
     d = Path(root) / "runs" / task / stem
     out = {}
     for name in ("history", "metrics"):
         f = d / f"{name}.json"
         if f.is_file():
-            out[name] = json.loads(f.read_text())
+            try:
+                obj = json.loads(f.read_text())
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+                raise PredictionFileError(f"{f}: not readable JSON ({type(exc).__name__})") from None
+            _check_run_file(name, obj, f)
+            out[name] = obj
     return out
+
+
+def recipe_line(metrics: dict) -> str:
+    """A run's recipe in one line (init, image size, epochs, ..., wall time), from its metrics.json; what is
+    missing or not a number is left out."""
+    cfg = metrics.get("config") if isinstance(metrics.get("config"), dict) else {}
+    parts = [f"{k} {cfg[k]}" for k in RECIPE_KEYS if k in cfg and isinstance(cfg[k], (str, int, float))]
+    wall = metrics.get("wall_s")
+    if _is_number(wall) and math.isfinite(wall):
+        parts.append(f"wall time {wall / 60:.1f} min on the training machine's CPU")
+    return ", ".join(parts)
 
 
 def runs(root: str | Path) -> list[tuple[str, str]]:

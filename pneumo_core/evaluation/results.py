@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import artifacts, selection
 from pneumo_core.evaluation.bootstrap import bootstrap_runs, resampled_metrics
 from pneumo_core.evaluation.predictions import Predictions, ensemble
@@ -63,7 +64,10 @@ def _row(task: str, model: str, runs: list[tuple[Predictions, Predictions]], n_b
 
 
 def _recipe(root: str | Path, task: str, arch: str, seed: int) -> dict:
-    cfg = artifacts.run_info(root, task, checkpoint_stem(task, arch, seed)).get("metrics", {}).get("config", {})
+    try:
+        cfg = artifacts.run_info(root, task, checkpoint_stem(task, arch, seed)).get("metrics", {}).get("config", {})
+    except PneumoError:  # a malformed run log costs its recipe cells, not the table
+        cfg = {}
     if not cfg:
         return {"init": "", "image_size": "", "epochs": ""}
     init = str(cfg.get("init", ""))
