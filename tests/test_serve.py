@@ -53,8 +53,8 @@ def test_nginx_config_for_two_workers(tmp_path):
 def test_nginx_accepts_the_generated_config(tmp_path):
     conf = tmp_path / "nginx.conf"
     conf.write_text(serve.nginx_config(free_port(), [free_port(), free_port()], tmp_path, address="127.0.0.1"))
-    out = subprocess.run([serve.find_nginx(), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "e.log"), "-c", str(conf)],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run([serve.find_nginx(), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "e.log"),
+                          "-c", str(conf)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
 
 
@@ -116,7 +116,8 @@ def _rss_mb(pids: set[int]) -> float:
 
 def _worker_for(url: str, cookie: str | None = None) -> tuple[str, str | None]:
     """(X-Pneumo-Worker, the pneumo_worker cookie nginx set) for one request."""
-    req = urllib.request.Request(f"{url}/_stcore/health", headers={"Cookie": f"pneumo_worker={cookie}"} if cookie else {})
+    headers = {"Cookie": f"pneumo_worker={cookie}"} if cookie else {}
+    req = urllib.request.Request(f"{url}/_stcore/health", headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
         m = re.search(r"pneumo_worker=(\w+)", " ".join(r.headers.get_all("Set-Cookie") or []))
         return r.headers["X-Pneumo-Worker"], m and m.group(1)
