@@ -5,9 +5,15 @@ import streamlit as st
 
 from pages._shared.images import data_dir, default_data_dir
 from pages._shared.layout import NARROW_CSS, navigation, state
-from pages._shared.memory import give_back_freed_memory, limit_heaps, page_run, warm_up
+from pages._shared.memory import give_back_freed_memory, limit_heaps, page_run
 from pages._shared.models import SOURCES, current_source
+from pages._shared.warmup import start as start_warm_up
+from pneumo_core.files import escape_markdown
 from pneumo_core.models.sources import DEFAULT_REPO
+
+# The imports, the bundled samples' verdicts and heatmaps, in the background, once per server: at launch when
+# the server's script health check runs this file (`python -m pneumo_core serve` asks it), else on the first visit
+start_warm_up()
 
 st.set_page_config(page_title="Pneumo Explorer", page_icon=":material/pulmonology:", layout="wide",
                    initial_sidebar_state="auto")
@@ -28,16 +34,15 @@ with st.sidebar:
         state("hub_repo", DEFAULT_REPO)
         st.text_input("Hub repo id", key="hub_repo")
     _, status = current_source()
-    st.caption(status)
+    st.caption(escape_markdown(status))
     state("data_dir", default_data_dir())
     st.text_input("Dataset folder (optional)", key="data_dir", placeholder="…/chest_xray",
                   help="A Kermany layout folder. Galleries need it; everything else works without.")
     if st.session_state["data_dir"] and data_dir() is None:
-        st.error(f"Dataset folder not found: {st.session_state['data_dir']}")
+        st.error(escape_markdown(f"Dataset folder not found: {st.session_state['data_dir']}"))
 
 try:
     with page_run():  # never alongside one of the warm-up thread's imports
         page.run()
 finally:
-    warm_up()  # after the first page is drawn: the libraries imported and frozen in the background
     give_back_freed_memory()  # a large upload's decoding buffers, returned to the system

@@ -114,6 +114,26 @@ def test_a_link_model_parameter_is_shown_as_text():
     assert "not available here" in warned and not _has_markup(warned)
 
 
+def test_a_link_image_parameter_is_shown_as_text():
+    for page in ("pages/predict.py", "pages/compare.py"):
+        at = _run(page, query={"image": LINK})
+        assert not at.exception, (page, [e.message for e in at.exception])
+        warned = " ".join(w.value for w in at.warning)
+        assert "not found" in warned and not _has_markup(warned), page
+
+
+def test_a_prediction_file_cannot_point_outside_the_dataset_folder(data_dir, monkeypatch):
+    """An image id from a prediction file is looked up inside the dataset folder only (``../``, absolute)."""
+    from pages._shared import images
+
+    monkeypatch.setattr(images, "data_dir", lambda: data_dir / "test")
+    inside = next((data_dir / "test" / "NORMAL").glob("*.jpeg"))
+    assert images.image_path(f"NORMAL/{inside.name}") == data_dir / "test" / "NORMAL" / inside.name
+    outside = next((data_dir / "train" / "NORMAL").glob("*.jpeg"))
+    assert images.image_path(f"../train/NORMAL/{outside.name}") is None
+    assert images.image_path(str(outside)) is None and images.image_path("x" * 4000) is None
+
+
 def test_a_long_image_link_is_named_on_predict_and_compare():
     for page in ("pages/predict.py", "pages/compare.py"):
         at = _run(page, query={"image": "x" * 300})

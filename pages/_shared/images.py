@@ -11,7 +11,7 @@ import streamlit as st
 from pages._shared.layout import state
 from pages._shared.memory import close_with_browser
 from pneumo_core.errors import PneumoError
-from pneumo_core.files import ASSETS
+from pneumo_core.files import ASSETS, escape_markdown
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
 #: most files one upload takes into account (the rest are named and left out)
@@ -40,10 +40,14 @@ def data_dir() -> Path | None:
 def image_path(image_id: str) -> Path | None:
     """A dataset image's file, when the dataset folder has it."""
     d = data_dir()
-    if d is None:
+    if d is None or len(image_id) > MAX_LINK_CHARS:
         return None
-    p = d / image_id
-    return p if p.is_file() else None
+    try:
+        p = d / image_id
+        inside = d.resolve() in p.resolve().parents  # an id of "../x" or "/etc/x" from a prediction file: no
+        return p if inside and p.is_file() else None
+    except OSError:
+        return None
 
 
 def digest(data: bytes) -> str:
@@ -99,7 +103,8 @@ def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
         if hit:
             st.session_state[key] = hit
         else:
-            st.warning(f"Image {wanted!r} not found: set the dataset folder in the sidebar to open it.")
+            st.warning(escape_markdown(f"Image {wanted[:80]!r} not found: set the dataset folder in the sidebar to "
+                                       "open it."))
     if st.button("Try a sample", key=f"{prefix}_next", help="the next bundled sample X-ray"):
         current = st.session_state.get(key, names[0])
         samples = [n for n in names if n.startswith("sample")]
@@ -122,5 +127,5 @@ def linked_image() -> tuple[str, bytes] | None:
                     return Path(wanted).name, read_image_file(p)
             except OSError:  # a name the file system refuses (too long, bad characters)
                 continue
-    st.warning(f"Image {wanted[:80]!r} not found: set the dataset folder in the sidebar to open it.")
+    st.warning(escape_markdown(f"Image {wanted[:80]!r} not found: set the dataset folder in the sidebar to open it."))
     return None
