@@ -11,7 +11,8 @@ from pages._shared.images import (MAX_UPLOADS, UPLOAD_TYPES, decoded, digest, li
                                   sample_images)
 from pages._shared.layout import start_page
 from pages._shared.memory import close_with_browser
-from pages._shared.models import cam, current_source, faithfulness, model_keys, loaded, model_probs, predictor
+from pages._shared.models import (cam, current_source, faithfulness, loaded, model_keys, model_probs, ood_score,
+                                  predictor)
 from pneumo_core.data.images import shrink
 from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.files import escape_markdown, safe_cell, safe_filename, unique_names
@@ -75,7 +76,7 @@ for name, (h, gray) in images.items():
     if not verdicts:  # a source without prediction files: each model at its stored threshold
         verdicts = stored_verdicts({k: (predictor(source, src_label, k).classes, predictor(source, src_label, k).meta.threshold)
                                     for k in keys}, probs_of, errors=errors)
-    ood = float(gate.score([gray])[0]) if gate is not None else None
+    ood = ood_score(h, gray) if gate is not None else None
     with st.container(border=True):
         st.markdown(f"**{escape_markdown(name)}**")
         for line in errors:

@@ -162,3 +162,39 @@ def test_pneumo_data_sets_the_sidebar_dataset_folder(data_dir, monkeypatch):
     at.switch_page("pages/audit.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.selectbox(key="audit_split").value == "test"  # the dataset branch, not the bundled samples
+
+
+def test_after_the_warm_up_a_sample_click_runs_no_model(monkeypatch):
+    """The warm-up fills the very cache entries Predict and Compare read: afterwards "Try a sample" and Compare's
+    first view run no forward pass (every nn.Module call counted: the models, the OOD gate, Grad-CAM)."""
+    import torch
+
+    from pages._shared.warmup import precompute_samples
+
+    stats = precompute_samples()
+    assert stats["samples"] == 12 and stats["probabilities"] == 12 * 7 and stats["heatmaps"] == 12 * 2
+    calls = []
+    real = torch.nn.Module.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", counted)
+    at = _app("pages/predict.py")
+    at.button(key="predict_sample").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("OOD score" in c.value for c in at.caption) and len(_table(at, "verdict")) >= 7
+    at = _app("pages/compare.py")
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(_images_in(at)) == 2  # the pair's two overlays
+    assert calls == [], calls[:10]
+
+
+def _images_in(at: AppTest):
+    def walk(node):
+        if getattr(node, "type", None) == "image":
+            yield node
+        for child in getattr(node, "children", {}).values():
+            yield from walk(child)
+    return list(walk(at.main))

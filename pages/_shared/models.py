@@ -18,6 +18,8 @@ from pneumo_core.files import escape_markdown
 from pneumo_core.models.sources import DEFAULT_REPO, HubSource, LocalSource, Source, bundled_source
 
 SOURCES = ("Bundled demo models", "Local checkpoints folder", "Hugging Face Hub")
+#: the bundled source's label: part of every cache key (the warm-up fills the entries the pages read)
+BUNDLED_LABEL = "bundled demo models (assets/models)"
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -42,7 +44,7 @@ def current_source() -> tuple[Source, str]:
             return src, src.status
     except PneumoError as exc:
         return bundled_source(), f"{kind}: {exc}. Using the bundled demo models."
-    return bundled_source(), "bundled demo models (assets/models)"
+    return bundled_source(), BUNDLED_LABEL
 
 
 def model_keys(source: Source, task: str | None = None) -> list[str]:
@@ -155,3 +157,17 @@ def focus_table(source: Source, source_label: str, key: str, method: str, paths:
         while len(store) > max_entries:
             store.popitem(last=False)
     return table.copy()
+
+
+def ood_score(image: str, gray: np.ndarray) -> float | None:
+    """The out-of-distribution gate's score for one image (``image``: its content digest), cached; None without
+    a gate."""
+    return _ood_score(image, gray)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _ood_score(image: str, _gray: np.ndarray) -> float | None:
+    from pneumo_core.explain.ood import default_gate
+
+    gate = default_gate()
+    return None if gate is None else float(gate.score([_gray])[0])

@@ -93,6 +93,10 @@ http {{
     server {{
         listen {listen};
         client_max_body_size {max_body_mb + 1}m;
+        # runs app.py: for serve's warm-up at launch (straight to each worker), never for visitors
+        location = /_stcore/script-health-check {{
+            return 404;
+        }}
         location / {{
             proxy_pass http://pneumo_workers;
             proxy_http_version 1.1;
@@ -165,9 +169,9 @@ def _start(name: str, cmd: list[str], log: Path) -> Child:
     return Child(name, proc, log)
 
 
-def _healthy(url: str) -> bool:
+def _healthy(url: str, timeout: float = 2) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.read() == b"ok"
     except OSError:
         return False
@@ -231,7 +235,8 @@ def run_serve(args: argparse.Namespace) -> int:
         for i, p in enumerate(ports, 1):
             children.append(_start(f"worker {i} (127.0.0.1:{p})", [
                 sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(p),
-                "--server.address", "127.0.0.1", "--server.headless", "true"], run_dir / f"worker-{i}.log"))
+                "--server.address", "127.0.0.1", "--server.headless", "true",
+                "--server.scriptHealthCheckEnabled", "true"], run_dir / f"worker-{i}.log"))
         conf = run_dir / "nginx.conf"
         conf.write_text(nginx_config(args.port, ports, run_dir, address=args.address, max_body_mb=upload_limit_mb()))
         proxy = _start("nginx", [nginx, "-p", str(run_dir), "-e", str(run_dir / "nginx-error.log"), "-c", str(conf),
@@ -259,6 +264,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 return 1
             pending = {u: c for u, c in pending.items() if not _healthy(u)}
             if not pending and not proxy_checked:
+                for p in ports:  # each worker runs app.py once: its warm-up starts now, not at the first visit
+                    _healthy(f"http://127.0.0.1:{p}/_stcore/script-health-check", timeout=60)
                 proxy_checked, pending = True, {proxy_url: proxy}
                 continue
             if pending:

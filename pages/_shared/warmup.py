@@ -1,0 +1,92 @@
+"""Warm-up at launch: the bundled samples' verdicts and default heatmaps computed once, in the background,
+into the very caches the pages read, so no visitor's "Try a sample" runs a model.
+
+The top of ``pages/_shared`` (it uses ``models``, ``images`` and ``memory``). ``memory.warm_up`` imports the
+heavy libraries first; then this fills, for each bundled sample, its decoded image, every bundled model's
+probabilities (Predict's verdicts) and the OOD gate's score, the best binary model's Grad-CAM (Predict's
+heatmap) and the Compare pair's (Compare's maps). A visitor who asks for one of these while it is being
+computed waits for that entry (``st.cache_data`` computes a key once), never computes it again.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from pages._shared.images import decoded, digest, read_image_file, sample_images
+from pages._shared.memory import give_back_freed_memory, page_run, warm_up
+from pages._shared.models import BUNDLED_LABEL, cam, model_keys, model_probs, ood_score, predictor
+from pneumo_core.files import ASSETS
+
+#: the pair Compare opens with, and the method both pages open with
+COMPARE_PAIR = ("binary/resnet18", "binary/densenet121")
+DEFAULT_METHOD = "gradcam"
+
+_DONE = threading.Event()
+_STARTED = False
+_LOCK = threading.Lock()
+STATS: dict[str, float] = {}
+
+
+def precompute_samples() -> dict[str, float]:
+    """Fill the caches for every bundled sample; returns counts and seconds (for the bench and tests)."""
+    from pneumo_core.evaluation import selection
+    from pneumo_core.models.sources import bundled_source
+
+    t0 = time.perf_counter()
+    source = bundled_source()
+    keys = [k for k in model_keys(source) if "/seed" not in k]
+    best = selection.best_model(ASSETS, "binary", with_checkpoint=True)
+    cam_keys = list(dict.fromkeys(([best.key] if best is not None and best.key in keys else [])
+                                  + [k for k in COMPARE_PAIR if k in keys]))
+    from pneumo_core.explain.cams import cam_grid
+
+    for k in cam_keys:  # Compare's "grid is 7 x 7 cells" line: one forward pass per model, remembered
+        cam_grid(predictor(source, BUNDLED_LABEL, k))
+    n_probs = n_cams = 0
+    for path in sample_images():
+        data = read_image_file(path)
+        with page_run():  # never alongside an import of the warm-up thread (see memory.page_run)
+            h, gray = digest(data), decoded(data, path.name)
+            ood_score(h, gray)
+            for k in keys:
+                model_probs(source, BUNDLED_LABEL, k, h, gray)
+                n_probs += 1
+            for k in cam_keys:
+                cam(source, BUNDLED_LABEL, k, h, DEFAULT_METHOD, None, gray)
+                n_cams += 1
+    return {"samples": len(sample_images()), "probabilities": n_probs, "heatmaps": n_cams,
+            "seconds": time.perf_counter() - t0}
+
+
+def _run() -> None:
+    thread = warm_up()
+    if thread is not None:
+        thread.join()  # the imports first: they take the gate alone
+    try:
+        STATS.update(precompute_samples())
+    except Exception:  # noqa: BLE001 - a page computes what the warm-up could not, and names any problem
+        pass
+    finally:
+        give_back_freed_memory()  # the forward and backward passes' buffers, returned to the system
+        _DONE.set()
+
+
+def start(server_only: bool = True) -> bool:
+    """Once per process, in the background: the imports (``memory.warm_up``), then :func:`precompute_samples`.
+    False outside a running server with ``server_only`` (AppTest, a plain import)."""
+    global _STARTED
+    if server_only:
+        from streamlit import runtime
+
+        if not runtime.exists():
+            return False
+    with _LOCK:
+        if not _STARTED:
+            _STARTED = True
+            threading.Thread(target=_run, name="pneumo-precompute", daemon=True).start()
+    return True
+
+
+def done() -> bool:
+    """Whether the warm-up has finished (for the bench and the sidebar)."""
+    return _DONE.is_set()
