@@ -25,7 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 from PIL import Image  # noqa: E402
 
-from tests.bombs import deflated_dicom_bomb, dicom_header_bomb, png_bomb  # noqa: E402
+from tests.bombs import (deflated_dicom_bomb, dicom_header_bomb, jpeg_in_dicom_bomb, png_bomb,  # noqa: E402
+                         rle_dicom_bomb)
 from tests.dicom_utils import write_dicom  # noqa: E402
 
 PEAK = "import atexit, re, sys\natexit.register(lambda: print('PEAK_MB', int(re.search(r'VmHWM:\\s+(\\d+)', " \
@@ -70,6 +71,10 @@ def inputs(d: Path) -> dict[str, Path]:
     out = {"png bomb 8900^2 1-bit (review)": png_bomb(d / "bomb.png"),
            "DICOM header 10 x 8000^2 x 16 bit": dicom_header_bomb(d / "frames.dcm"),
            "deflated DICOM 10 x 8000^2 (review)": deflated_dicom_bomb(d / "deflated.dcm")}
+    for variant in ("bare", "uv", "implicit"):  # issue 29: meta forms a hand-written reader missed
+        out[f"deflated DICOM, {variant} meta (#29)"] = deflated_dicom_bomb(d / f"deflated_{variant}.dcm", variant=variant)
+    out["RLE DICOM 16 MB -> 1 GB segment (#29)"] = rle_dicom_bomb(d / "rle.dcm", megabytes=16)
+    out["JPEG-in-DICOM 12000^2 RGB frame, 64^2 header (#29)"] = jpeg_in_dicom_bomb(d / "jpeg_frame.dcm")
     rng = np.random.default_rng(0)
     big = Image.fromarray(rng.integers(0, 256, (5000, 8000), dtype=np.uint8), "L")  # 40 MP, the most we decode
     big.save(d / "40mp.png", compress_level=1)
@@ -104,7 +109,7 @@ def _server_pid(port: str) -> int:
     raise RuntimeError(f"no streamlit server on port {port}")
 
 
-def server_memory(files: dict[str, Path], rounds: int = 2) -> None:
+def server_memory(files: dict[str, Path], rounds: int = 2) -> None:  # 2 rounds: 24 hostile uploads in a row
     """Each visitor opens Predict, uploads one file and waits for the page's answer; then leaves. The server's
     resident memory after every visit, and once all have left, against the baseline of an ordinary visit."""
     from selenium.webdriver.common.by import By
@@ -140,7 +145,7 @@ def server_memory(files: dict[str, Path], rounds: int = 2) -> None:
                     what = visit(files[name])
                     print(f"  round {rnd}: {name:<38} {what:<8} server now {_rss_mb(pid):>5} MB "
                           f"(peak so far {_rss_mb(pid, 'VmHWM')} MB)")
-            visit(normal)
+            print(f"  the next ordinary visitor after them: {visit(normal)}")
             driver.get("about:blank")
             time.sleep(10)
             after = _rss_mb(pid)

@@ -6,6 +6,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_dataset, write_file_meta_info
@@ -129,3 +130,17 @@ def rle_dicom_bomb(path: Path, megabytes: int = 4, rows: int = 64, cols: int = 6
               + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
     path.write_bytes(buf.getvalue())
     return path
+
+
+def jpeg_in_dicom_bomb(path: Path, side: int = 12000, header: int = 64) -> Path:
+    """A JPEG Baseline DICOM whose header says ``header`` x ``header`` (one sample) but whose one frame is a
+    ``side`` x ``side`` RGB JPEG of zeros (~1.5 MB for 12000 px, 432 MB decoded, more while converted): the
+    decoder trusts the frame, not the header."""
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from tests.dicom_utils import write_dicom
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side)).save(buf, format="JPEG", quality=50)
+    return write_dicom(path, np.zeros((header, header), np.uint8), transfer_syntax=JPEGBaseline8Bit,
+                       pixel_bytes=buf.getvalue())
