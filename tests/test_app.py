@@ -198,3 +198,21 @@ def _images_in(at: AppTest):
         for child in getattr(node, "children", {}).values():
             yield from walk(child)
     return list(walk(at.main))
+
+
+def test_a_checkpoint_that_failed_is_not_read_again_until_it_changes(tmp_path, monkeypatch):
+    from pneumo_core.models import weights
+
+    bad = tmp_path / "checkpoints" / "binary" / "resnet18.pt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    reads = []
+    real = weights.check_in_worker
+    monkeypatch.setattr(weights, "check_in_worker", lambda path: (reads.append(str(path)), real(path))[1])
+    at = _app("pages/compare.py", source_kind="Local checkpoints folder", local_dir=str(tmp_path))
+    assert not at.exception and any("binary/resnet18 skipped" in e.value for e in at.error)
+    at.run()
+    assert any("binary/resnet18 skipped" in e.value for e in at.error) and len(reads) == 1
+    bad.write_bytes(b"PK\x03\x04 still not a zip, but changed")
+    at.run()
+    assert len(reads) == 2  # a changed file is read afresh

@@ -5,9 +5,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["errors", "files", "device", "distributed", "data", "models", "evaluation", "inference", "explain", "visualize",
+LAYERS = ["errors", "files", "device", "distributed", "sandbox", "data", "models", "evaluation", "inference", "explain", "visualize",
           "training", "cli"]
-BASE = {"errors", "files", "device", "distributed"}  # layer 0: may import each other
+BASE = {"errors", "files", "device", "distributed", "sandbox"}  # layer 0: may import each other
 
 
 def _layer(module: str) -> int | None:

@@ -262,3 +262,31 @@ def test_odd_epoch_and_metrics_load_as_none(tmp_path):
                 "metrics": {"auroc": 10**400, "loss": float("inf"), "acc": 0.5}}, path)
     loaded = load_checkpoint(path)
     assert loaded.epoch is None and loaded.metrics == {"auroc": None, "loss": None, "acc": 0.5}
+
+
+def test_a_checkpoint_from_outside_is_read_first_in_a_limited_worker(tmp_path):
+    """A weights-only pickle may still build huge objects (a 40 MB file of 5 million floats takes ~200 MB once
+    unpickled): read first in a worker limited here to 120 MB, it is refused in one line and this process never
+    builds it; a plain file passes, and a local source's bad file is named like any bad checkpoint."""
+    from pneumo_core.errors import UnsafeCheckpointError
+    from pneumo_core.models.sources import LocalSource, bundled_source
+    from pneumo_core.sandbox import Limits, Sandbox
+
+    ck = bundled_source().load("binary/resnet18")
+    heavy = tmp_path / "heavy.pt"
+    torch.save({"model_state_dict": ck.state_dict, "metrics": {"x": [0.5] * 5_000_000}}, heavy)
+    box = Sandbox("pneumo_core.models.weights:probe", UnsafeCheckpointError, size=1,
+                  limits=Limits(memory=120 * 2**20, recycle_bytes=2**40), verb="loaded")
+    try:
+        with pytest.raises(UnsafeCheckpointError, match=r"heavy.pt: could not be loaded safely \(it needs more"):
+            box.call(str(heavy), name=str(heavy))
+        plain = tmp_path / "checkpoints" / "binary" / "resnet18.pt"
+        plain.parent.mkdir(parents=True)
+        torch.save({"model_state_dict": ck.state_dict}, plain)
+        assert box.call(str(plain), name="plain") == len(ck.state_dict)
+        (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+        with pytest.raises(CheckpointError, match="broken.pt: not a readable PyTorch checkpoint"):
+            box.call(str(tmp_path / "broken.pt"), name="broken")  # the worker's own error, as itself
+    finally:
+        box.close()
+    assert LocalSource(tmp_path).load("binary/resnet18").meta.arch == "resnet18"  # through the default worker

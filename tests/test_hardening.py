@@ -531,12 +531,12 @@ def test_thresholds_and_errors_skip_a_bad_model(tmp_path, data_dir):
     assert bad not in sel.options and sel.value == sel.options[0]  # the page goes on with the best set
     assert 0 <= at.slider(key="threshold").value <= 1
 
-    # Errors on the bundled resnet18's prediction files: its CAM would come from the bad local checkpoint
+    # Errors on the bundled resnet18's prediction files: the local folder's (bad) resnet18 did not make them, so
+    # no CAM is offered from it (a CAM comes only from the predictions' own models)
     at.switch_page("pages/errors.py").run()
     sel = at.selectbox(key="err_model")
     sel.set_value(next(o for o in sel.options if o.startswith("binary · resnet18 · seed"))).run()
     assert not at.exception, [e.message for e in at.exception]
-    assert any("binary/resnet18 skipped" in e.value for e in at.error)
     assert not [t for t in at.toggle if t.key == "err_cam"]  # no CAM offered
     assert len(at.get("image")) >= 1  # the X-rays are still shown
 

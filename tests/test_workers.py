@@ -11,14 +11,15 @@ import pytest
 from PIL import Image
 
 from pneumo_core.data.images import load_grayscale
-from pneumo_core.data.workers import DecoderPool, Limits
+from pneumo_core.data.workers import decode_untrusted, decoder_pool
+from pneumo_core.sandbox import Limits
 from pneumo_core.errors import ImageTooLargeError, NotAnImageError, UnsafeImageError
 from tests.bombs import deflated_dicom_bomb, rle_dicom_bomb
 
 
 @pytest.fixture()
 def pool():
-    p = DecoderPool(size=1, limits=Limits(memory=160 * 2**20, wall_seconds=60))
+    p = decoder_pool(1, Limits(memory=160 * 2**20, wall_seconds=60))
     yield p
     p.close()
 
@@ -29,11 +30,11 @@ def _rss_mb(pid: int) -> float:
 
 def test_the_worker_returns_what_load_grayscale_returns(pool, pneumonia_image):
     data = pneumonia_image.read_bytes()
-    np.testing.assert_array_equal(pool.decode(data, pneumonia_image.name), load_grayscale(data, name="x.jpeg"))
+    np.testing.assert_array_equal(decode_untrusted(data, pneumonia_image.name, pool), load_grayscale(data, name="x.jpeg"))
     with pytest.raises(NotAnImageError, match="notes.png: not an image"):  # the error class travels back
-        pool.decode(b"hello", "notes.png")
+        decode_untrusted(b"hello", "notes.png", pool)
     with pytest.raises(ImageTooLargeError, match="8900 x 8900"):  # the header checks still run first
-        pool.decode(png_bomb_bytes(), "bomb.png")
+        decode_untrusted(png_bomb_bytes(), "bomb.png", pool)
     assert pool.replaced == 0 and pool.recycled == 0  # a plain file keeps the worker
 
 
@@ -53,26 +54,26 @@ def test_an_rle_bomb_is_refused_by_the_workers_memory_limit(pool, tmp_path, norm
     assert load_grayscale(bomb, name="rle.dcm").shape == (64, 64)  # what the worker guards against
     before = _rss_mb(os.getpid())
     with pytest.raises(UnsafeImageError, match=r"rle.dcm: could not be decoded safely"):
-        pool.decode(bomb, "rle.dcm")
+        decode_untrusted(bomb, "rle.dcm", pool)
     assert _rss_mb(os.getpid()) - before < 100
-    assert pool.decode(normal_image.read_bytes(), normal_image.name).shape == (224, 224)
+    assert decode_untrusted(normal_image.read_bytes(), normal_image.name, pool).shape == (224, 224)
 
 
 def test_a_worker_that_dies_or_hangs_is_replaced(pool, normal_image):
     data = normal_image.read_bytes()
-    pool.decode(data, "a.jpeg")
+    decode_untrusted(data, "a.jpeg", pool)
     worker = pool._idle.get()
     pool._idle.put(worker)
     os.kill(worker.proc.pid, signal.SIGKILL)  # killed between two files (the OOM killer, say)
     worker.proc.wait(10)
-    assert pool.decode(data, "b.jpeg").shape == (224, 224)
+    assert decode_untrusted(data, "b.jpeg", pool).shape == (224, 224)
     assert pool.replaced == 1
-    slow = DecoderPool(size=1, limits=Limits(wall_seconds=0.01))
+    slow = decoder_pool(1, Limits(wall_seconds=0.01))
     try:
         buf = __import__("io").BytesIO()
         Image.new("L", (6000, 6000)).save(buf, format="PNG")  # 36 MP: tenths of a second to inflate
         with pytest.raises(UnsafeImageError, match=r"big.png: could not be decoded safely \(took more than"):
-            slow.decode(buf.getvalue(), "big.png")
+            decode_untrusted(buf.getvalue(), "big.png", slow)
         assert slow.replaced == 1 and all(w is None for w in list(slow._idle.queue))
     finally:
         slow.close()

@@ -72,14 +72,29 @@ def _predictor(_source: Source, source_label: str, key: str, stamp: str):
 def usable_models(source: Source, source_label: str, keys: list[str]) -> tuple[list[str], list[str]]:
     """The keys whose models load, and one line for each that does not: a bad checkpoint in a folder is
     skipped, never fatal for the page."""
+    failed = _failed_loads()
     good, bad = [], []
     for k in keys:
+        entry = (source_label, k, source.stamp(k))
+        if entry in failed:  # a file that failed is not read again until it changes (a 1 GB file, each rerun)
+            bad.append(failed[entry])
+            continue
         try:
             predictor(source, source_label, k)
             good.append(k)
         except PneumoError as exc:
             bad.append(f"{k} skipped: {exc}")
+            if entry[2]:  # only where the source can tell a changed file
+                failed[entry] = bad[-1]
+                while len(failed) > 256:
+                    failed.pop(next(iter(failed)))
     return good, bad
+
+
+@st.cache_resource(show_spinner=False)
+def _failed_loads() -> dict[tuple[str, str, str], str]:
+    """(source, key, checkpoint stamp) -> the line that named the failure, for every session."""
+    return {}
 
 
 def loaded(source: Source, source_label: str, keys: list[str]) -> list[str]:

@@ -87,6 +87,8 @@ def _refs(relpaths) -> list[CheckpointRef]:
 
 class Source:
     label = "source"
+    #: files from outside (a local folder, the Hub) are read once in a limited worker before they are loaded
+    trusted = False
 
     def list(self) -> list[CheckpointRef]:
         raise NotImplementedError
@@ -111,6 +113,10 @@ class Source:
         if isinstance(ref, str):
             ref = self.find(ref)
         try:
+            if not self.trusted:
+                from pneumo_core.models.weights import check_in_worker
+
+                check_in_worker(self.path(ref))
             return load_checkpoint(self.path(ref), arch=ref.arch, task=ref.task)
         except PneumoError:
             raise
@@ -160,6 +166,7 @@ class LocalSource(Source):
 def bundled_source() -> LocalSource:
     src = LocalSource(BUNDLED_DIR)
     src.label = "bundled demo models"
+    src.trusted = True  # our own files, in the repository
     return src
 
 

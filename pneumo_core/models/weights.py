@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from pneumo_core.errors import CheckpointError, UnsafeCheckpointError
+from pneumo_core.sandbox import Limits, Sandbox
 
 
 def file_fingerprint(path: str | Path) -> str:
@@ -154,3 +156,26 @@ def read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return read_raw(Path(path))[0]
+
+
+def probe(path: str) -> int:
+    """Read a weight file as :func:`read_raw` does and return its tensor count: what a sandbox worker runs."""
+    return len(read_raw(Path(path))[0])
+
+
+#: a checkpoint's worker: torch imported (its baseline), 1 GB more for the file's tensors, 60 CPU-s
+CHECK_LIMITS = Limits(memory=1024 * 2**20, cpu_seconds=60, wall_seconds=120, recycle_bytes=3 * 2**30)
+_CHECKER: Sandbox | None = None
+_CHECKER_LOCK = threading.Lock()
+
+
+def check_in_worker(path: str | Path) -> None:
+    """Read ``path`` once in a limited worker process before this process loads it (sources from outside the
+    bundle): a file that would exhaust memory or time (an inflation bomb, a pickle that builds huge objects)
+    costs a worker, which is replaced; its own error comes back as itself."""
+    global _CHECKER
+    with _CHECKER_LOCK:
+        if _CHECKER is None:
+            _CHECKER = Sandbox("pneumo_core.models.weights:probe", UnsafeCheckpointError, size=1,
+                               limits=CHECK_LIMITS, verb="loaded")
+    _CHECKER.call(str(path), name=str(path))
