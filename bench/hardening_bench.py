@@ -2,7 +2,7 @@
 """Peak memory of one hostile input (issue 16): the loader, the CLI and the app's Predict page, each in a
 fresh process, with the peak resident set size read from /proc/self/status (VmHWM).
 
-    python -m bench.hardening_bench [--skip-files] [--skip-app] [--skip-report] [--skip-server]
+    python -m bench.hardening_bench [--skip-files] [--skip-app] [--skip-report] [--skip-server] [--skip-eight]
 Target: no single upload or CLI image takes a process past 2 GB; the server returns to its baseline after
 hostile uploads (``--skip-server`` leaves out that part: the real server in headless Chromium, its resident
 memory read from /proc before, during and after a visitor's hostile uploads). Inputs are made in a temporary folder:
@@ -166,12 +166,52 @@ def server_memory(files: dict[str, Path], rounds: int = 2) -> None:  # 2 rounds:
         driver.quit()
 
 
+def eight_large_uploads(d: Path) -> None:
+    """One visitor uploads eight 40-MP JPEGs at once on Predict, waits for the verdicts and leaves; no other
+    visitor comes. The server's resident memory before, at the answer, and 10 s / 30 s after (the review saw
+    2.6 GB held until another visitor ran a page)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser_utils import app_server, body_text, chrome, wait_idle
+
+    ramp = np.linspace(0, 255, 8000, dtype=np.float32)[None, :] + np.linspace(0, 60, 5000, dtype=np.float32)[:, None]
+    paths = []
+    for i in range(8):
+        Image.fromarray(np.clip(ramp + 10 * i, 0, 255).astype(np.uint8)).save(d / f"big{i}.jpg", quality=85)
+        paths.append(d / f"big{i}.jpg")
+    size = sum(p.stat().st_size for p in paths) / 2**20
+    driver = chrome(1400, 1400)
+    try:
+        with app_server(timeout=120) as (url, _):
+            pid = _server_pid(url.rsplit(":", 1)[1])
+            driver.get(f"{url}/predict")
+            WebDriverWait(driver, 300, 0.1).until(lambda d: "Try a sample" in body_text(d))
+            time.sleep(20)  # the warm-up's imports and samples
+            base = _rss_mb(pid)
+            driver.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys("\n".join(str(p) for p in paths))
+            WebDriverWait(driver, 900, 0.5).until(lambda d: body_text(d).count("OOD score") >= 8)
+            wait_idle(driver, timeout=600, settle=1.0)
+            answered = _rss_mb(pid)
+            driver.get("about:blank")
+            time.sleep(10)
+            after10 = _rss_mb(pid)
+            time.sleep(20)
+            after30 = _rss_mb(pid)
+            print(f"\nEight 40-MP JPEGs ({size:.0f} MB) in one upload on Predict: server {base} MB before, {answered} MB "
+                  f"at the answer (peak {_rss_mb(pid, 'VmHWM')} MB), {after10} MB 10 s after the visitor left, "
+                  f"{after30} MB after 30 s ({after30 - base:+d} MB), no other visitor")
+    finally:
+        driver.quit()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-files", action="store_true", help="no loader / CLI table")
     ap.add_argument("--skip-app", action="store_true")
     ap.add_argument("--skip-report", action="store_true")
     ap.add_argument("--skip-server", action="store_true")
+    ap.add_argument("--skip-eight", action="store_true", help="no eight-40-MP-uploads visit")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -192,6 +232,8 @@ def main() -> None:
                 print(f"  {name:<40} peak {p:>5} MB  {t:>5.1f} s  {r}")
         if not a.skip_server:
             server_memory(files)
+        if not a.skip_eight:
+            eight_large_uploads(d)
         if not a.skip_report:
             from pneumo_core.evaluation.predictions import make_table, write_predictions
 

@@ -7,10 +7,9 @@ import io
 import streamlit as st
 from PIL import Image
 
-from pages._shared.images import (MAX_UPLOADS, UPLOAD_TYPES, decoded, digest, linked_image, read_image_file,
-                                  sample_images)
+from pages._shared.images import (UPLOAD_TYPES, decoded, digest, linked_image, read_image_file, sample_images,
+                                  take_uploads)
 from pages._shared.layout import start_page
-from pages._shared.memory import close_with_browser
 from pages._shared.models import (cam, current_source, faithfulness, loaded, model_keys, model_probs, ood_score,
                                   predictor)
 from pneumo_core.data.images import shrink
@@ -23,13 +22,9 @@ start_page("Predict")
 source, src_label = current_source()
 uploads = st.file_uploader("Chest X-rays (JPEG, PNG or DICOM)", type=UPLOAD_TYPES, accept_multiple_files=True,
                            key="uploads")
-files = [(up.name, up.getvalue()) for up in uploads or []]
-if files:
-    close_with_browser()  # its uploads are freed when the visitor leaves
-if len(files) > MAX_UPLOADS:
-    st.warning(f"{len(files)} files uploaded; the first {MAX_UPLOADS} are shown, the other {len(files) - MAX_UPLOADS} "
-               "are left out.")
-    files = files[:MAX_UPLOADS]
+files, note = take_uploads(uploads or [])
+if note:
+    st.warning(note)
 samples = sample_images()
 if samples and st.button("Try a sample", key="predict_sample", help="a bundled test X-ray (the next one each click)"):
     st.session_state["predict_sample_i"] = (st.session_state.get("predict_sample_i", -1) + 1) % len(samples)

@@ -216,3 +216,27 @@ def test_a_checkpoint_that_failed_is_not_read_again_until_it_changes(tmp_path, m
     bad.write_bytes(b"PK\x03\x04 still not a zip, but changed")
     at.run()
     assert len(reads) == 2  # a changed file is read afresh
+
+
+def test_uploads_past_the_session_budget_are_left_out_and_named(pneumonia_image):
+    """At most MAX_UPLOADS files and MAX_UPLOAD_BYTES at a time: 800 MB of uploads once held 1 GB."""
+    from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
+
+    from pages._shared import images
+
+    data = pneumonia_image.read_bytes()
+    padded = data + b"\0" * (40 * 2**20)  # a JPEG decoder stops at its end marker: 40 MB that still decode
+    files = [UploadedFile(UploadedFileRec(file_id=str(i), name=f"x{i}.jpeg", type="image/jpeg",
+                                          data=padded if i < 3 else data), None) for i in range(14)]
+    kept, note = images.take_uploads(files)
+    assert [n for n, _ in kept] == ["x0.jpeg", "x1.jpeg"]  # a third 40 MB file would pass 100 MB
+    assert "14 files uploaded" in note and "the first 2 (80 MB)" in note and "the other 12 are left out" in note
+    small = [UploadedFile(UploadedFileRec(file_id=f"s{i}", name=f"s{i}.jpeg", type="image/jpeg", data=data), None)
+             for i in range(images.MAX_UPLOADS + 1)]
+    kept, note = images.take_uploads(small)
+    assert len(kept) == images.MAX_UPLOADS and "the other 1 are left out" in note
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.session_state["uploads"] = small
+    at.run()
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception and any("the other 1 are left out" in w.value for w in at.warning)

@@ -9,13 +9,15 @@ import numpy as np
 import streamlit as st
 
 from pages._shared.layout import state
-from pages._shared.memory import close_with_browser
+from pages._shared.memory import close_with_browser, drop_uploads
 from pneumo_core.errors import PneumoError
 from pneumo_core.files import ASSETS, escape_markdown
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
 #: most files one upload takes into account (the rest are named and left out)
 MAX_UPLOADS = 12
+#: most bytes one session's uploads may hold (the files past it are left out and freed at once)
+MAX_UPLOAD_BYTES = 100 * 2**20
 #: decoded images kept: two full uploads (each at most 2048 x 2048 float32, 16 MB, as the loader shrinks
 #: larger ones; a 224-px dataset image is 0.2 MB), so hostile uploads cannot hold the server above ~400 MB
 MAX_DECODED = 2 * MAX_UPLOADS
@@ -69,6 +71,27 @@ def read_image_file(path: Path) -> bytes:
     from pneumo_core.data.images import read_regular_file
 
     return read_regular_file(path, name=path.name)
+
+
+def take_uploads(uploads: list) -> tuple[list[tuple[str, bytes]], str]:
+    """The uploaded files a page takes, as (name, bytes): the first :data:`MAX_UPLOADS` within
+    :data:`MAX_UPLOAD_BYTES` in all; the others' bytes are freed at once, and a line says so ("" if none)."""
+    kept, total = [], 0
+    for up in uploads:  # the first files, in order, while they fit
+        if len(kept) == MAX_UPLOADS or total + up.size > MAX_UPLOAD_BYTES:
+            break
+        kept.append(up)
+        total += up.size
+    left = uploads[len(kept):]
+    if left:
+        drop_uploads(left)
+    if kept:
+        close_with_browser()  # its uploads are freed when the visitor leaves
+    note = "" if not left else (
+        f"{len(uploads)} files uploaded ({sum(u.size for u in uploads) / 2**20:.0f} MB); the first {len(kept)} "
+        f"({total / 2**20:.0f} MB) are shown, the other {len(left)} are left out (at most {MAX_UPLOADS} files and "
+        f"{MAX_UPLOAD_BYTES // 2**20} MB at a time).")
+    return [(up.name, up.getvalue()) for up in kept], note
 
 
 def sample_images() -> list[Path]:
