@@ -27,6 +27,14 @@ HEAVY = ("pandas", "torch", "torchvision", "pytorch_grad_cam", "sklearn.metrics"
          "pneumo_core.explain.lungs", "pneumo_core.evaluation.selection", "pneumo_core.visualize.charts")
 
 
+def serving() -> bool:
+    """True inside a running Streamlit server; False in a plain import and under AppTest (which installs a
+    stand-in runtime: ``runtime.exists()`` is true there, and background work would outlive the test)."""
+    from streamlit import runtime
+
+    return runtime.exists() and type(runtime.get_instance()) is runtime.Runtime
+
+
 def _libc():
     global _LIBC
     if _LIBC is None:
@@ -69,11 +77,8 @@ def warm_up(modules: tuple[str, ...] = HEAVY, delay: float = 2.0, server_only: b
     but a cycle frozen with it never is (freezing after runs instead kept ~50 MB of a visitor's images in
     bench/hardening_bench.py). Its imports and page runs take turns (:func:`page_run`)."""
     global _WARM
-    if server_only:
-        from streamlit import runtime
-
-        if not runtime.exists():
-            return None
+    if server_only and not serving():
+        return None
     with _WARM_LOCK:  # two first visitors at once start one thread
         if _WARM is None:
             _WARM = threading.Thread(target=_import_and_freeze, args=(modules, delay), name="pneumo-warm-up",
@@ -155,7 +160,7 @@ def close_with_browser() -> None:
         from streamlit.runtime.scriptrunner import get_script_run_ctx
 
         ctx = get_script_run_ctx()
-        if ctx is not None and runtime.exists():
+        if ctx is not None and serving():
             runtime.get_instance().mark_session_nonresumable(ctx.session_id)
     except (ImportError, AttributeError):  # another Streamlit: uploads stay bounded, only kept longer
         pass
@@ -169,7 +174,7 @@ def drop_uploads(files: list) -> None:
         from streamlit.runtime.scriptrunner import get_script_run_ctx
 
         ctx = get_script_run_ctx()
-        if ctx is None or not runtime.exists():
+        if ctx is None or not serving():
             return
         manager = runtime.get_instance().uploaded_file_mgr
         for f in files:

@@ -13,7 +13,7 @@ import threading
 import time
 
 from pages._shared.images import decoded, digest, read_image_file, sample_images
-from pages._shared.memory import give_back_freed_memory, page_run, warm_up
+from pages._shared.memory import give_back_freed_memory, page_run, serving, warm_up
 from pages._shared.models import BUNDLED_LABEL, cam, model_keys, model_probs, ood_score, predictor
 from pneumo_core.files import ASSETS
 
@@ -75,11 +75,8 @@ def start(server_only: bool = True) -> bool:
     """Once per process, in the background: the imports (``memory.warm_up``), then :func:`precompute_samples`.
     False outside a running server with ``server_only`` (AppTest, a plain import)."""
     global _STARTED
-    if server_only:
-        from streamlit import runtime
-
-        if not runtime.exists():
-            return False
+    if server_only and not serving():
+        return False
     with _LOCK:
         if not _STARTED:
             _STARTED = True
