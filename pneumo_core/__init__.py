@@ -2,5 +2,10 @@
 
 Research and teaching software; not a medical device and not for clinical use.
 """
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # one version number: pyproject.toml's, as installed
+    __version__ = version("pneumo-explorer")
+except PackageNotFoundError:  # a checkout used without `pip install -e .`
+    __version__ = "0+unknown"
 NOT_FOR_CLINICAL_USE = "Research and teaching tool — not a medical device, not for clinical use."

@@ -25,3 +25,12 @@ def test_train_refuses_impossible_numbers(capsys, flag, value, words):
     with pytest.raises(SystemExit) as exc:
         train.parse_args(["--data-dir", str(ASSETS), flag, value])
     assert exc.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_one_version_number():
+    import tomllib
+
+    import pneumo_core
+
+    project = tomllib.loads((ASSETS.parent / "pyproject.toml").read_text())["project"]
+    assert pneumo_core.__version__ == project["version"]
