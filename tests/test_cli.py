@@ -34,3 +34,14 @@ def test_one_version_number():
 
     project = tomllib.loads((ASSETS.parent / "pyproject.toml").read_text())["project"]
     assert pneumo_core.__version__ == project["version"]
+
+
+def test_help_lists_every_command_with_its_description(capsys):
+    from pneumo_core.cli.registry import COMMANDS, summary
+
+    with pytest.raises(SystemExit):
+        cli(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name, (_, run) in COMMANDS.items():
+        assert summary(run), f"{name} has no docstring"
+        assert f"{name} {' '.join(summary(run).split()[:4])}" in out, name

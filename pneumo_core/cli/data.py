@@ -16,6 +16,7 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 
 @command("dataset", _dataset_args)
 def _dataset(args: argparse.Namespace) -> int:
+    """Images per split and class, patients per split, and the patient-aware validation split of a dataset."""
     from pneumo_core.data.datasets import dataset_summary
 
     s = dataset_summary(args.root, args.val_fraction, args.seed)

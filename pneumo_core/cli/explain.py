@@ -38,6 +38,7 @@ SUMMARY_HELP = {
 
 @command("explain-audit", _audit_args)
 def _explain_audit(args: argparse.Namespace) -> int:
+    """How good a model's heatmaps are on a dataset split: lung focus, border share, sanity check, curves."""
     from pneumo_core.data.datasets import kermany_splits
     from pneumo_core.explain.audit import AGREEMENT_FIELDS, audit_images, summarise
     from pneumo_core.files import dumps

@@ -24,6 +24,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 @command("predict", _predict_args)
 def _predict(args: argparse.Namespace) -> int:
+    """Predict X-ray files with one checkpoint: probabilities, verdict at its threshold, OOD score, a CAM overlay."""
     from pneumo_core.data.images import load_grayscale
     from pneumo_core.inference.predictors import Predictor
     from pneumo_core.explain.ood import default_gate
@@ -179,6 +180,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 @command("export", _export_args)
 def _export(args: argparse.Namespace) -> int:
+    """Write a checkpoint as TorchScript, ONNX or fp16 safetensors."""
     from pneumo_core.models.export import export
     from pneumo_core.models.sources import resolve_checkpoint
 

@@ -8,16 +8,17 @@ import argparse
 import sys
 
 from pneumo_core.cli import data, explain, inference, report, serve, zoo  # noqa: F401 - each registers its commands
-from pneumo_core.cli.registry import COMMANDS
+from pneumo_core.cli.registry import COMMANDS, summary
 from pneumo_core.errors import PneumoError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pneumo_core",
                                      description="Pneumo Explorer command line (not for clinical use).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (add_arguments, run) in COMMANDS.items():
+        line = summary(run).replace("%", "%%")  # argparse formats help with %
+        add_arguments(sub.add_parser(name, help=line, description=line + "."))
     return parser
 
 

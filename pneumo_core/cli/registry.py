@@ -10,6 +10,12 @@ from typing import Callable, Iterator
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 
+def summary(run: Callable) -> str:
+    """A command's one-line description: the first sentence of its function's docstring."""
+    text = " ".join((run.__doc__ or "").split())
+    return text.split(". ")[0].rstrip(".") if text else ""
+
+
 def command(name: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
     def register(run: Callable[[argparse.Namespace], int]):
         COMMANDS[name] = (add_arguments, run)

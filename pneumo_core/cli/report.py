@@ -72,6 +72,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @command("report", _args)
 def _run(args: argparse.Namespace) -> int:
+    """Metrics of prediction files (ours, published *_probs.json, Kaggle *_yscores.csv), with intervals."""
     preds = [read_predictions(f) for f in args.files]
     ops: list[OperatingPoint | None] = [None] * len(preds)
     thresholds = [0.5 if args.threshold is None else args.threshold] * len(preds)

@@ -211,6 +211,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("serve", _add_arguments)
 def run_serve(args: argparse.Namespace) -> int:
+    """Serve the app to a class: N Streamlit processes behind nginx, each browser kept on its worker."""
     nginx = find_nginx()
     if nginx is None:
         raise PneumoError("nginx is not installed; install it with `apt-get install nginx` (Debian/Ubuntu)")
