@@ -13,7 +13,8 @@ from pneumo_core.visualize.charts import confusion_figure, pr_figure, roc_figure
 from pneumo_core.data.datasets import subtype_of
 from pneumo_core.evaluation.metrics import average_precision, auroc, by_group, pr_curve, prevalence_adjusted, roc_curve
 from pneumo_core.evaluation import selection
-from pneumo_core.evaluation.thresholds import ThresholdSweep, choose
+from pneumo_core.evaluation.thresholds import (CELL_NAMES, CELLS, PRESETS, ThresholdSweep, cell_mask, choose,
+                                               pr_curve_at_prevalence, preset_note, preset_rule)
 from pneumo_core.errors import PneumoError
 from pneumo_core.files import escape_markdown
 
@@ -62,25 +63,21 @@ if st.session_state.get("thr_for") != key:  # a model opens at its validation th
 
 with st.expander("Operating points chosen on validation", expanded=True):
     c1, c2, c3 = st.columns([2, 1, 1])
-    rule = c1.selectbox("Preset", ["Youden's J", "max F1", "sensitivity ≥", "specificity ≥", "minimum cost c·FP + FN"],
-                        key="preset_rule")
-    defaults = {"sensitivity ≥": 0.95, "specificity ≥": 0.90, "minimum cost c·FP + FN": 0.25}
+    rule = c1.selectbox("Preset", list(PRESETS), key="preset_rule")
+    preset = PRESETS[rule]
     target = None
-    if rule in defaults:  # one box per rule, so each keeps its own sensible default
-        target = c2.number_input("target" if "≥" in rule else "cost ratio c", 0.0, 1.0, defaults[rule], 0.01,
-                                 key=f"preset_x_{rule}")
-    spec = {"Youden's J": "youden", "max F1": "max-f1", "sensitivity ≥": f"sens={target}",
-            "specificity ≥": f"spec={target}", "minimum cost c·FP + FN": f"cost={target}"}[rule]
+    if preset.target:  # one box per rule, so each keeps its own sensible default
+        target = c2.number_input(preset.target, preset.low, preset.high, preset.default, preset.step,
+                                 key=f"preset_x_{rule}", help=preset.help or None)
     if c3.button("Apply to the slider", key="apply_preset"):
         try:
-            op = choose(val.y_binary, val.p_positive, spec, chosen_on="validation")
+            op = choose(val.y_binary, val.p_positive, preset_rule(rule, target), chosen_on="validation")
             at_val = ThresholdSweep(val.y_binary, val.p_positive).at(op.threshold)
+            st.session_state["op_note"] = preset_note(op, at_val["sensitivity"], at_val["specificity"],
+                                                      st.session_state["threshold"])
             st.session_state["threshold"] = round(op.threshold, 3)
-            st.session_state["op_note"] = (f"{spec} on validation → threshold {op.threshold:.3f} (validation "
-                                           f"sensitivity {at_val['sensitivity']:.3f}, specificity "
-                                           f"{at_val['specificity']:.3f})")
         except ValueError as exc:
-            st.session_state["op_note"] = f"{spec}: {exc}"
+            st.session_state["op_note"] = f"{rule}: {exc}"
     if "op_note" in st.session_state:
         st.caption(escape_markdown(st.session_state["op_note"]))
 
@@ -95,6 +92,9 @@ def panel() -> None:
         show_figure(confusion_figure([[m["tn"], m["fp"]], [m["fn"], m["tp"]]], ["NORMAL", "PNEUMONIA"]),
                     key="cm_chart")
         st.markdown(f"**TP** {m['tp']} · **FP** {m['fp']} · **TN** {m['tn']} · **FN** {m['fn']}")
+        cell = st.segmented_control("Show the images of a cell", CELLS, key="cell",
+                                    format_func=lambda c: f"{c} · {CELL_NAMES[c]} ({m[c.lower()]})",
+                                    help="Choose a cell of the confusion matrix to list its images below.")
     with right:
         names = [("Sensitivity", "sensitivity"), ("Specificity", "specificity"), ("PPV", "precision"),
                  ("NPV", "npv"), ("F1", "f1"), ("Accuracy", "accuracy")]
@@ -106,7 +106,8 @@ def panel() -> None:
                          help="PPV and NPV depend on how common pneumonia is where the model is used; the test "
                               f"set's prevalence is {y.mean():.2f}.")
         adj = prevalence_adjusted(m["sensitivity"], m["specificity"], prev)
-        shown = {**m, "precision": adj["ppv"], "npv": adj["npv"]}
+        ppv = adj["ppv"]  # the PR chart's dot sits here too
+        shown = {**m, "precision": ppv, "npv": adj["npv"]}
         rows = []
         for label, k in names:
             v = shown[k]
@@ -125,13 +126,15 @@ def panel() -> None:
         show_figure(roc_figure(curves["roc"]["fpr"], curves["roc"]["tpr"], curves["auroc"],
                                (1 - m["specificity"], m["sensitivity"])), key="roc_chart")
     with b:
+        other = None
+        if round(prev, 2) != round(float(y.mean()), 2):  # the curve the dot sits on, at the slider's prevalence
+            curve = pr_curve_at_prevalence(curves["roc"]["fpr"], curves["roc"]["tpr"], prev)
+            other = (curve["recall"], curve["precision"], prev)
         show_figure(pr_figure(curves["pr"]["recall"], curves["pr"]["precision"], curves["ap"],
-                              (m["sensitivity"], m["precision"] if not np.isnan(m["precision"]) else 1.0)),
-                    key="pr_chart")
-    cell = st.segmented_control("Show the images of a cell", ["TP", "FP", "TN", "FN"], key="cell")
+                              (m["sensitivity"], ppv if not np.isnan(ppv) else 1.0), other), key="pr_chart")
     if cell:
-        pred = p >= t
-        mask = {"TP": pred & (y == 1), "FP": pred & (y == 0), "TN": ~pred & (y == 0), "FN": ~pred & (y == 1)}[cell]
+        mask = cell_mask(y, p, t, cell)
+        st.markdown(f"**{cell} · {CELL_NAMES[cell]}**: {int(mask.sum())} images")
         rows = test.frame.loc[mask, ["image_id"]].assign(p_pneumonia=p[mask]).sort_values("p_pneumonia")
         st.dataframe(rows, hide_index=True, key="cell_table")
         paths = [image_path(i) for i in rows["image_id"].head(12)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pneumo_core.evaluation.metrics import rates
+from pneumo_core.evaluation.metrics import prevalence_adjusted, rates
 
 
 class ThresholdSweep:
@@ -69,10 +69,96 @@ _RULE = re.compile(r"^(youden|max-f1|sens=([0-9.]+)|spec=([0-9.]+)|cost=([0-9.]+
 
 
 def parse_rule(rule: str) -> str:
+    """The rule in its canonical spelling; ValueError for an unknown rule or a target out of range."""
     rule = rule.strip().lower().replace("_", "-")
-    if not _RULE.match(rule):
+    m = _RULE.match(rule)
+    if not m:
         raise ValueError(f"unknown operating point {rule!r}; use youden, max-f1, sens=0.95, spec=0.90 or cost=0.25")
+    sens, spec, cost = (float(g) if g else None for g in m.groups()[1:])
+    if any(x is not None and not 0 <= x <= 1 for x in (sens, spec)):
+        raise ValueError(f"{rule}: a sensitivity or specificity target is between 0 and 1")
+    if cost is not None and cost <= 0:
+        raise ValueError(f"{rule}: the cost ratio c must be above 0")
     return rule
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named rule as the app offers it: the rule prefix and, for rules with a target, its input's range."""
+
+    label: str
+    rule: str  # "youden", "max-f1", or a prefix "sens" / "spec" / "cost" completed by the target
+    target: str | None = None  # the target's label
+    default: float = 0.0
+    low: float = 0.0
+    high: float = 1.0
+    step: float = 0.01
+    help: str = ""
+
+
+#: the Thresholds page's presets; c runs both ways: below 1 a missed pneumonia costs more than a false alarm
+PRESETS: dict[str, Preset] = {p.label: p for p in (
+    Preset("Youden's J", "youden"),
+    Preset("max F1", "max-f1"),
+    Preset("sensitivity ≥", "sens", "target", 0.95),
+    Preset("specificity ≥", "spec", "target", 0.90),
+    Preset("minimum cost c·FP + FN", "cost", "cost ratio c", 0.25, 0.1, 10.0, 0.05,
+           "What a false alarm costs, a missed pneumonia costing 1: c = 0.25 counts a miss as 4 false alarms, "
+           "c = 4 a false alarm as 4 misses."),
+)}
+
+
+def preset_rule(label: str, target: float | None = None) -> str:
+    """The rule string (``choose``'s grammar) of a preset and its target: ("sensitivity ≥", 0.95) -> "sens=0.95"."""
+    if label not in PRESETS:
+        raise ValueError(f"unknown preset {label!r}; use one of {', '.join(PRESETS)}")
+    preset = PRESETS[label]
+    if preset.target is None:
+        return preset.rule
+    x = preset.default if target is None else float(target)
+    if not preset.low <= x <= preset.high:
+        raise ValueError(f"{preset.target} {x:g} is outside {preset.low:g}..{preset.high:g}")
+    return parse_rule(f"{preset.rule}={x:g}")
+
+
+def preset_note(op: OperatingPoint, sensitivity: float, specificity: float, current: float,
+                decimals: int = 3) -> str:
+    """One line on an applied preset: the threshold it picked and its validation rates, and whether the
+    slider (at ``current``) was already there, so that an Apply that moves nothing says why."""
+    where = (f"{op.rule} on {op.chosen_on} → threshold {op.threshold:.{decimals}f} ({op.chosen_on} sensitivity "
+             f"{sensitivity:.3f}, specificity {specificity:.3f})")
+    if round(op.threshold, decimals) == round(float(current), decimals):
+        return f"{where}: already at this threshold, nothing to move."
+    return where
+
+
+CELLS = ("TP", "FP", "TN", "FN")
+CELL_NAMES = {"TP": "pneumonia found", "FP": "false alarm", "TN": "normal cleared", "FN": "pneumonia missed"}
+
+
+def cell_mask(y: np.ndarray, p: np.ndarray, threshold: float, cell: str) -> np.ndarray:
+    """The images in one confusion cell (TP, FP, TN or FN) at ``threshold`` (positive when ``p >= threshold``)."""
+    if cell not in CELLS:
+        raise ValueError(f"unknown confusion cell {cell!r}; use one of {', '.join(CELLS)}")
+    y = np.asarray(y).astype(bool)
+    pred = np.asarray(p, dtype=np.float64) >= threshold
+    return {"TP": pred & y, "FP": pred & ~y, "TN": ~pred & ~y, "FN": ~pred & y}[cell]
+
+
+def precision_at_prevalence(sensitivity: float | np.ndarray, specificity: float | np.ndarray,
+                            prevalence: float) -> float | np.ndarray:
+    """Precision (PPV) where pneumonia has this prevalence, from sensitivity and specificity (Bayes' rule);
+    NaN where nothing is called positive."""
+    return prevalence_adjusted(sensitivity, specificity, prevalence)["ppv"]
+
+
+def pr_curve_at_prevalence(fpr: np.ndarray, tpr: np.ndarray, prevalence: float) -> dict[str, np.ndarray]:
+    """The precision-recall curve at another prevalence, from the ROC curve's points (those with a
+    positive call: where FPR = TPR = 0 precision is undefined and left out)."""
+    fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    precision = np.asarray(precision_at_prevalence(tpr, 1 - fpr, prevalence), dtype=np.float64)
+    keep = ~np.isnan(precision)
+    return {"recall": tpr[keep], "precision": precision[keep]}
 
 
 def choose(y: np.ndarray, p: np.ndarray, rule: str, chosen_on: str = "validation") -> OperatingPoint:

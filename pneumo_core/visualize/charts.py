@@ -39,9 +39,17 @@ def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, point: tuple[float,
                          chance=True)
 
 
-def pr_figure(recall: np.ndarray, precision: np.ndarray, ap: float, point: tuple[float, float] | None = None) -> go.Figure:
-    return _curve_figure(recall, precision, f"PR (AP {ap:.3f})", "Precision-recall curve", "recall (sensitivity)",
-                         "precision (PPV)", point)
+def pr_figure(recall: np.ndarray, precision: np.ndarray, ap: float, point: tuple[float, float] | None = None,
+              at_prevalence: tuple[np.ndarray, np.ndarray, float] | None = None) -> go.Figure:
+    """The PR curve; ``at_prevalence`` = (recall, precision, prevalence) adds the curve at another prevalence
+    (``thresholds.pr_curve_at_prevalence``), the one ``point`` should then sit on."""
+    fig = _curve_figure(recall, precision, f"PR (AP {ap:.3f})", "Precision-recall curve", "recall (sensitivity)",
+                        "precision (PPV)", point)
+    if at_prevalence is not None:
+        r, q, prevalence = at_prevalence
+        fig.add_trace(go.Scatter(x=r, y=q, mode="lines", line=dict(dash="dash"),
+                                 name=f"at prevalence {prevalence:.2f}"))
+    return fig
 
 
 def confusion_figure(cm: Sequence[Sequence[int]], labels: Sequence[str], title: str = "Confusion matrix") -> go.Figure:
