@@ -7,6 +7,8 @@ import streamlit as st
 from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import val_and_test
 from pneumo_core.evaluation.calibration import (
+    BIN_HELP,
+    EXPLANATIONS,
     binary_reliability,
     brier,
     class_reliability,
@@ -20,8 +22,8 @@ from pneumo_core.visualize.charts import reliability_figure
 start_page("Calibration")
 opt, val, test = val_and_test(("binary", "three_class"), key="cal_model")
 c1, c2, c3 = st.columns(3)
-n_bins = c1.slider("Bins", 5, 30, 15, key="bins")
-strategy = c2.radio("Bins", ["uniform", "quantile"], horizontal=True, key="strategy",
+n_bins = c1.slider("Number of bins", 5, 30, 15, key="bins", help=BIN_HELP["count"])
+strategy = c2.radio("Bin edges", ["uniform", "quantile"], horizontal=True, key="strategy", help=BIN_HELP["strategy"],
                     format_func=lambda s: {"uniform": "equal width", "quantile": "equal mass"}[s])
 scale = c3.toggle("Temperature scaling (fit on validation)", key="temp")
 
@@ -49,7 +51,10 @@ def scores(probs):
 rows = [{"set": "as trained", **scores(test.probs)}]
 if scaled is not None:
     rows.append({"set": f"temperature T = {t:.3f}", **scores(scaled)})
-st.dataframe(pd.DataFrame(rows).round(4), hide_index=True, key="cal_table")
+st.dataframe(pd.DataFrame(rows).round(4), hide_index=True, key="cal_table",
+             column_config={k: st.column_config.NumberColumn(k, help=v) for k, v in EXPLANATIONS.items()})
+for name, sentence in EXPLANATIONS.items():
+    st.caption(f"**{name}** — {sentence}")
 
 if not test.is_binary:
     st.subheader("Per class (one vs rest)")

@@ -15,6 +15,24 @@ from pneumo_core.evaluation.metrics import log_loss
 
 STRATEGIES = ("uniform", "quantile")
 
+#: one plain sentence per calibration score, for the app to show beside the numbers (lower is better for all)
+EXPLANATIONS: dict[str, str] = {
+    "ECE": "Expected calibration error: the average gap between the predicted probability and how often the "
+           "outcome actually happened, over the bins, weighted by the images in each (0 = perfectly calibrated).",
+    "MCE": "Maximum calibration error: the largest such gap in any single bin, the worst case.",
+    "Brier": "Brier score: the mean squared difference between the predicted probability and what happened "
+             "(1 or 0); it rewards being both right and honestly confident.",
+    "NLL": "Negative log-likelihood: the average surprise at the true answer; it punishes confident mistakes "
+           "hardest.",
+}
+
+#: what the two bin controls do
+BIN_HELP: dict[str, str] = {
+    "count": "How many bins the predicted probabilities are grouped into for the reliability diagram, ECE and MCE.",
+    "strategy": "Equal width: bins of the same probability range (some may hold few images). Equal mass: bins "
+                "holding the same number of images.",
+}
+
 
 @dataclass
 class Reliability:
