@@ -1,20 +1,18 @@
 """Regenerates docs/screenshot.png, the README's picture: the Predict page after "Try a sample", 1440 x 1000.
 
-Run from the repository root with the project's venv: `python -m bench.screenshot` (or `python bench/screenshot.py`).
+Run from the repository root with the project's venv: `python -m bench.screenshot`.
 Needs Debian's `chromium` and `chromedriver` (as the browser tests do). The page is drawn at 90 % (1600 CSS px wide)
 and scrolled to the sample's verdicts, so the verdict table and its Grad-CAM fit in one picture; Streamlit's
 toolbar is hidden. The PNG is reduced to 256 colours so it stays small (under 400 KB).
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tests.browser_utils import app_server, body_text, chrome
 
-from tests.browser_utils import app_server, body_text, chrome  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT = ROOT / "docs" / "screenshot.png"
 WIDTH, HEIGHT = 1440, 1000
