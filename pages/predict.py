@@ -52,7 +52,7 @@ from pages._shared.predictions import source_predictions_root  # noqa: E402
 from pneumo_core.evaluation import selection  # noqa: E402
 from pneumo_core.explain.cams import COLORMAPS, METHODS, overlay  # noqa: E402
 from pneumo_core.explain.ood import default_gate  # noqa: E402
-from pneumo_core.inference.verdicts import stored_verdicts, zoo_verdicts  # noqa: E402
+from pneumo_core.inference.verdicts import stored_verdicts, verdict_rows, zoo_verdicts  # noqa: E402
 
 keys = [k for k in model_keys(source) if "/seed" not in k]
 keys = loaded(source, src_label, keys)  # a checkpoint that does not load is named and skipped
@@ -82,14 +82,16 @@ for name, (h, gray) in images.items():
                 st.warning(f"This does not look like a frontal chest X-ray ({msg}); the verdicts are shown anyway.")
             else:
                 st.caption(f"Looks like a frontal chest X-ray: {msg}.")
-        table = pd.DataFrame([{"model": v.model, "task": v.task, "verdict": v.label, "probability": v.confidence,
-                               "decided by": v.decided_by} for v in verdicts])
-        st.dataframe(table, hide_index=True, key=f"verdicts_{h}",
-                     column_config={"probability": st.column_config.NumberColumn(format="%.3f",
-                                                                                help="probability of the verdict")})
+        table = pd.DataFrame(verdict_rows(verdicts))
+        st.dataframe(table, hide_index=True, key=f"verdicts_{h}", column_config={
+            "P(pneumonia)": st.column_config.NumberColumn(
+                format="%.3f", help="the model's probability of pneumonia, whatever its verdict"),
+            "decides at": st.column_config.TextColumn(help="the rule that turns the probability into the verdict "
+                                                           "(a threshold chosen on validation, not 0.5)")})
     for v in verdicts:
         rows.append({"image": safe_cell(name), "model": v.model, "task": v.task, "verdict": v.label,
-                     "probability": round(v.confidence, 4), "decided_by": v.decided_by, "ood_score": ood,
+                     "P(pneumonia)": None if v.p_pneumonia is None else round(v.p_pneumonia, 4),
+                     "decides_at": v.decides_at, "decided_by": v.decided_by, "ood_score": ood,
                      **{f"P({c})": round(p, 4) for c, p in zip(v.classes, v.probs)}})
 st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=False), "predictions.csv", "text/csv",
                    key="dl_csv")

@@ -27,6 +27,42 @@ class Verdict:
     confidence: float  # the probability of the decided class
     decided_by: str  # e.g. "P(PNEUMONIA) ≥ 0.509 (Youden's J on validation)"
     members: tuple[str, ...]  # source keys of the models it runs
+    threshold: float | None = None  # two classes: P(classes[1]) at or above it decides classes[1]
+
+    @property
+    def p_pneumonia(self) -> float | None:
+        """P(pneumonia): P(PNEUMONIA), or 1 - P(NORMAL) for three classes; None where every class is a
+        pneumonia (bacteria vs virus)."""
+        if "PNEUMONIA" in self.classes:
+            return self.probs[self.classes.index("PNEUMONIA")]
+        if "NORMAL" in self.classes:
+            return 1.0 - self.probs[self.classes.index("NORMAL")]
+        return None
+
+    @property
+    def decides_at(self) -> str:
+        """The rule in a few words: "P(PNEUMONIA) ≥ 0.509", or "largest probability"."""
+        if len(self.classes) == 2 and self.threshold is not None:
+            return f"P({self.classes[1]}) ≥ {self.threshold:.3f}"
+        return "largest probability"
+
+    @property
+    def reason(self) -> str:
+        """Why this verdict, from the numbers: "P(PNEUMONIA) 0.286 < 0.509 → NORMAL"."""
+        if len(self.classes) == 2 and self.threshold is not None:
+            p = self.probs[1]
+            return f"P({self.classes[1]}) {p:.3f} {'≥' if p >= self.threshold else '<'} {self.threshold:.3f} → {self.label}"
+        k = self.classes.index(self.label)
+        return f"P({self.label}) {self.probs[k]:.3f} is the largest → {self.label}"
+
+
+def verdict_rows(verdicts: Sequence[Verdict]) -> list[dict]:
+    """The verdict table's rows, in words that cannot be misread: P(pneumonia) (whatever the verdict), the
+    rule that decided, the verdict and why, and every class's probability."""
+    return [{"model": v.model, "task": v.task, "P(pneumonia)": v.p_pneumonia, "decides at": v.decides_at,
+             "verdict": v.label, "why": v.reason,
+             "class probabilities": " · ".join(f"{c} {p:.3f}" for c, p in zip(v.classes, v.probs)),
+             "decided by": v.decided_by} for v in verdicts]
 
 
 def decide(probs: Sequence[float], classes: Sequence[str], threshold: float | None) -> tuple[str, float, str]:
@@ -74,7 +110,8 @@ def zoo_verdicts(root: str | Path, available: set[str], probs_of: Callable[[str]
                 continue
             p = np.mean(each, axis=0)
             label, conf, rule = decide(p, classes, z.threshold)
-            out.append(Verdict(z.name, task, classes, tuple(map(float, p)), label, conf, rule, keys))
+            out.append(Verdict(z.name, task, classes, tuple(map(float, p)), label, conf, rule, keys,
+                               z.threshold if len(classes) == 2 else None))
         if task == "three_class":
             plan = selection.hierarchical_plan(root)
             if plan and {plan.stage_a.key, plan.stage_b.key} <= available:
@@ -101,5 +138,6 @@ def stored_verdicts(models: dict[str, tuple[tuple[str, ...], float]], probs_of: 
         label, conf, rule = decide(p, classes, threshold if len(classes) == 2 else None)
         if len(classes) == 2:
             rule = f"P({classes[1]}) ≥ {threshold:.3f} (stored in the checkpoint)"
-        out.append(Verdict(key, key.split("/")[0], tuple(classes), tuple(map(float, p)), label, conf, rule, (key,)))
+        out.append(Verdict(key, key.split("/")[0], tuple(classes), tuple(map(float, p)), label, conf, rule, (key,),
+                           threshold if len(classes) == 2 else None))
     return out
