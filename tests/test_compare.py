@@ -12,7 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 from pneumo_core.errors import PredictionFileError
-from pneumo_core.evaluation.bootstrap import stratified_indices
+from pneumo_core.evaluation.bootstrap import patient_groups, run_counts
 from pneumo_core.evaluation.comparison import common_seeds, compare_runs
 from pneumo_core.evaluation.thresholds import choose
 from pneumo_core.files import ASSETS
@@ -79,17 +79,31 @@ def _resampled(root, seed, idx, threshold=None):
     return np.array([skm.accuracy_score(y[i], p[i] >= threshold) for i in idx])
 
 
-def test_intervals_match_a_plain_bootstrap(compared):
-    """The intervals are the 2.5/97.5 % quantiles over the same stratified resamples, scored by sklearn."""
-    y = _csv(LOW, 0, "test").sort_values("image_id").y_true.to_numpy()
-    idx = stratified_indices(y, 200, seed=0)
+def _patient_resamples(ids, n_boot: int, seed: int = 0) -> list[np.ndarray]:
+    """The rows of each resample of a plain cluster bootstrap: as many patients as there are, drawn with
+    replacement (the generator and order the library uses), each bringing all its images."""
+    codes, inv = np.unique(patient_groups(ids), return_inverse=True)
+    members = [np.flatnonzero(inv == k) for k in range(len(codes))]
+    draws = np.random.default_rng(seed).integers(0, len(codes), (n_boot, len(codes)))
+    return [np.concatenate([members[k] for k in row]) for row in draws]
+
+
+def test_intervals_match_a_plain_two_level_bootstrap(compared):
+    """The intervals are the 2.5/97.5 % quantiles over resamples of test patients (and, for the mean over seeds,
+    of the seeds: each resample draws the seeds with replacement), scored by sklearn on the drawn rows."""
+    ids = _csv(LOW, 0, "test").sort_values("image_id").image_id.to_numpy()
+    idx = _patient_resamples(ids, 200, seed=0)
     run = compared["runs"][2]
     d = _resampled(HIGH, 2, idx) - _resampled(LOW, 2, idx)
     assert [run["diff"]["auroc"]["low"], run["diff"]["auroc"]["high"]] == pytest.approx(
         np.quantile(d, [0.025, 0.975]), abs=1e-9)
-    acc = np.mean([_resampled(HIGH, r["seed"], idx, r["threshold"]["B"]) for r in compared["runs"]], axis=0)
+    per_seed = np.stack([_resampled(HIGH, r["seed"], idx, r["threshold"]["B"]) for r in compared["runs"]], axis=1)
+    counts = run_counts(len(compared["runs"]), 200, seed=0)
+    acc = (per_seed * counts).sum(1) / counts.sum(1)
     b = compared["mean"]["test"]["B"]["accuracy"]
     assert [b["low"], b["high"]] == pytest.approx(np.quantile(acc, [0.025, 0.975]), abs=1e-9)
+    single = np.quantile(np.mean(per_seed, axis=1), [0.025, 0.975])  # seeds fixed: the narrower old interval
+    assert b["high"] - b["low"] > single[1] - single[0]
 
 
 def test_rows_in_any_order_give_the_same_figures(tmp_path, compared):

@@ -1,4 +1,6 @@
-"""Uncertainty: stratified bootstrap confidence intervals (seeded, vectorised) and seed aggregation.
+"""Uncertainty: bootstrap confidence intervals (seeded, vectorised) and seed aggregation. The project's figures
+resample patients (a cluster bootstrap, :func:`cluster_weight_blocks`) and, over several seeds, the seeds too
+(:func:`run_counts`); rows within each class (:func:`stratified_indices`) where there are no patients.
 
 Memory is bounded: the (resamples x rows) weight matrix is built :data:`BLOCK_ELEMENTS` entries at a
 time (:func:`weight_blocks`, the very resamples :func:`stratified_indices` draws), and a bootstrap of
@@ -10,6 +12,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from pneumo_core.data.datasets import kermany_patient
 from pneumo_core.errors import LimitError
 from pneumo_core.evaluation.calibration import bin_edges, bin_index
 from pneumo_core.evaluation.metrics import auroc, f1_from_counts, rates
@@ -80,6 +83,43 @@ def weight_blocks(y: np.ndarray, n_boot: int, seed: int = 0, block: int | None =
         yield _weights(idx, n)
 
 
+def cluster_weight_blocks(groups: Sequence, n_boot: int, seed: int = 0, block: int | None = None
+                          ) -> Iterator[np.ndarray]:
+    """Resample weights (resamples x N) of a cluster bootstrap: as many groups (patients) as there are, drawn with
+    replacement; each row weighs as often as its group was drawn. A patient's images move together, so a
+    patient with many images does not narrow the interval as that many independent images would."""
+    _, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    n, g = len(inv), int(inv.max()) + 1 if len(inv) else 0
+    rows = max(1, (BLOCK_ELEMENTS if block is None else block) // max(n, g, 1))
+    rng = np.random.default_rng(seed)
+    for b0 in range(0, n_boot, rows):
+        b = min(rows, n_boot - b0)
+        draws = rng.integers(0, g, (b, g)) + (np.arange(b, dtype=np.int64) * g)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=b * g).reshape(b, g).astype(np.float64)
+        yield counts[:, inv]
+
+
+def resample_blocks(y: np.ndarray, n_boot: int, seed: int = 0, groups: Sequence | None = None) -> Iterator[np.ndarray]:
+    """The bootstrap's weights a block at a time: patients resampled when ``groups`` are given (the figures this
+    project reports), else rows within each class (:func:`weight_blocks`)."""
+    return weight_blocks(y, n_boot, seed) if groups is None else cluster_weight_blocks(groups, n_boot, seed)
+
+
+def patient_groups(image_ids: Sequence[str]) -> np.ndarray:
+    """The patient of each image id (Kermany names: ``personN``, ``IM-NNNN``; other names: each its own)."""
+    return np.array([kermany_patient(str(i).replace("\\", "/").rsplit("/", 1)[-1]) for i in image_ids])
+
+
+def run_counts(n_runs: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n_runs): how often each run (seed) is drawn in each resample of the runs, with replacement;
+    all ones for a single run. The second level of a two-level bootstrap (retraining variation)."""
+    if n_runs <= 1:
+        return np.ones((n_boot, max(n_runs, 1)))
+    rng = np.random.default_rng(seed + 7919)  # a stream apart from the rows'
+    draws = rng.integers(0, n_runs, (n_boot, n_runs)) + (np.arange(n_boot, dtype=np.int64) * n_runs)[:, None]
+    return np.bincount(draws.ravel(), minlength=n_boot * n_runs).reshape(n_boot, n_runs).astype(np.float64)
+
+
 def _binned(w: np.ndarray, bins: np.ndarray, n_bins: int, v: np.ndarray) -> np.ndarray:
     """(b, n_bins): per resample, the weighted sum of ``v`` in each bin."""
     b = w.shape[0]
@@ -116,9 +156,10 @@ def _auroc_weighted(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def bootstrap_binary(
     y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0,
-    metrics: Sequence[str] = DEFAULT_METRICS, n_bins: int = 15, level: float = 0.95,
+    metrics: Sequence[str] = DEFAULT_METRICS, n_bins: int = 15, level: float = 0.95, groups: Sequence | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Percentile CIs of binary metrics over stratified resamples: {metric: {value, low, high}}."""
+    """Percentile CIs of binary metrics over resamples of patients (``groups``) or, without them, of rows within
+    each class: {metric: {value, low, high}}."""
     y = np.asarray(y).astype(np.int64)
     p = np.asarray(p, dtype=np.float64)
     check_work(len(y), n_boot)
@@ -127,14 +168,14 @@ def bootstrap_binary(
         edges = bin_edges(p, n_bins, "uniform")
         bins, nb = bin_index(p, edges), len(edges) - 1
     parts: dict[str, list[np.ndarray]] = {}
-    for w in weight_blocks(y, n_boot, seed):
+    for w in resample_blocks(y, n_boot, seed, groups):
         block = rates(tp=w @ (pred * y), fp=w @ (pred * (1 - y)), tn=w @ ((1 - pred) * (1 - y)),
                       fn=w @ ((1 - pred) * y))
         if "auroc" in metrics:
             block["auroc"] = _auroc_weighted(p, y, w)
         if "ece" in metrics:
             sconf, shit = _binned(w, bins, nb, p), _binned(w, bins, nb, y.astype(np.float64))
-            block["ece"] = np.abs(sconf - shit).sum(1) / len(y)
+            block["ece"] = np.abs(sconf - shit).sum(1) / w.sum(1)
         for k, v in block.items():
             parts.setdefault(k, []).append(v)
     samples = {k: np.concatenate(v) for k, v in parts.items()}
@@ -204,15 +245,23 @@ def resampled_metrics(y: np.ndarray, probs: np.ndarray, threshold: float | None,
 
 
 def bootstrap_runs(y: np.ndarray, runs: Sequence[tuple[np.ndarray, float | None]], classes: Sequence[str],
-                   n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Percentile CIs of the mean over ``runs`` (one (probs, threshold) per seed, same images) of each
-    headline metric: the test images are resampled (stratified), every run scored on the same resample."""
+                   n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups: Sequence | None = None,
+                   resample_runs: bool = True) -> dict[str, tuple[float, float]]:
+    """Percentile CIs of the mean over ``runs`` (one (probs, threshold) per seed, same images) of each headline
+    metric. Two levels: patients (``groups``; rows within each class without them) are resampled, every run
+    scored on the same resample, and, with several runs and ``resample_runs``, the runs themselves are drawn
+    with replacement, so retraining variation is inside the interval."""
     check_work(len(y) * max(1, len(runs)), n_boot)
+    counts = run_counts(len(runs) if resample_runs else 1, n_boot, seed)
     parts: dict[str, list[np.ndarray]] = {}
-    for w in weight_blocks(y, n_boot, seed):
+    b0 = 0
+    for w in resample_blocks(y, n_boot, seed, groups):
+        c = counts[b0:b0 + len(w)] if counts.shape[1] == len(runs) else np.ones((len(w), len(runs)))
+        b0 += len(w)
         samples = [resampled_metrics(y, probs, t, w, classes) for probs, t in runs]
         for k in samples[0]:
-            parts.setdefault(k, []).append(np.mean([r[k] for r in samples], axis=0))
+            per_run = np.stack([r[k] for r in samples], axis=1)  # (resamples, runs)
+            parts.setdefault(k, []).append((per_run * c).sum(1) / c.sum(1))
     alpha = (1 - level) / 2
     out = {}
     for k, v in parts.items():
@@ -224,21 +273,32 @@ def bootstrap_runs(y: np.ndarray, runs: Sequence[tuple[np.ndarray, float | None]
 
 def paired_mean_difference(y: np.ndarray, runs_a: Sequence[tuple[np.ndarray, float | None]],
                            runs_b: Sequence[tuple[np.ndarray, float | None]], classes: Sequence[str], metric: str,
-                           n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+                           n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups: Sequence | None = None,
+                           resample_runs: bool = True) -> dict[str, float]:
     """Paired bootstrap of mean metric over ``runs_a`` minus mean over ``runs_b`` (each a (probs, threshold)
-    per seed, all of the same images), every run scored on the same stratified resample: {diff, low, high}."""
+    per seed, all of the same images), every run scored on the same resample of patients (``groups``; rows
+    within each class without them); with several runs, seeds are drawn with replacement too (the same draw
+    on both sides when they pair seed by seed): {diff, low, high}."""
     if not runs_a or not runs_b:
         raise ValueError("a paired difference needs at least one run on each side")
     if n_boot < 1:
         raise LimitError("a paired bootstrap needs at least one resample")
     check_work(len(y) * (len(runs_a) + len(runs_b)), n_boot)
+    ca = run_counts(len(runs_a) if resample_runs else 1, n_boot, seed)
+    cb = ca if len(runs_b) == len(runs_a) else run_counts(len(runs_b) if resample_runs else 1, n_boot, seed + 1)
 
-    def mean_of(runs, w):
-        return np.mean([resampled_metrics(y, probs, t, w, classes)[metric] for probs, t in runs], axis=0)
+    def mean_of(runs, w, c):
+        per_run = np.stack([resampled_metrics(y, probs, t, w, classes)[metric] for probs, t in runs], axis=1)
+        c = c if c.shape[1] == len(runs) else np.ones((len(w), len(runs)))
+        return (per_run * c).sum(1) / c.sum(1)
 
     full = np.ones((1, len(y)))
-    point = float(mean_of(runs_a, full)[0] - mean_of(runs_b, full)[0])
-    d = np.concatenate([mean_of(runs_a, w) - mean_of(runs_b, w) for w in weight_blocks(y, n_boot, seed)])
+    point = float(mean_of(runs_a, full, np.ones((1, len(runs_a))))[0] - mean_of(runs_b, full, np.ones((1, len(runs_b))))[0])
+    d, b0 = [], 0
+    for w in resample_blocks(y, n_boot, seed, groups):
+        d.append(mean_of(runs_a, w, ca[b0:b0 + len(w)]) - mean_of(runs_b, w, cb[b0:b0 + len(w)]))
+        b0 += len(w)
+    d = np.concatenate(d)
     d = d[np.isfinite(d)]
     alpha = (1 - level) / 2
     lo, hi = np.quantile(d, [alpha, 1 - alpha]) if len(d) else (np.nan, np.nan)
@@ -247,6 +307,6 @@ def paired_mean_difference(y: np.ndarray, runs_a: Sequence[tuple[np.ndarray, flo
 
 def paired_difference(y: np.ndarray, a: tuple[np.ndarray, float | None], b: tuple[np.ndarray, float | None],
                       classes: Sequence[str], metric: str, n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict[str, float]:
+                      level: float = 0.95, groups: Sequence | None = None) -> dict[str, float]:
     """Paired bootstrap of metric(a) - metric(b) on the same images: {diff, low, high}."""
-    return paired_mean_difference(y, [a], [b], classes, metric, n_boot, seed, level)
+    return paired_mean_difference(y, [a], [b], classes, metric, n_boot, seed, level, groups)

@@ -16,7 +16,7 @@ import numpy as np
 
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation import artifacts
-from pneumo_core.evaluation.bootstrap import paired_mean_difference
+from pneumo_core.evaluation.bootstrap import paired_mean_difference, patient_groups
 from pneumo_core.evaluation.predictions import Predictions, align
 from pneumo_core.evaluation.results import test_figures
 from pneumo_core.evaluation.selection import threshold_on, val_loss
@@ -53,6 +53,7 @@ def compare_runs(root_a: str | Path, root_b: str | Path, task: str, arch: str, s
     sets = {s: (_sets(root_a, task, arch, s), _sets(root_b, task, arch, s)) for s in seeds}
     tests = align([t for (_, ta), (_, tb) in sets.values() for t in (ta, tb)])  # same images, labels, order
     y, classes = tests[0].y_true, tests[0].classes
+    groups = patient_groups(tests[0].frame["image_id"])  # intervals resample test patients
     runs, pairs, scored = [], {"A": [], "B": []}, {"A": [], "B": []}
     for k, (s, ((va, _), (vb, _))) in enumerate(sets.items()):
         align([va, vb])  # the validation losses are comparable only on the same images
@@ -64,10 +65,10 @@ def compare_runs(root_a: str | Path, root_b: str | Path, task: str, arch: str, s
         loss = {side: val_loss(v) for side, v in val.items()}
         runs.append({"seed": s, "val_loss": loss, "threshold": threshold, "kept": "B" if loss["B"] < loss["A"] else "A",
                      "test": {side: _figures([pairs[side][-1]], metrics, n_boot) for side in "AB"},
-                     "diff": _diffs(y, scored["B"][-1:], scored["A"][-1:], classes, metrics, n_boot)})
+                     "diff": _diffs(y, scored["B"][-1:], scored["A"][-1:], classes, metrics, n_boot, groups)})
     mean = {"val_loss": {side: float(np.mean([r["val_loss"][side] for r in runs])) for side in "AB"},
             "test": {side: _figures(pairs[side], metrics, n_boot) for side in "AB"},
-            "diff": _diffs(y, scored["B"], scored["A"], classes, metrics, n_boot)}
+            "diff": _diffs(y, scored["B"], scored["A"], classes, metrics, n_boot, groups)}
     return {"task": task, "arch": arch, "A": str(root_a), "B": str(root_b), "seeds": seeds, "n_test": len(y),
             "binary": len(classes) == 2, "runs": runs, "mean": mean}
 
@@ -82,6 +83,8 @@ def _figures(runs: list[tuple[Predictions, Predictions]], metrics: Sequence[str]
     return {m: {"value": fig[m]["mean"], "low": fig[m]["low"], "high": fig[m]["high"]} for m in metrics}
 
 
-def _diffs(y: np.ndarray, b: list, a: list, classes: Sequence[str], metrics: Sequence[str], n_boot: int) -> dict:
-    """Paired differences mean(B) - mean(A) of each metric over (probs, validation threshold) runs."""
-    return {m: paired_mean_difference(y, b, a, classes, m, n_boot) for m in metrics}
+def _diffs(y: np.ndarray, b: list, a: list, classes: Sequence[str], metrics: Sequence[str], n_boot: int,
+           groups: np.ndarray) -> dict:
+    """Paired differences mean(B) - mean(A) of each metric over (probs, validation threshold) runs: patients and,
+    over several seeds, seeds resampled."""
+    return {m: paired_mean_difference(y, b, a, classes, m, n_boot, groups=groups) for m in metrics}

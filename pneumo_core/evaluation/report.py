@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pneumo_core.evaluation.bootstrap import bootstrap_binary, mean_std
+from pneumo_core.evaluation.bootstrap import bootstrap_binary, mean_std, patient_groups
 from pneumo_core.evaluation.calibration import calibration_summary, class_reliability
 from pneumo_core.data.datasets import subtype_of
 from pneumo_core.errors import PredictionFileError
@@ -31,7 +31,8 @@ def binary_report(pred: Predictions, threshold: float = 0.5, n_bins: int = 15, n
         groups = by_group(y, p, threshold, subtypes)
         out["recall_by_subtype"] = {g: v["sensitivity"] for g, v in groups.items() if g != "NORMAL"}
     if n_boot:
-        out["ci95"] = bootstrap_binary(y, p, threshold, n_boot, seed, n_bins=n_bins)
+        out["ci95"] = bootstrap_binary(y, p, threshold, n_boot, seed, n_bins=n_bins,
+                                       groups=patient_groups(pred.frame["image_id"]))
     return out
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import artifacts, selection
-from pneumo_core.evaluation.bootstrap import bootstrap_runs, resampled_metrics
+from pneumo_core.evaluation.bootstrap import bootstrap_runs, patient_groups, resampled_metrics
 from pneumo_core.evaluation.predictions import Predictions, ensemble
 from pneumo_core.files import ASSETS
 from pneumo_core.models.sources import checkpoint_stem
@@ -25,7 +25,8 @@ HEADLINE = ("accuracy", "auroc", "macro_f1", "f1_VIRUS")  # these carry a 95 % i
 
 
 def test_figures(runs: list[tuple[Predictions, Predictions]], n_boot: int = 1000) -> dict[str, dict]:
-    """{metric: {mean, std, low, high}} over runs of (val, test) sets of the same test images."""
+    """{metric: {mean, std, low, high}} over runs of (val, test) sets of the same test images; the 95 % interval
+    resamples test patients and, over several runs, the runs (seeds) too."""
     tests = [t for _, t in runs]
     ids = list(tests[0].frame["image_id"])
     aligned = [t.frame.set_index("image_id").loc[ids] for t in tests]
@@ -37,7 +38,7 @@ def test_figures(runs: list[tuple[Predictions, Predictions]], n_boot: int = 1000
         scored.append((probs, selection.threshold_on(val)))
     full = np.ones((1, len(y)))
     each = [{k: float(v[0]) for k, v in resampled_metrics(y, p, t, full, classes).items()} for p, t in scored]
-    ci = bootstrap_runs(y, scored, classes, n_boot) if n_boot else {}
+    ci = bootstrap_runs(y, scored, classes, n_boot, groups=patient_groups(ids)) if n_boot else {}
     out = {}
     for k in each[0]:
         vals = np.array([e[k] for e in each])
