@@ -8,7 +8,7 @@ import streamlit as st
 from pages._shared.images import DATA_HINT, image_path
 from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import predictions_root, val_and_test
-from pneumo_core.evaluation.bootstrap import bootstrap_binary
+from pneumo_core.evaluation.bootstrap import bootstrap_binary, patient_groups
 from pneumo_core.visualize.charts import confusion_figure, pr_figure, roc_figure
 from pneumo_core.data.datasets import subtype_of
 from pneumo_core.evaluation.metrics import average_precision, auroc, by_group, pr_curve, prevalence_adjusted, roc_curve
@@ -99,8 +99,8 @@ def panel() -> None:
         names = [("Sensitivity", "sensitivity"), ("Specificity", "specificity"), ("PPV", "precision"),
                  ("NPV", "npv"), ("F1", "f1"), ("Accuracy", "accuracy")]
         ci = None
-        if st.toggle("Bootstrap 95 % CIs (1000 resamples)", key="ci_toggle"):
-            ci = bootstrap_binary(y, p, t, n_boot=1000, seed=0,
+        if st.toggle("Bootstrap 95 % CIs (1000 resamples of test patients)", key="ci_toggle"):
+            ci = bootstrap_binary(y, p, t, n_boot=1000, seed=0, groups=patient_groups(test.frame["image_id"]),
                                   metrics=("sensitivity", "specificity", "precision", "npv", "f1", "accuracy"))
         prev = st.slider("Prevalence for PPV / NPV", 0.01, 0.99, float(round(y.mean(), 2)), 0.01, key="prevalence",
                          help="PPV and NPV depend on how common pneumonia is where the model is used; the test "
