@@ -10,13 +10,13 @@ the first image (page opened -> the verdicts and the heatmap on screen), a tweak
 overlay) and Compare (page opened -> both overlays); the server's CPU-s per action (all its processes, decoders
 included, from /proc) and for one sample click alone; the servers' resident memory at start, at peak and 60 s
 after the sessions close; exceptions; whether each session saw its own image name and a heatmap of the class
-the best model predicts for that image (computed here, without the app). Each session runs in its own thread and its own browser; with 2 cores the browsers share them
-with the server, so first-image times include the browsers' own start.
+the best model predicts for that image (computed here, without the app). Each session runs in its own thread
+and its own browser; with 2 cores the browsers share them with the server, so first-image times include the
+browsers' own start.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import threading
@@ -71,12 +71,14 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def rss_mb(pids: list[int]) -> float:
+def rss_mb(pids: list[int], field: str = "VmRSS") -> float:
+    """Resident memory of ``pids`` summed (``RssAnon``: without the libraries' file pages, which processes
+    mapping the same files share)."""
     total = 0
     for p in pids:
         try:
             total += int(next(ln.split()[1] for ln in Path(f"/proc/{p}/status").read_text().splitlines()
-                              if ln.startswith("VmRSS:")))
+                              if ln.startswith(field + ":")))
         except (OSError, StopIteration):
             pass
     return total / 1024
@@ -137,7 +139,8 @@ class Server:
 
 def overlay_srcs(driver) -> list[str]:
     try:
-        return [i.get_attribute("src") or "" for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')]
+        imgs = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
+        return [i.get_attribute("src") or "" for i in imgs]
     except Exception:  # noqa: BLE001 - the page swapped them
         return []
 
@@ -231,7 +234,7 @@ def run(workers: int, sessions: int, expected: dict[str, str]) -> None:
         wait_idle(probe, timeout=300, settle=1.0)
         click_cpu = cpu_seconds(server.pids()) - c0
         probe.quit()
-        base = rss_mb(server.pids())
+        base, base_anon = rss_mb(server.pids()), rss_mb(server.pids(), "RssAnon")
         peak = [base]
         stop = threading.Event()
 
@@ -251,19 +254,22 @@ def run(workers: int, sessions: int, expected: dict[str, str]) -> None:
         used = cpu_seconds(server.pids()) - c1
         stop.set()
         time.sleep(60)
-        after = rss_mb(server.pids())
+        after, after_anon = rss_mb(server.pids()), rss_mb(server.pids(), "RssAnon")
         ok = [r for r in out.values() if "failed" not in r]
         same = sum(f" for {expected.get(r['name'], '?')} " in r["caption"] for r in ok)
         actions = 3 * len(ok) + sum((i // 2) % len(SAMPLES) for i in out if i % 2 == 0)  # extra sample steps
         label = "streamlit run app.py" if workers == 0 else f"serve --workers {workers}"
-        print(f"{label:<22} N={sessions:<3} cold {cold:4.1f} s | first image p50 {pct([r['first_image'] for r in ok], .5):5.1f}"
-              f" p95 {pct([r['first_image'] for r in ok], .95):5.1f} | tweak p50 {pct([r['tweak'] for r in ok], .5):4.2f}"
-              f" p95 {pct([r['tweak'] for r in ok], .95):4.2f} | Compare p50 {pct([r['compare'] for r in ok], .5):4.1f}"
-              f" p95 {pct([r['compare'] for r in ok], .95):4.1f} s | server CPU {used / max(1, actions):.2f} s/action, "
-              f"one warm sample click {click_cpu:.2f} s, warm-up {warm_cpu:.0f} s | RSS {base:.0f} -> peak "
-              f"{max(peak):.0f} -> {after:.0f} MB 60 s after | exceptions {sum(r['errors'] for r in ok)}, failed "
-              f"{sessions - len(ok)}, own image {sum(r['own_name'] for r in ok)}/{len(ok)}, heatmap of its own verdict "
-              f"{same}/{len(ok)}", flush=True)
+
+        def p50_p95(key: str, fmt: str = "4.1f") -> str:
+            v = [r[key] for r in ok]
+            return f"p50 {pct(v, .5):{fmt}} p95 {pct(v, .95):{fmt}}"
+
+        print(f"{label:<22} N={sessions:<3} cold {cold:4.1f} s | first image {p50_p95('first_image')} | tweak "
+              f"{p50_p95('tweak', '4.2f')} | Compare {p50_p95('compare')} s | server CPU {used / max(1, actions):.2f} "
+              f"s/action, one warm sample click {click_cpu:.2f} s, warm-up {warm_cpu:.0f} s | RSS {base:.0f} -> peak "
+              f"{max(peak):.0f} -> {after:.0f} MB 60 s after (anonymous {base_anon:.0f} -> {after_anon:.0f}) | "
+              f"exceptions {sum(r['errors'] for r in ok)}, failed {sessions - len(ok)}, own image "
+              f"{sum(r['own_name'] for r in ok)}/{len(ok)}, heatmap of its own verdict {same}/{len(ok)}", flush=True)
         for i, r in sorted(out.items()):
             if "failed" in r:
                 print(f"  session {i} failed: {r['failed']}")
