@@ -1,4 +1,4 @@
-"""The paired differences quoted in the README's Results bullets, through the zoo's rules (selection.py):
+"""The paired differences quoted in docs/results.md's targets, through the zoo's rules (selection.py):
 the EfficientNet-Lite0 3-seed ensemble against the four-architecture binary ensemble (AUROC, accuracy at each one's
 validation threshold), and the hierarchical model against the three-class ensemble (macro-F1, VIRUS F1).
     python scripts/paired_rows.py [ROOT]        (default assets/)

@@ -56,7 +56,7 @@ def test_each_seed_matches_sklearn_on_the_raw_files(compared):
         assert run["diff"]["accuracy"]["diff"] == pytest.approx(acc["B"] - acc["A"], abs=1e-9)
         for v in (*run["test"]["A"].values(), *run["test"]["B"].values()):
             assert v["low"] <= v["value"] <= v["high"]
-    # seed 1 is the one where 224 px lost on test (README, "224-px models"): its interval lies below zero
+    # seed 1 is the one where 224 px lost on test (docs/results.md, "The 224-px study"): its interval lies below zero
     assert compared["runs"][1]["diff"]["auroc"]["high"] < 0
 
 

@@ -67,7 +67,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bins", type=int_range(1, 1000), default=15, help="reliability bins, 1..1000 (default 15)")
     p.add_argument("--bootstrap", type=int_range(0, 100_000), default=0, metavar="N",
                    help="stratified bootstrap resamples for 95%% CIs, 0..100000 (default 0: none)")
-    p.add_argument("--json", action="store_true", help="print JSON (keys documented in the README)")
+    p.add_argument("--json", action="store_true", help="print JSON (keys documented in docs/commands.md)")
 
 
 @command("report", _args)
