@@ -9,7 +9,7 @@ from pages._shared.images import data_dir, decoded, digest, image_picker
 from pages._shared.layout import show_figure, start_page
 from pages._shared.models import cam, current_source, faithfulness, loaded, model_keys, predictor
 from pneumo_core.errors import ImageLoadError
-from pneumo_core.explain.audit import agreement
+from pneumo_core.explain.audit import agreement, agreement_sentence, chance_iou
 from pneumo_core.explain.cams import METHODS, cam_grid, overlay, own_scale, shared_scale
 from pneumo_core.files import escape_markdown
 from pneumo_core.visualize.charts import colorbar_figure
@@ -18,6 +18,10 @@ start_page("Compare heatmaps")
 source, src_label = current_source()
 keys = [k for k in model_keys(source) if "/seed" not in k]
 preferred = [k for k in ("binary/resnet18", "binary/densenet121") if k in keys]
+linked = st.query_params.get("model")  # a link from the Errors page: the model whose error it was, first
+if linked in keys:
+    task = linked.split("/")[0]
+    preferred = [linked] + [k for k in preferred + keys if k != linked and k.split("/")[0] == task][:1]
 chosen = st.multiselect("Models (two or three)", keys, default=preferred or keys[:2], max_selections=3, key="cmp_models")
 picked = image_picker("cmp", data_dir())
 chosen = loaded(source, src_label, chosen)  # a checkpoint that does not load is named and skipped
@@ -46,7 +50,9 @@ def maps() -> None:
     scaled = shared_scale([r.raw for r in results]) if shared else [own_scale(r.raw) for r in results]
     st.caption("Colours: red = the regions that raised the model's score for the class it predicted most; blue = "
                "those that did not. " + ("All maps share one scale." if shared else "Each map on its own scale."))
-    for col, k, r, m in zip(st.columns(len(chosen)), chosen, results, scaled):
+    first, *cols = st.columns(len(chosen) + 1)
+    first.image(gray, caption=escape_markdown(f"original · {name}"), clamp=True)
+    for col, k, r, m in zip(cols, chosen, results, scaled):
         p = predictor(source, src_label, k)
         col.image(overlay(gray, m), caption=escape_markdown(k), clamp=True)
         col.markdown(f"**{escape_markdown(r.class_name)}** ({max(r.probs):.3f})")
@@ -58,10 +64,10 @@ def maps() -> None:
     show_figure(colorbar_figure(), key="cmp_colorbar")
     for (ka, ra), (kb, rb) in combinations(zip(chosen, results), 2):
         ag = agreement(ra.raw, rb.raw, gray.shape)
-        st.markdown(f"**{escape_markdown(ka.split('/')[-1])}** and **{escape_markdown(kb.split('/')[-1])}** agree: IoU {ag.iou:.2f} of their "
-                    f"hottest 20 %, Spearman {ag.spearman:.2f}",
+        st.markdown(escape_markdown(agreement_sentence(ka.split("/")[-1], kb.split("/")[-1], ag)),
                     help="IoU: the overlap of the two maps' hottest fifths (1 = the same region, 0 = none in "
-                         "common). Spearman: the rank correlation of the whole maps (1 = same ordering of pixels).")
+                         f"common; two random fifths overlap by {chance_iou():.2f}). Spearman: the rank correlation of the whole "
+                         "maps (1 = same ordering of pixels, 0 = unrelated, negative = opposite).")
     if st.toggle("Faithfulness scores", key="cmp_faith",
                  help="How much each model's confidence changes when the image is multiplied by its heatmap "
                       "(keeping only the hot regions). Positive: the hot regions alone support the prediction; "

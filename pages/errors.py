@@ -64,6 +64,7 @@ elif cam_key is None:
            else f"no checkpoint of {arch} seed {seed} is loaded (the source holds "
                 f"{'seed ' + str(bundled_seed) if key in model_keys(source) else 'no ' + key})")
     st.info(escape_markdown(f"No Grad-CAM for this model: {why}. The X-rays are shown without heatmaps."))
+link_model = cam_key or (key if key in model_keys(source) else None)  # Compare opens on the model of the error
 show = cam_key is not None and st.toggle("Grad-CAM beside each image", key="err_cam", value=False)
 
 
@@ -87,7 +88,8 @@ def gallery() -> None:
             st.caption(escape_markdown(f"{image_id.split('/')[-1]}: {true_cls} → {p_lbl} ({c:.2f})"))
             a, b = st.columns(2)
             a.page_link("pages/predict.py", label="Predict", icon=":material/search:", query_params={"image": image_id})
-            b.page_link("pages/compare.py", label="Compare", icon=":material/compare:", query_params={"image": image_id})
+            b.page_link("pages/compare.py", label="Compare", icon=":material/compare:",
+                        query_params={"image": image_id, **({"model": link_model} if link_model else {})})
 
 
 gallery()

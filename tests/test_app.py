@@ -187,7 +187,7 @@ def test_after_the_warm_up_a_sample_click_runs_no_model(monkeypatch):
     assert any("OOD score" in c.value for c in at.caption) and len(_table(at, "verdict")) >= 7
     at = _app("pages/compare.py")
     assert not at.exception, [e.message for e in at.exception]
-    assert len(_images_in(at)) == 2  # the pair's two overlays
+    assert len(_images_in(at)) == 3  # the original and the pair's two overlays
     assert calls == [], calls[:10]
 
 

@@ -51,3 +51,59 @@ def test_a_normal_verdict_shows_p_pneumonia_and_the_threshold_not_the_verdicts_p
     three = rows[("three_class", z3.name)]
     assert three["decides at"] == "largest probability" and three["P(pneumonia)"] == pytest.approx(0.5)  # 1 - P(NORMAL)
     assert three["why"] == "P(NORMAL) 0.500 is the largest → NORMAL"
+
+
+# ---------------------------------------------------------------- 2. Compare
+
+def test_chance_iou_is_what_random_top_regions_reach():
+    from pneumo_core.explain.audit import chance_iou, iou, top_region
+
+    assert chance_iou(0.2) == pytest.approx(1 / 9)  # 0.11
+    rng = np.random.default_rng(0)
+    seen = [iou(top_region(rng.random((64, 64))), top_region(rng.random((64, 64)))) for _ in range(200)]
+    assert np.mean(seen) == pytest.approx(chance_iou(0.2), abs=0.01)
+    with pytest.raises(ValueError):
+        chance_iou(0)
+
+
+def test_agreement_is_worded_from_the_numbers():
+    from pneumo_core.explain.audit import Agreement, agreement, agreement_sentence
+
+    said = agreement_sentence("resnet18", "efficientnet_lite0", Agreement(spearman=-0.5, iou=0.0))
+    assert said.startswith("resnet18 and efficientnet_lite0 disagree:") and "(0.11)" in said and "opposite" in said
+    assert " agree:" in agreement_sentence("a", "b", Agreement(spearman=0.8, iou=0.7))
+    assert "partly agree:" in agreement_sentence("a", "b", Agreement(spearman=0.4, iou=0.3))
+    assert "disagree:" in agreement_sentence("a", "b", Agreement(spearman=0.6, iou=0.1))  # below chance
+    heat = np.random.default_rng(1).random((56, 56))
+    assert " agree:" in agreement_sentence("a", "a", agreement(heat, heat))  # a map agrees with itself
+
+
+def test_colorbar_ends_are_labelled_inside_the_figure_with_a_title():
+    from pneumo_core.visualize.charts import colorbar_figure
+
+    fig = colorbar_figure()
+    ends = {(a.x, a.xanchor): a.text for a in fig.layout.annotations}
+    assert "low heat" in ends[(0, "left")] and "high heat" in ends[(1, "right")]  # not centred on the edge: cut off
+    assert fig.layout.title.text
+
+
+def _images_in(at: AppTest):
+    def walk(node):
+        if getattr(node, "type", None) == "image":
+            yield node
+        for child in getattr(node, "children", {}).values():
+            yield from walk(child)
+    return list(walk(at.main))
+
+
+def test_compare_shows_the_original_says_disagree_and_opens_on_the_linked_model():
+    at = _app("pages/compare.py", query={"image": "person1_virus_12.jpeg", "model": "binary/efficientnet_lite0"})
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.multiselect(key="cmp_models").value[0] == "binary/efficientnet_lite0"  # the Errors link's model
+    images = _images_in(at)
+    assert len(images) == 3  # the original and the two overlays
+    text = " ".join(m.value for m in at.markdown).replace("\\", "")  # the sentence is markdown-escaped
+    # on this image the two heat different regions (Spearman below 0): once called "agree"
+    assert "efficientnet_lite0 and resnet18 disagree: " in text and "would (0.11)" in text
+    chart = next(c for c in at.get("plotly_chart"))
+    assert "high heat" in chart.proto.spec

@@ -131,6 +131,37 @@ def agreement(a: np.ndarray, b: np.ndarray, shape: tuple[int, int] | None = None
     return Agreement(spearman(a, b), iou(top_region(a, top), top_region(b, top)))
 
 
+def chance_iou(top: float = TOP) -> float:
+    """The expected IoU of two independent random regions each covering ``top`` of the image: the overlap is
+    top² and the union 2·top − top², so top / (2 − top) (0.11 for the hottest 20 %)."""
+    if not 0 < top <= 1:
+        raise ValueError(f"top must be in (0, 1], got {top}")
+    return top / (2 - top)
+
+
+AGREE_IOU = 0.5  # IoU of the hottest regions from which two maps "agree" (half their union shared)
+
+
+def agreement_sentence(a: str, b: str, ag: Agreement, top: float = TOP) -> str:
+    """One sentence saying whether two models' maps agree, worded from the numbers: "disagree" at or below
+    the IoU two random regions reach by chance (:func:`chance_iou`) or with a negative Spearman, "agree" from
+    :data:`AGREE_IOU` with a positive Spearman, "partly agree" between."""
+    ref = chance_iou(top)
+    if not (np.isfinite(ag.iou) and np.isfinite(ag.spearman)):
+        return f"{a} and {b} cannot be compared: a map is flat."
+    if ag.iou <= ref or ag.spearman <= 0:
+        verb = "disagree"
+    elif ag.iou >= AGREE_IOU:
+        verb = "agree"
+    else:
+        verb = "partly agree"
+    overlap = ("no more than" if ag.iou <= ref else "more than") + f" two random regions of that size would ({ref:.2f})"
+    order = ("the opposite ordering" if ag.spearman < 0 else "unrelated orderings" if ag.spearman < 0.1
+             else "a similar ordering" if ag.spearman >= 0.5 else "a weakly similar ordering")
+    return (f"{a} and {b} {verb}: their hottest {top:.0%} overlap by IoU {ag.iou:.2f}, {overlap}; "
+            f"Spearman {ag.spearman:.2f} over the whole maps ({order} of the pixels).")
+
+
 @dataclass(frozen=True)
 class Curve:
     kind: str  # "deletion" or "insertion"

@@ -109,14 +109,19 @@ def learning_curve_figure(histories: dict[str, list[dict]], title: str) -> go.Fi
 _PLOTLY_COLORSCALE = {"jet": "Jet", "inferno": "Inferno", "viridis": "Viridis", "turbo": "Turbo", "hot": "Hot"}
 
 
-def colorbar_figure(colormap: str = "jet", low: str = "no contribution", high: str = "strongest contribution",
-                    height: int = 70) -> go.Figure:
-    """A horizontal colour bar for heatmap overlays, labelled at both ends."""
+def colorbar_figure(colormap: str = "jet", low: str = "0 · low heat (no contribution)",
+                    high: str = "1 · high heat (strongest contribution)",
+                    title: str = "Heat: how much a region raised the score of the explained class", height: int = 90) -> go.Figure:
+    """A horizontal colour bar for heatmap overlays, with a title and both ends labelled inside the figure
+    (anchored left and right, so neither is cut off at the edges)."""
     fig = go.Figure(go.Heatmap(z=[np.linspace(0, 1, 256)], colorscale=_PLOTLY_COLORSCALE.get(colormap, "Jet"),
                                showscale=False, hoverinfo="skip"))
-    fig.update_xaxes(tickvals=[0, 255], ticktext=[low, high], showgrid=False)
+    for x, text, anchor in ((0, low, "left"), (1, high, "right")):
+        fig.add_annotation(x=x, y=0, xref="paper", yref="paper", yanchor="top", xanchor=anchor, text=text,
+                           showarrow=False)
+    fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=5, b=25))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=25, b=30), title=dict(text=title, font=dict(size=13)))
     return fig
 
 
