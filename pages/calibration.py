@@ -1,4 +1,5 @@
-"""Calibration: reliability diagram with counts, ECE/MCE/Brier/NLL, temperature scaling fit on validation."""
+"""Calibration: reliability diagram with counts, ECE/MCE/Brier/NLL, temperature scaling fit on validation and
+shown on validation and on test (saying when it makes test worse)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -10,10 +11,10 @@ from pneumo_core.evaluation.calibration import (
     BIN_HELP,
     EXPLANATIONS,
     binary_reliability,
-    brier,
+    calibration_scores,
     class_reliability,
-    nll,
-    temperature_scale_probs,
+    temperature_on_splits,
+    temperature_sentence,
     top_label_reliability,
 )
 from pneumo_core.files import escape_html
@@ -27,13 +28,14 @@ strategy = c2.radio("Bin edges", ["uniform", "quantile"], horizontal=True, key="
                     format_func=lambda s: {"uniform": "equal width", "quantile": "equal mass"}[s])
 scale = c3.toggle("Temperature scaling (fit on validation)", key="temp")
 
-t, scaled = temperature_scale_probs(val.probs, val.y_true, test.probs) if scale else (1.0, None)
+temp = temperature_on_splits(val.y_true, val.probs, test.y_true, test.probs, n_bins, strategy)  # fit on validation
+t, scaled = (temp.temperature, temp.test_scaled) if scale else (1.0, None)
 
 
-def rel_of(probs):
+def rel_of(probs, y=test.y_true):
     if test.is_binary:
-        return binary_reliability(test.y_true, probs[:, 1], n_bins, strategy)
-    return top_label_reliability(test.y_true, probs, n_bins, strategy)
+        return binary_reliability(y, probs[:, 1], n_bins, strategy)
+    return top_label_reliability(y, probs, n_bins, strategy)
 
 
 before = rel_of(test.probs)
@@ -43,9 +45,7 @@ show_figure(reliability_figure(before, f"Reliability on test ({what})", after), 
 
 
 def scores(probs):
-    p = probs[:, 1] if test.is_binary else probs
-    r = rel_of(probs)
-    return {"ECE": r.ece, "MCE": r.mce, "Brier": brier(test.y_true, p), "NLL": nll(test.y_true, p)}
+    return calibration_scores(test.y_true, probs, n_bins, strategy)
 
 
 rows = [{"set": "as trained", **scores(test.probs)}]
@@ -55,6 +55,16 @@ st.dataframe(pd.DataFrame(rows).round(4), hide_index=True, key="cal_table",
              column_config={k: st.column_config.NumberColumn(k, help=v) for k, v in EXPLANATIONS.items()})
 for name, sentence in EXPLANATIONS.items():
     st.caption(f"**{name}** — {sentence}")
+
+st.subheader("Temperature scaling on validation and on test")
+st.caption(f"One temperature T = {temp.temperature:.3f}, fitted to lower validation NLL, divides the logits of both "
+           "splits; the toggle above shows it on the test chart.")
+(st.warning if temp.hurts_test else st.info)(temperature_sentence(temp))
+st.dataframe(pd.DataFrame(temp.rows()).round(4), hide_index=True, key="temp_splits_table",
+             column_config={f"{k} {w}": st.column_config.NumberColumn(f"{k} {w}", help=EXPLANATIONS[k])
+                            for k in ("ECE", "NLL") for w in ("before", "after")})
+show_figure(reliability_figure(rel_of(val.probs, val.y_true), f"Reliability on validation ({what})",
+                               rel_of(temp.val_scaled, val.y_true)), key="rel_val_chart")
 
 if not test.is_binary:
     st.subheader("Per class (one vs rest)")

@@ -176,3 +176,85 @@ def temperature_scale_probs(val_probs: np.ndarray, val_y: np.ndarray,
     """Fit T on validation probabilities (through their logits) and apply it to test probabilities."""
     t = fit_temperature(logits_from_probs(val_probs), val_y)
     return t, apply_temperature(logits_from_probs(test_probs), t)
+
+
+# ---------------------------------------------------------------- temperature scaling on both splits
+
+def calibration_scores(y: np.ndarray, probs: np.ndarray, n_bins: int = 15, strategy: str = "uniform"
+                       ) -> dict[str, float]:
+    """ECE, MCE, Brier and NLL (the keys of :data:`EXPLANATIONS`) of ``probs`` (N, K): two columns are scored
+    on P(classes[1]), more on the top label (ECE, MCE) and every class (Brier, NLL)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    binary = probs.shape[1] == 2
+    rel = (binary_reliability(y, probs[:, 1], n_bins, strategy) if binary
+           else top_label_reliability(y, probs, n_bins, strategy))
+    return {"ECE": rel.ece, "MCE": rel.mce, "Brier": brier(y, probs[:, 1] if binary else probs), "NLL": nll(y, probs)}
+
+
+@dataclass(frozen=True)
+class TemperatureShift:
+    """Temperature scaling fitted on validation and applied to validation and to test: the temperature, the
+    scaled probabilities, and :func:`calibration_scores` before and after on each split."""
+
+    temperature: float
+    val_scaled: np.ndarray
+    test_scaled: np.ndarray
+    scores: dict[str, dict[str, dict[str, float]]]  # split ("validation", "test") -> "before"/"after" -> scores
+
+    def delta(self, split: str, score: str) -> float:
+        """after - before (negative: scaling lowered the score, i.e. helped)."""
+        s = self.scores[split]
+        return s["after"][score] - s["before"][score]
+
+    @property
+    def hurts_test(self) -> bool:
+        """Whether scaling raises test NLL (the score the temperature is fitted to lower) at three decimals."""
+        s = self.scores["test"]
+        return round(s["after"]["NLL"], 3) > round(s["before"]["NLL"], 3)
+
+    def rows(self) -> list[dict]:
+        """One row per split: each score before and after scaling (a table for the page and the CLI)."""
+        return [{"split": split, **{f"{k} {when}": s[when][k] for k in ("ECE", "NLL") for when in ("before", "after")}}
+                for split, s in self.scores.items()]
+
+
+def temperature_on_splits(val_y: np.ndarray, val_probs: np.ndarray, test_y: np.ndarray, test_probs: np.ndarray,
+                          n_bins: int = 15, strategy: str = "uniform") -> TemperatureShift:
+    """Fit T on validation (:func:`fit_temperature` on the probabilities' logits) and score both splits before
+    and after dividing their logits by it."""
+    t = fit_temperature(logits_from_probs(val_probs), val_y)
+    val_scaled = apply_temperature(logits_from_probs(val_probs), t)
+    test_scaled = apply_temperature(logits_from_probs(test_probs), t)
+    scores = {split: {"before": calibration_scores(y, p, n_bins, strategy),
+                      "after": calibration_scores(y, q, n_bins, strategy)}
+              for split, y, p, q in (("validation", val_y, val_probs, val_scaled),
+                                     ("test", test_y, test_probs, test_scaled))}
+    return TemperatureShift(t, val_scaled, test_scaled, scores)
+
+
+def _move(before: float, after: float) -> str:
+    return "leaves" if round(before, 3) == round(after, 3) else "lowers" if after < before else "raises"
+
+
+def temperature_sentence(ts: TemperatureShift) -> str:
+    """What temperature scaling does to NLL and ECE on each split, in one plain sentence; when it raises test
+    NLL, it says the calibration fitted on validation does not carry over to test."""
+    v, t = ts.scores["validation"], ts.scores["test"]
+
+    def change(split: str, s: dict, score: str) -> str:
+        b, a = s["before"][score], s["after"][score]
+        move = _move(b, a)
+        return f"leaves {split} {score} at {b:.3f}" if move == "leaves" else f"{move} {split} {score} {b:.3f} -> {a:.3f}"
+
+    head = f"Fitted on validation (T = {ts.temperature:.3f}), temperature scaling {change('validation', v, 'NLL')}"
+    test_ece = change("test", t, "ECE")
+    if ts.hurts_test:
+        return (f"{head} but {change('test', t, 'NLL')} (and {test_ece}): the test images are shifted, and a "
+                "calibration fitted on validation does not carry over.")
+    if _move(t["before"]["NLL"], t["after"]["NLL"]) == "leaves":
+        tail = "on test it makes no difference to NLL"
+    elif round(t["after"]["ECE"], 3) > round(t["before"]["ECE"], 3):
+        tail = "it lowers test NLL but not test ECE"
+    else:
+        tail = "on these test images it carries over"
+    return f"{head} and {change('test', t, 'NLL')} (and {test_ece}): {tail}."
