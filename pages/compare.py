@@ -10,7 +10,8 @@ from pages._shared.layout import show_figure, start_page
 from pages._shared.models import cam, current_source, faithfulness, loaded, model_keys, predictor
 from pneumo_core.errors import ImageLoadError
 from pneumo_core.explain.audit import agreement, agreement_sentence, chance_iou
-from pneumo_core.explain.cams import METHODS, cam_grid, overlay, own_scale, shared_scale
+from pneumo_core.explain.cams import (FAITHFULNESS_HELP, METHODS, cam_grid, faithfulness_sentence, overlay, own_scale,
+                                      shared_scale)
 from pneumo_core.files import escape_markdown
 from pneumo_core.visualize.charts import colorbar_figure
 
@@ -68,13 +69,10 @@ def maps() -> None:
                     help="IoU: the overlap of the two maps' hottest fifths (1 = the same region, 0 = none in "
                          f"common; two random fifths overlap by {chance_iou():.2f}). Spearman: the rank correlation of the whole "
                          "maps (1 = same ordering of pixels, 0 = unrelated, negative = opposite).")
-    if st.toggle("Faithfulness scores", key="cmp_faith",
-                 help="How much each model's confidence changes when the image is multiplied by its heatmap "
-                      "(keeping only the hot regions). Positive: the hot regions alone support the prediction; "
-                      "near 0 or negative: they do not."):
-        for col, k, r in zip(st.columns(len(chosen)), chosen, results):
+    if st.toggle("Faithfulness scores", key="cmp_faith", help=FAITHFULNESS_HELP):
+        for col, k, r in zip(cols, chosen, results):
             f = faithfulness(source, src_label, k, h, method, None, gray)
-            col.caption(escape_markdown(f"Keeping only the heat changes the confidence in {r.class_name} by {f:+.3f}."))
+            col.caption(escape_markdown(faithfulness_sentence(f, float(r.probs[r.target]), r.class_name)))
 
 
 maps()

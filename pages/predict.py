@@ -50,7 +50,8 @@ import pandas as pd  # noqa: E402
 
 from pages._shared.predictions import source_predictions_root  # noqa: E402
 from pneumo_core.evaluation import selection  # noqa: E402
-from pneumo_core.explain.cams import COLORMAPS, METHODS, overlay  # noqa: E402
+from pneumo_core.explain.cams import (COLORMAPS, FAITHFULNESS_HELP, METHODS, faithfulness_sentence,  # noqa: E402
+                                      overlay)
 from pneumo_core.explain.ood import default_gate  # noqa: E402
 from pneumo_core.inference.verdicts import stored_verdicts, verdict_rows, zoo_verdicts  # noqa: E402
 
@@ -132,12 +133,9 @@ def heatmap() -> None:
     a.image(view, caption=escape_markdown(img_name), clamp=True)
     b.image(pic, caption=escape_markdown(f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px"),
             clamp=True)
-    if st.toggle("Faithfulness score", key="cam_faith",
-                 help="How much the model's confidence in the class changes when the image is multiplied by "
-                      "the heatmap (keeping only the hot regions). Positive: the hot regions alone support the "
-                      "class (a faithful map); near 0 or negative: they do not."):
+    if st.toggle("Faithfulness score", key="cam_faith", help=FAITHFULNESS_HELP):
         f = faithfulness(source, src_label, model_key, h, method, target, gray)
-        st.caption(escape_markdown(f"Keeping only the heat changes the confidence in {r.class_name} by {f:+.3f}."))
+        st.caption(escape_markdown(faithfulness_sentence(f, float(r.probs[r.target]), r.class_name)))
     buf = io.BytesIO()
     Image.fromarray(pic).save(buf, format="PNG")
     st.download_button("Download overlay (PNG)", buf.getvalue(), f"{safe_filename(img_name.rsplit('.', 1)[0])}_{method}.png",

@@ -107,3 +107,32 @@ def test_compare_shows_the_original_says_disagree_and_opens_on_the_linked_model(
     assert "efficientnet_lite0 and resnet18 disagree: " in text and "would (0.11)" in text
     chart = next(c for c in at.get("plotly_chart"))
     assert "high heat" in chart.proto.spec
+
+
+# ---------------------------------------------------------------- 3. faithfulness at the ceiling
+
+SURE = "person1_virus_12.jpeg"  # a bundled sample every binary model calls PNEUMONIA at P ≥ 0.99
+
+
+def test_faithfulness_near_certainty_is_at_the_ceiling_not_unfaithful():
+    from pneumo_core.data.images import load_grayscale
+    from pneumo_core.explain.cams import at_ceiling, explain, faithfulness_sentence
+    from pneumo_core.inference.predictors import Predictor
+
+    r = explain(Predictor(SOURCE.load("binary/resnet18")), load_grayscale(ASSETS / "examples" / SURE))
+    p = float(r.probs[r.target])
+    assert p >= 0.99 and abs(r.faithfulness) < 0.05  # the "+0.000 at P = 0.999" of the issue
+    said = faithfulness_sentence(r.faithfulness, p, r.class_name)
+    assert said.startswith("At the ceiling:") and "cannot show" in said and "not support" not in said
+    assert at_ceiling(0.995, 0.0) and not at_ceiling(0.995, -0.4)  # a clear drop still shows
+    assert "do not support" in faithfulness_sentence(-0.4, 0.995, "PNEUMONIA")
+    assert "alone support it" in faithfulness_sentence(0.2, 0.7, "PNEUMONIA")
+    assert "hardly changes" in faithfulness_sentence(0.01, 0.7, "PNEUMONIA")
+
+
+def test_predict_says_at_the_ceiling():
+    at = _app("pages/predict.py", query={"image": SURE})
+    assert not at.exception, [e.message for e in at.exception]
+    at.toggle(key="cam_faith").set_value(True).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("At the ceiling" in c.value for c in at.caption)

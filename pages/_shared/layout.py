@@ -24,6 +24,7 @@ PAGES = [  # (file, title, icon, url path); the root URL goes on to the first
     ("pages/compare.py", "Compare heatmaps", ":material/compare:", "compare"),
     ("pages/thresholds.py", "Thresholds", ":material/tune:", "thresholds"),
     ("pages/calibration.py", "Calibration", ":material/straighten:", "calibration"),
+    ("pages/shift.py", "Validation vs test", ":material/compare_arrows:", "shift"),
     ("pages/errors.py", "Errors", ":material/error:", "errors"),
     ("pages/models.py", "Models", ":material/table_chart:", "models"),
     ("pages/audit.py", "Where models look", ":material/visibility:", "audit"),

@@ -171,6 +171,39 @@ def explain(predictor: Predictor, gray: np.ndarray, method: str = "gradcam", tar
                      probs, degenerate, message, score)
 
 
+CEILING = 0.99  # from this probability of the class, the faithfulness score cannot show a rise
+NEAR_ZERO = 0.05  # a confidence change smaller than this (either way) is "hardly any"
+
+FAITHFULNESS_HELP = ("How much the model's confidence in the class changes when the image is multiplied by the "
+                     "heatmap (keeping only the hot regions). Positive: the hot regions alone support the class; "
+                     "negative: they do not. When the model is already near certain (P ≥ "
+                     f"{CEILING}), the confidence cannot rise: a score near 0 then says nothing (the ceiling).")
+
+
+def at_ceiling(p_class: float, change: float, ceiling: float = CEILING) -> bool:
+    """True when the model is already near certain of the class (``p_class`` ≥ ``ceiling``) and the change is
+    not a clear drop: the score cannot show whether the heat alone supports the class."""
+    return p_class >= ceiling and change > -NEAR_ZERO
+
+
+def faithfulness_sentence(change: float, p_class: float, class_name: str, ceiling: float = CEILING) -> str:
+    """The faithfulness score (:class:`CamMultImageConfidenceChange`: P(class | image × map) − P(class | image))
+    in one sentence, saying when the model's certainty leaves no room for the score to show anything."""
+    after = f"from {p_class:.3f} to {p_class + change:.3f} ({change:+.3f})"
+    if not np.isfinite(change):
+        return f"No faithfulness score for {class_name}: the map is flat."
+    if at_ceiling(p_class, change, ceiling):
+        return (f"At the ceiling: the model is already {p_class:.3f} sure of {class_name}, so keeping only the heat "
+                f"can raise that by at most {1 - p_class:.3f}; the change ({change:+.3f}) cannot show whether the "
+                "map is faithful.")
+    if change >= NEAR_ZERO:
+        return f"Keeping only the heat raises the confidence in {class_name} {after}: the hot regions alone support it."
+    if change <= -NEAR_ZERO:
+        return (f"Keeping only the heat lowers the confidence in {class_name} {after}: the hot regions alone do not "
+                "support it.")
+    return f"Keeping only the heat hardly changes the confidence in {class_name} ({after})."
+
+
 def cam_grid(predictor: Predictor) -> int:
     """Cells per side of the CAM layer's feature map at the model's input size (e.g. 7 for a 224-px
     ResNet18): how coarse the heatmap really is before it is smoothed up to the image."""

@@ -138,3 +138,22 @@ def lung_focus_figure(shares: dict[str, np.ndarray], even: float | None = None,
     fig.update_xaxes(title="share of positive heatmap mass inside the lungs", range=[0, 1])
     fig.update_yaxes(title="images")
     return _layout(fig, title)
+
+
+def split_histogram_figure(histograms: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float | None = None,
+                           title: str = "P(pneumonia) of NORMAL images, per split") -> go.Figure:
+    """Overlaid histograms, one per split, each as ``(edges, share)`` (``shift.SplitFigures.histogram``: each
+    bin's share of that split's NORMAL images, so splits of different sizes compare); a dashed line at
+    ``threshold``."""
+    fig = go.Figure()
+    for name, (edges, share) in histograms.items():
+        edges, share = np.asarray(edges, float), np.asarray(share, float)
+        fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=100 * share, width=np.diff(edges), name=name,
+                             opacity=0.6))
+    if threshold is not None and np.isfinite(threshold):
+        fig.add_vline(x=threshold, line_dash="dash", line_color="gray",
+                      annotation_text=f"validation threshold {threshold:.3f}")
+    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.2))
+    fig.update_xaxes(title="P(pneumonia)", range=[0, 1])
+    fig.update_yaxes(title="% of the split's NORMAL images", rangemode="tozero")
+    return _layout(fig, title)
