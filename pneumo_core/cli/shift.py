@@ -31,7 +31,8 @@ def _fmt(v: float) -> str:
 
 @command("shift", _args)
 def _run(args: argparse.Namespace) -> int:
-    """Validation against test for one model: its figures on both splits at its validation threshold, with intervals, and what they show."""
+    """Validation against test for one model: its figures on both splits at its validation threshold, with
+    intervals, and what they show."""
     root = Path(args.root)
     opt = resolve_choice(root, args.model, TASKS)
     val, test = (selection.load_choice(root, *opt, s).labelled() for s in ("val", "test"))
