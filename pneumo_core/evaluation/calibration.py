@@ -244,7 +244,9 @@ def temperature_sentence(ts: TemperatureShift) -> str:
     def change(split: str, s: dict, score: str) -> str:
         b, a = s["before"][score], s["after"][score]
         move = _move(b, a)
-        return f"leaves {split} {score} at {b:.3f}" if move == "leaves" else f"{move} {split} {score} {b:.3f} -> {a:.3f}"
+        if move == "leaves":
+            return f"leaves {split} {score} at {b:.3f}"
+        return f"{move} {split} {score} {b:.3f} -> {a:.3f}"
 
     head = f"Fitted on validation (T = {ts.temperature:.3f}), temperature scaling {change('validation', v, 'NLL')}"
     test_ece = change("test", t, "ECE")
