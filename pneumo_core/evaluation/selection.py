@@ -113,14 +113,18 @@ def ensemble_set(root: str | Path, members: list[Member], split: str) -> Predict
 class HierarchicalPlan:
     stage_a: Member  # binary
     stage_b: Member  # bacteria_virus
+    threshold_b: float = 0.5  # stage B decides BACTERIA vs VIRUS here: Youden's J on its validation predictions
 
     @property
     def description(self) -> str:
         return (f"stage A binary {self.stage_a.arch} seed {self.stage_a.seed} x stage B bacteria_virus "
-                f"{self.stage_b.arch} seed {self.stage_b.seed} ({SEED_RULE})")
+                f"{self.stage_b.arch} seed {self.stage_b.seed} ({SEED_RULE}; stage B decides at its validation "
+                f"threshold {self.threshold_b:.3f})")
 
 
 def hierarchical_plan(root: str | Path, with_checkpoint: bool = True) -> HierarchicalPlan | None:
+    """Stage A = the best binary model, stage B = the best BACTERIA-vs-VIRUS model (validation log loss), stage B
+    deciding at its own threshold (Youden's J on its validation predictions, what its checkpoint stores)."""
     return _hierarchical_plan(str(root), with_checkpoint, _stamp(root, "binary") + _stamp(root, "bacteria_virus"))
 
 
@@ -128,7 +132,10 @@ def hierarchical_plan(root: str | Path, with_checkpoint: bool = True) -> Hierarc
 def _hierarchical_plan(root: str, with_checkpoint: bool, stamp: float) -> HierarchicalPlan | None:
     a = best_model(root, "binary", with_checkpoint)
     b = best_model(root, "bacteria_virus", with_checkpoint)
-    return HierarchicalPlan(a, b) if a and b else None
+    if not (a and b):
+        return None
+    t = model_threshold(root, b)
+    return HierarchicalPlan(a, b, 0.5 if t is None else float(t))
 
 
 def threshold_on(val: Predictions) -> float | None:

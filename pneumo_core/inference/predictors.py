@@ -127,25 +127,45 @@ class Ensemble:
 
 
 class Hierarchical:
-    """Stage A (NORMAL vs PNEUMONIA) x stage B (BACTERIA vs VIRUS | pneumonia) -> three classes."""
+    """Stage A (NORMAL vs PNEUMONIA) x stage B (BACTERIA vs VIRUS | pneumonia) -> three classes.
 
-    def __init__(self, stage_a: Predictor | Ensemble, stage_b: Predictor | Ensemble) -> None:
+    Stage B decides at its validated threshold ``threshold_b`` (Youden's J on its validation predictions, the
+    threshold its checkpoint stores; :func:`pneumo_core.evaluation.selection.hierarchical_plan` gives the
+    rule's), not at 0.5: see :meth:`combine`. Without ``threshold_b``, a :class:`Predictor` stage B's stored
+    threshold is used (0.5 for an ensemble, which stores none).
+    """
+
+    def __init__(self, stage_a: Predictor | Ensemble, stage_b: Predictor | Ensemble,
+                 threshold_b: float | None = None) -> None:
         if stage_a.task.name != "binary" or stage_b.task.name != "bacteria_virus":
             raise CheckpointError("the hierarchical model needs a binary stage A and a bacteria_virus stage B, "
                                   f"not {stage_a.task.name} and {stage_b.task.name}")
         self.stage_a, self.stage_b = stage_a, stage_b
+        if threshold_b is None:
+            meta = getattr(stage_b, "meta", None)
+            threshold_b = getattr(meta, "threshold", None)
+        self.threshold_b = 0.5 if threshold_b is None else float(threshold_b)
         self.task = THREE_CLASS
         self.classes = THREE_CLASS.classes
-        self.name = f"hierarchical({stage_a.name} > {stage_b.name})"
-        self.key = f"hier-{stage_a.key}-{stage_b.key}"
+        self.name = f"hierarchical({stage_a.name} > {stage_b.name} at {self.threshold_b:.3f})"
+        # the threshold is part of the key: cached predictions at another stage-B threshold are not these
+        self.key = f"hier-{stage_a.key}-{stage_b.key}-tb{self.threshold_b:.8f}"
 
     @staticmethod
-    def combine(p_pneumonia: np.ndarray, p_virus_given_pneumonia: np.ndarray) -> np.ndarray:
-        a, v = np.asarray(p_pneumonia), np.asarray(p_virus_given_pneumonia)
+    def combine(p_pneumonia: np.ndarray, p_virus_given_pneumonia: np.ndarray,
+                threshold_b: float = 0.5) -> np.ndarray:
+        """(N, 3) probabilities NORMAL, BACTERIA, VIRUS: ``[1 - a, a (1 - v'), a v']``, where ``v'`` is stage B's
+        P(VIRUS) with its odds divided by the odds of ``threshold_b`` (a prior shift), so that ``v' = 0.5``
+        exactly where ``v = threshold_b``: between BACTERIA and VIRUS the larger probability is VIRUS iff
+        stage B's P(VIRUS) > its threshold. At ``threshold_b = 0.5`` this is the plain product."""
+        a, v = np.asarray(p_pneumonia, dtype=np.float64), np.asarray(p_virus_given_pneumonia, dtype=np.float64)
+        t = float(np.clip(threshold_b, 1e-6, 1 - 1e-6))
+        v = v * (1 - t) / (v * (1 - t) + (1 - v) * t)
         return np.stack([1 - a, a * (1 - v), a * v], axis=1)
 
     def predict_grays(self, grays: Sequence[np.ndarray]) -> np.ndarray:
-        return self.combine(self.stage_a.predict_grays(grays)[:, 1], self.stage_b.predict_grays(grays)[:, 1])
+        return self.combine(self.stage_a.predict_grays(grays)[:, 1], self.stage_b.predict_grays(grays)[:, 1],
+                            self.threshold_b)
 
 
 # ---------------------------------------------------------------- dataset inference
@@ -169,7 +189,7 @@ def _batched_probs(model, frame: pd.DataFrame, batch_size: int, num_workers: int
     if isinstance(model, Hierarchical):
         a = _batched_probs(model.stage_a, frame, batch_size, num_workers, progress)[:, 1]
         b = _batched_probs(model.stage_b, frame, batch_size, num_workers, progress)[:, 1]
-        return Hierarchical.combine(a, b)
+        return Hierarchical.combine(a, b, model.threshold_b)
     out = []
     total = len(frame) * len(members)
     done = 0

@@ -118,7 +118,7 @@ def zoo_verdicts(root: str | Path, available: set[str], probs_of: Callable[[str]
                 a, b = probs_of(plan.stage_a.key), probs_of(plan.stage_b.key)
                 if a is None or b is None:
                     continue
-                p = Hierarchical.combine([a[1]], [b[1]])[0]
+                p = Hierarchical.combine([a[1]], [b[1]], plan.threshold_b)[0]
                 label, conf, rule = decide(p, classes, None)
                 out.append(Verdict("hierarchical", task, classes, tuple(map(float, p)), label, conf, rule,
                                    (plan.stage_a.key, plan.stage_b.key)))

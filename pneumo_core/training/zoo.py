@@ -53,11 +53,13 @@ def _predict_split(predictor, frame: pd.DataFrame, split: str, progress, **label
 def hierarchical_sets(root: str | Path, source: LocalSource, data_dir: str | Path,
                       progress=None) -> tuple[Predictions, ...] | None:
     """The hierarchical model of the rule (stage A and B: the best models on validation of ``root``'s
-    prediction files), run from ``source``'s best checkpoints on the val and test splits."""
+    prediction files; stage B deciding at its validation threshold), run from ``source``'s best checkpoints
+    on the val and test splits."""
     plan = selection.hierarchical_plan(root)
     if plan is None:
         return None
-    hier = Hierarchical(Predictor(source.load(plan.stage_a.key)), Predictor(source.load(plan.stage_b.key)))
+    hier = Hierarchical(Predictor(source.load(plan.stage_a.key)), Predictor(source.load(plan.stage_b.key)),
+                        threshold_b=plan.threshold_b)
     splits = kermany_splits(data_dir)
     return tuple(_predict_split(hier, splits[split], split, progress, model="hierarchical", task="three_class",
                                 seed=None, checkpoint=hier.key) for split in HIERARCHICAL_SPLITS)
