@@ -124,3 +124,31 @@ def _refresh(args: argparse.Namespace) -> int:
         write_hierarchical(assets, args.data_dir, progress)
     print(write_results(assets).to_markdown(index=False))
     return 0
+
+
+def _decisions_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", nargs="?", default=None, help="assets/ (default): its predictions/ and zoo* folders")
+    p.add_argument("--write", action="store_true", help="write assets/decisions.md and assets/decisions.csv")
+    p.add_argument("--bootstrap", type=int_range(100, 100_000), default=1000, metavar="N",
+                   help="resamples of the validation patients, 100..100000 (default 1000)")
+
+
+@command("decisions", _decisions_args)
+def _decisions(args: argparse.Namespace) -> int:
+    """The decision log: every choice between runs re-decided by the one rule on validation log loss (default kept
+    unless a patient-clustered paired bootstrap's 95 % interval excludes 0), with what the bundle holds."""
+    from pathlib import Path
+
+    from pneumo_core.evaluation.decisions import decision_log, decisions_frame, decisions_markdown
+    from pneumo_core.files import ASSETS, atomic_write
+
+    root = Path(args.root or ASSETS)
+    log = decision_log(root, args.bootstrap)
+    md = decisions_markdown(log)
+    if args.write:
+        csv = decisions_frame(log).to_csv(index=False)
+        atomic_write(root / "decisions.md", lambda tmp: Path(tmp).write_text(md))
+        atomic_write(root / "decisions.csv", lambda tmp: Path(tmp).write_text(csv))
+        print(f"wrote {root / 'decisions.md'} and {root / 'decisions.csv'}")
+    print(md)
+    return 0

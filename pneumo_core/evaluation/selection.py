@@ -4,13 +4,17 @@ and every page ask this module; nothing else decides.
 Every rule reads **validation** prediction files only (the fp32 files under ``predictions/``), never a
 test split:
 
-- **best seed** of an architecture: the lowest validation log loss (a proper score; validation AUROC is
-  near 1 for most models here and separates them poorly);
+- **best seed** of an architecture: the one decision function (:func:`pneumo_core.evaluation.decisions.decide`):
+  validation log loss (a proper score; validation AUROC is near 1 for most models here and separates them
+  poorly) compared by a patient-clustered paired bootstrap; the default, the lowest seed, is replaced only when
+  the 95 % interval of another seed's difference excludes 0. A folder that bundles a checkpoint (``assets/``)
+  answers with the bundled checkpoint's seed: the bundle changes only by bundling again, and the decision log
+  (``python -m pneumo_core decisions``) names every place where the rule picks another run;
 - **best model** of a task: the architecture whose best seed has the lowest validation log loss;
 - **ensemble** of a task: the probability mean of the best seed of every architecture whose best
   checkpoint the folder holds (so the app can run every member);
 - **hierarchical** three-class model: stage A = the best binary model, stage B = the best
-  BACTERIA-vs-VIRUS model;
+  BACTERIA-vs-VIRUS model, deciding at its own validation threshold (below);
 - **threshold** of a two-class model or ensemble: Youden's J on its own validation predictions.
 """
 from __future__ import annotations
@@ -21,12 +25,12 @@ from pathlib import Path
 
 from pneumo_core.data.tasks import get_task
 from pneumo_core.errors import PredictionFileError
-from pneumo_core.evaluation import artifacts
+from pneumo_core.evaluation import artifacts, decisions
 from pneumo_core.evaluation.metrics import log_loss
 from pneumo_core.evaluation.predictions import Predictions, ensemble
 from pneumo_core.evaluation.thresholds import choose
 
-SEED_RULE = "lowest validation log loss"
+SEED_RULE = "validation log loss, the default seed kept unless clearly beaten"
 THRESHOLD_RULE = "youden"
 
 
@@ -58,7 +62,14 @@ def _best_seed(root: str, task: str, arch: str, stamp: float) -> int | None:
     seeds = artifacts.seeds_of(root, task, arch)
     if not seeds:
         return None
-    return min(seeds, key=lambda s: (val_loss(_val(root, Member(task, arch, s))), s))
+    bundled = decisions.bundled_seed(root, task, arch)
+    return bundled if bundled in seeds else rule_seed(root, task, arch)
+
+
+def rule_seed(root: str | Path, task: str, arch: str) -> int | None:
+    """The decision rule's seed among the architecture's seeds (whatever the folder bundles)."""
+    d = decisions.seed_decision(root, task, arch)
+    return None if d is None else decisions.decided_seed(d)
 
 
 def _stamp(root: str | Path, task: str) -> float:
@@ -70,7 +81,8 @@ def _stamp(root: str | Path, task: str) -> float:
 
 
 def best_seed(root: str | Path, task: str, arch: str) -> int | None:
-    """The architecture's seed with the lowest validation log loss (ties: the lower seed)."""
+    """The architecture's seed the folder's models use: the bundled checkpoint's where the folder bundles one,
+    else the decision rule's (:func:`rule_seed`)."""
     return _best_seed(str(root), task, arch, _stamp(root, task))
 
 

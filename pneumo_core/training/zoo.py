@@ -111,9 +111,13 @@ def refresh_thresholds(assets: str | Path = ASSETS) -> list[str]:
             continue
         ckpt = load_checkpoint(assets / "models" / ref.relpath)
         if ckpt.meta.seed != seed:
-            changed.append(f"{ref.key}: bundled seed {ckpt.meta.seed} is not the rule's best seed {seed}; "
+            changed.append(f"{ref.key}: bundled seed {ckpt.meta.seed} has no prediction files here; "
                            "bundle the zoo again")
             continue
+        rule = selection.rule_seed(assets, ref.task, ref.arch)
+        if rule != seed:
+            changed.append(f"{ref.key}: bundled seed {seed}, the decision rule picks seed {rule} "
+                           "(not re-bundled: bundle the zoo again from its checkpoints; threshold kept for the bundled seed)")
         t = selection.model_threshold(assets, selection.Member(ref.task, ref.arch, seed))
         if t is not None and abs(t - ckpt.meta.threshold) > 1e-9:
             changed.append(f"{ref.key}: threshold {ckpt.meta.threshold:.4f} -> {t:.4f}")

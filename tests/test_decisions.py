@@ -1,0 +1,122 @@
+"""Issue 26: the one decision function (validation log loss, patient-clustered paired bootstrap, the default
+kept unless the interval of the difference excludes 0), the generated decision log against the bundle, and
+the hierarchical model's stage B deciding at its validated threshold. Built on the committed prediction files."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pneumo_core.data.tasks import get_task
+from pneumo_core.evaluation import artifacts, decisions, selection
+from pneumo_core.evaluation.predictions import read_predictions
+from pneumo_core.files import ASSETS
+from pneumo_core.inference.predictors import Hierarchical
+
+PRED = ASSETS / "predictions"
+
+
+# ---------------------------------------------------------------- stage B at its validated threshold
+
+def _stub(task: str, p1: float, threshold: float | None = None):
+    """A predictor stand-in: one task, P(classes[1]) = p1 for every image, a stored threshold."""
+    return SimpleNamespace(task=get_task(task), name=task, key=task, meta=SimpleNamespace(threshold=threshold),
+                           predict_grays=lambda grays: np.tile([1 - p1, p1], (len(grays), 1)))
+
+
+@pytest.mark.parametrize("v, expected", [(0.40, "BACTERIA"), (0.42, "VIRUS"), (0.49, "VIRUS"), (0.30, "BACTERIA")])
+def test_hierarchical_stage_b_decides_at_its_stored_threshold(v, expected):
+    hier = Hierarchical(_stub("binary", 0.9), _stub("bacteria_virus", v, threshold=0.411))
+    assert hier.threshold_b == pytest.approx(0.411)
+    p = hier.predict_grays([np.zeros((4, 4))])[0]
+    np.testing.assert_allclose(p.sum(), 1.0)
+    assert p[0] == pytest.approx(0.1)  # stage A's probabilities are untouched
+    assert hier.classes[int(np.argmax(p))] == expected
+    # at 0.5 the product is the plain one
+    np.testing.assert_allclose(Hierarchical.combine([0.9], [v], 0.5)[0], [0.1, 0.9 * (1 - v), 0.9 * v])
+
+
+def test_hierarchical_plan_carries_stage_bs_validation_threshold():
+    plan = selection.hierarchical_plan(ASSETS)
+    assert plan.threshold_b == pytest.approx(selection.model_threshold(ASSETS, plan.stage_b))
+    assert f"{plan.threshold_b:.3f}" in plan.description
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_committed_hierarchical_files_decide_bacteria_virus_at_stage_bs_threshold(split):
+    """Among the pneumonia images, the committed hierarchical file says VIRUS rather than BACTERIA exactly where
+    stage B's own prediction file has P(VIRUS) above its validation threshold (0.411), not above 0.5."""
+    plan = selection.hierarchical_plan(ASSETS)
+    stage_b = artifacts.load_set(ASSETS, "bacteria_virus", plan.stage_b.arch, plan.stage_b.seed, split)
+    hier = read_predictions(PRED / "three_class" / f"hierarchical_{split}.csv")
+    h = hier.frame.set_index("image_id").loc[list(stage_b.frame["image_id"])]
+    v = stage_b.probs[:, 1]
+    says_virus = (h["prob_VIRUS"] > h["prob_BACTERIA"]).to_numpy()
+    away = np.abs(v - plan.threshold_b) > 1e-3  # fp16 weights / fp32 files: leave the threshold's own image out
+    assert ((v > plan.threshold_b) == says_virus)[away].all()
+    assert ((v > 0.5) != says_virus).any()  # the threshold changes some decisions (it did not before)
+
+
+# ---------------------------------------------------------------- the one decision function
+
+def _noisy(p, scale: float, seed: int):
+    """The same predictions with small noise on the logit of P(classes[1])."""
+    from pneumo_core.evaluation.predictions import Predictions
+
+    rng = np.random.default_rng(seed)
+    q = np.clip(p.probs[:, 1], 1e-6, 1 - 1e-6)
+    q = 1 / (1 + np.exp(-(np.log(q / (1 - q)) + rng.normal(0, scale, len(q)))))
+    f = p.frame.copy()
+    f[f"prob_{p.classes[0]}"], f[f"prob_{p.classes[1]}"] = 1 - q, q
+    return Predictions(f, p.classes, p.source + "+noise")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_decision_keeps_the_default_against_the_same_predictions_plus_noise(seed):
+    val = artifacts.load_set(ASSETS, "binary", "resnet18", 0, "val")
+    for first, second in ((val, _noisy(val, 0.1, seed)), (_noisy(val, 0.1, seed), val)):
+        d = decisions.decide("noise", [("default", first), ("challenger", second)], n_boot=500)
+        assert d.outcome == "default" and not d.switched
+        assert d.candidates[1].diff_low <= 0 <= d.candidates[1].diff_high
+        assert d.n_val == len(val.frame) and 300 < d.n_patients < d.n_val  # patients, not images, are resampled
+
+
+def test_decision_switches_on_a_clearly_better_candidate():
+    worse = artifacts.load_set(ASSETS, "binary", "custom_cnn", 1, "val")  # log loss 0.21
+    better = artifacts.load_set(ASSETS, "binary", "efficientnet_lite0", 2, "val")  # 0.07
+    d = decisions.decide("clear", [("default", worse), ("better", better)], n_boot=500)
+    assert d.switched and d.outcome == "better"
+    assert d.candidates[1].diff_high < 0
+    assert d.candidates[0].val_loss == pytest.approx(selection.val_loss(worse))
+    assert d.candidates[0].low < d.candidates[0].val_loss < d.candidates[0].high
+    # and the other way round the default (now the better one) stays
+    assert decisions.decide("clear", [("default", better), ("worse", worse)], n_boot=500).outcome == "default"
+
+
+@pytest.fixture(scope="module")
+def log():
+    return decisions.decision_log(ASSETS)
+
+
+def test_decision_log_picks_equal_the_bundle_or_say_why_not(log):
+    seed_rows = [d for d in log if d.question.endswith(": seed") or "as the rule picks it" in d.question]
+    assert seed_rows
+    for d in seed_rows:
+        bundled = d.extra.get("bundled_seed")
+        if bundled is None:
+            continue
+        if d.extra["rule_seed"] == bundled and decisions.NOT_REBUNDLED not in d.note:
+            assert d.note.startswith(f"bundled: seed {bundled}")
+        else:
+            assert decisions.NOT_REBUNDLED in d.note, d
+    # every seed the rule picks for an architecture whose bundle has its seed's files: what selection answers
+    for d in log:
+        if d.question.endswith(": seed") and d.extra.get("bundled_seed") is not None:
+            task, arch = d.question.split(":")[0].split()
+            assert selection.best_seed(ASSETS, task, arch) == d.extra["bundled_seed"]
+            assert selection.rule_seed(ASSETS, task, arch) == d.extra["rule_seed"]
+
+
+def test_committed_decision_log_is_the_generated_one(log):
+    assert (ASSETS / "decisions.md").read_text() == decisions.decisions_markdown(log)
