@@ -136,3 +136,44 @@ def test_predict_says_at_the_ceiling():
     at.toggle(key="cam_faith").set_value(True).run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("At the ceiling" in c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------- 4. Errors
+
+def test_largest_error_cell_of_the_three_class_ensemble_is_normal_called_virus():
+    from pneumo_core.evaluation.mistakes import confusion, decisions, largest_error_cell
+
+    opt = selection.set_choices(ASSETS, ("three_class",))[0]
+    test = selection.load_choice(ASSETS, *opt, "test")
+    cm = confusion(test, decisions(test, None))
+    i, j = largest_error_cell(cm)
+    assert (test.classes[i], test.classes[j]) == ("NORMAL", "VIRUS") and cm[i][j] == 95  # not the 24 VIRUS errors
+    assert largest_error_cell(cm, true=test.classes.index("VIRUS")) == (2, 1)  # within one row
+    assert largest_error_cell([[5, 0], [0, 7]]) is None
+
+
+def test_errors_opens_on_a_model_with_a_heatmap_and_its_largest_error_cell(data_dir, monkeypatch):
+    import streamlit
+
+    from pneumo_core.evaluation.mistakes import confusion, decisions, largest_error_cell
+
+    widths = []  # AppTest drops an image's width: st.image is watched instead
+    real = streamlit.image
+    monkeypatch.setattr(streamlit, "image", lambda *a, **kw: (widths.append(kw.get("width")), real(*a, **kw))[1])
+
+    at = _app("pages/errors.py", data_dir=str(data_dir))
+    assert not at.exception, [e.message for e in at.exception]
+    chosen = at.selectbox(key="err_model").value
+    task, arch, *_ = [p.strip() for p in chosen.split("·")]
+    assert arch not in ("ensemble", "hierarchical") and f"{task}/{arch}" in KEYS
+    assert not any("No Grad-CAM" in i.value for i in at.info)
+    opt = next(o for o in selection.set_choices(ASSETS, ("three_class", "binary")) if o[:2] == (task, arch))
+    test = selection.load_choice(ASSETS, *opt, "test")
+    i, j = largest_error_cell(confusion(test, decisions(test, None)))
+    assert (at.selectbox(key="err_true").value, at.selectbox(key="err_pred").value) == (test.classes[i], test.classes[j])
+    at.toggle(key="err_cam").set_value(True).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(_images_in(at)) == 12 and widths and all(isinstance(w, int) and w >= 220 for w in widths), widths
+    links = [pl for pl in at.get("page_link") if "compare" in pl.proto.page]
+    assert links and all(f"model={task}/{arch}" in pl.proto.query_string or f"model={task}%2F{arch}" in pl.proto.query_string
+                         for pl in links)

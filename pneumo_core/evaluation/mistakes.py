@@ -2,6 +2,8 @@
 misclassified images, most confident first (what the Errors page shows)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -38,3 +40,14 @@ def mistakes(pred: Predictions, decided: np.ndarray, true_class: str, predicted_
     out = pd.DataFrame({"image_id": pred.frame["image_id"].to_numpy()[mask],
                         "predicted": [classes[i] for i in decided[mask]], "confidence": conf[mask]})
     return out.sort_values(["confidence", "image_id"], ascending=[False, True]).reset_index(drop=True)
+
+
+def largest_error_cell(cm: Sequence[Sequence[int]], true: int | None = None) -> tuple[int, int] | None:
+    """The (true, predicted) class indices of the confusion matrix's largest off-diagonal cell (within row
+    ``true`` when given; ties: the first in row order); None when there are no errors there."""
+    m = np.array(cm, dtype=np.int64)
+    np.fill_diagonal(m, -1)
+    if true is not None:
+        m[np.arange(len(m)) != true] = -1
+    i, j = np.unravel_index(int(np.argmax(m)), m.shape)
+    return (int(i), int(j)) if m[i, j] > 0 else None
