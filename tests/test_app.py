@@ -11,8 +11,8 @@ from pneumo_core.evaluation.artifacts import prediction_index
 from pneumo_core.files import ASSETS
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["pages/predict.py", "pages/compare.py", "pages/thresholds.py", "pages/calibration.py", "pages/shift.py",
-         "pages/errors.py", "pages/models.py", "pages/audit.py"]
+PAGES = ["pages/predict.py", "pages/lesson.py", "pages/compare.py", "pages/thresholds.py", "pages/calibration.py",
+         "pages/shift.py", "pages/errors.py", "pages/models.py", "pages/audit.py"]
 
 pytestmark = pytest.mark.skipif(prediction_index(ASSETS).empty, reason="no bundled prediction files in assets/")
 

@@ -19,8 +19,20 @@ NARROW_CSS = """<style>
 }
 </style>"""
 
+#: class mode (the Lesson page, projected): large type, the main column using the screen's width
+CLASS_CSS = """<style>
+div[data-testid="stMainBlockContainer"] { max-width: none; padding-left: 2rem; padding-right: 2rem; }
+div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] p,
+div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] li { font-size: 1.45rem; line-height: 1.5; }
+div[data-testid="stMainBlockContainer"] button p { font-size: 1.3rem; }
+div[data-testid="stMainBlockContainer"] div[data-testid="stCaptionContainer"] { font-size: 1.1rem; }
+div[data-testid="stMainBlockContainer"] div[data-testid="stMetricValue"],
+div[data-testid="stMainBlockContainer"] div[data-testid="stMetricValue"] div[data-testid="stMarkdownContainer"] p { font-size: 3rem; }
+</style>"""
+
 PAGES = [  # (file, title, icon, url path); the root URL goes on to the first
     ("pages/predict.py", "Predict", ":material/search:", "predict"),
+    ("pages/lesson.py", "Lesson", ":material/school:", "lesson"),
     ("pages/compare.py", "Compare heatmaps", ":material/compare:", "compare"),
     ("pages/thresholds.py", "Thresholds", ":material/tune:", "thresholds"),
     ("pages/calibration.py", "Calibration", ":material/straighten:", "calibration"),
@@ -61,6 +73,11 @@ def start_page(title: str) -> None:
         st.rerun()
     st.title(title)
     st.caption(NOT_FOR_CLINICAL_USE)
+
+
+def class_mode() -> None:
+    """A page for a projector: :data:`CLASS_CSS` (only while that page is shown)."""
+    st.html(CLASS_CSS)
 
 
 def show_figure(fig: go.Figure, key: str) -> None:

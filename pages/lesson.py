@@ -1,0 +1,233 @@
+"""Lesson: class mode, for a projector. One model (the best binary one), large images and type, no file names,
+no jargon on screen (a glossary at hand), and five steps, one URL each (``/lesson?step=2``): guess then reveal,
+where the models look, the threshold trade-off, trust, the hardest errors. Every sentence comes from
+pneumo_core.explain.conclusions; probabilities and heatmaps from the cached helpers the warm-up fills."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._shared.images import DATA_HINT, data_dir, decoded, digest, image_path, read_image_file, sample_images
+from pages._shared.layout import class_mode, show_figure, start_page
+from pages._shared.models import BUNDLED_LABEL, cam, model_probs, predictor
+from pages._shared.warmup import COMPARE_PAIR, DEFAULT_METHOD
+from pneumo_core.data.images import shrink
+from pneumo_core.errors import ImageLoadError, PneumoError
+from pneumo_core.evaluation import selection
+from pneumo_core.explain import conclusions as cc
+from pneumo_core.files import ASSETS, escape_markdown
+from pneumo_core.models.sources import bundled_source
+
+VIEW_SIDE = 1024  # px: the long side of each image drawn (two columns of a wide layout, on a projector)
+STEPS = ["Guess first, then look", "Where do the models look?", "Missing sick children or alarming healthy ones",
+         "Can we trust how sure it is?", "Its most confident mistakes"]
+
+st.set_page_config(initial_sidebar_state="collapsed")  # the images take the screen's width (sidebar one click away)
+start_page("Lesson")
+class_mode()
+
+
+def go(to: int) -> None:
+    st.query_params["step"] = str(to)
+
+
+try:
+    step = min(max(int(st.query_params.get("step", "1")), 1), len(STEPS))
+except ValueError:
+    step = 1
+st.query_params["step"] = str(step)
+
+a, b, c = st.columns([1, 5, 1], vertical_alignment="center")
+a.button("← Previous", key="lesson_prev", on_click=go, args=(step - 1,), disabled=step == 1, width="stretch")
+b.markdown(f"## Step {step} of {len(STEPS)} · {STEPS[step - 1]}")
+c.button("Next →", key="lesson_next", on_click=go, args=(step + 1,), disabled=step == len(STEPS), width="stretch")
+with st.expander("Words used in this lesson"):
+    for word, meaning in cc.GLOSSARY.items():
+        st.markdown(f"**{word}**: {meaning}")
+
+source = bundled_source()
+best = selection.best_model(ASSETS, "binary", with_checkpoint=True)
+if best is None:
+    st.error("The bundled models are missing: the lesson needs assets/models and assets/predictions.")
+    st.stop()
+threshold = selection.model_threshold(ASSETS, best)
+model = cc.display_name(best.key)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def lungs_of(image: str, _gray):
+    from pneumo_core.explain.lungs import lung_mask
+
+    return lung_mask(_gray)
+
+
+def lesson_images() -> list[tuple[str, object]]:
+    """(true label, path) of the images the lesson shows as "X-ray 1..n": the bundled samples, and with a dataset
+    folder a fixed sample of its test images too; in a fixed mixed order. Their names never reach the page."""
+    paths = list(sample_images())
+    root = data_dir()
+    if root is not None:
+        from pneumo_core.data.datasets import kermany_splits
+
+        try:
+            test = kermany_splits(root)["test"]
+            paths += [root / i for i in test.sample(min(12, len(test)), random_state=0)["image_id"]]
+        except PneumoError:
+            pass
+    paths = [p for p in paths if cc.true_label(str(p))]
+    return [(cc.true_label(str(paths[i])), paths[i]) for i in cc.lesson_order([str(p) for p in paths])]
+
+
+def load(path) -> tuple[str, object] | None:
+    """(content digest, grayscale) of an image; None, said without its name, when it cannot be read."""
+    try:
+        data = read_image_file(path)
+        return digest(data), decoded(data, path.name)
+    except (ImageLoadError, OSError, PneumoError):
+        st.error("This X-ray cannot be read; choose another.")
+        return None
+
+
+def p_pneumonia(key: str, h: str, gray) -> float:
+    classes = list(predictor(source, BUNDLED_LABEL, key).classes)
+    return float(model_probs(source, BUNDLED_LABEL, key, h, gray)[classes.index("PNEUMONIA")])
+
+
+def heat_picture(key: str, h: str, gray, view):
+    from pneumo_core.explain.cams import overlay
+
+    r = cam(source, BUNDLED_LABEL, key, h, DEFAULT_METHOD, None, gray)
+    return r, overlay(view, r.normalised, 0.45, "jet")
+
+
+def pick_xray(images: list) -> int:
+    """The X-ray shown (a number, never a name), shared by steps 1 and 2."""
+    def another() -> None:
+        st.session_state["lesson_xray"] = (st.session_state.get("lesson_xray", 0) + 1) % len(images)
+
+    a, b = st.columns([3, 1], vertical_alignment="bottom")
+    i = a.selectbox("X-ray", range(len(images)), format_func=lambda k: f"X-ray {k + 1}", key="lesson_xray")
+    b.button("Another X-ray", key="lesson_another", on_click=another, width="stretch")
+    return i
+
+
+images = lesson_images()
+
+if step == 1:
+    st.markdown("Look at the X-ray. **Does this child have pneumonia?** Vote first; then see what the model says, "
+                "where it looked, and the answer.")
+    i = pick_xray(images)
+    truth, path = images[i]
+    got = load(path)
+    if got is None:
+        st.stop()
+    h, gray = got
+    view = shrink(gray, VIEW_SIDE)
+    vote = st.session_state.get("lesson_votes", {}).get(i)
+    if vote is None:
+        def cast(v: str, i: int = i) -> None:
+            st.session_state["lesson_votes"] = {**st.session_state.get("lesson_votes", {}), i: v}
+
+        cols = st.columns([2, 2, 2], vertical_alignment="center")
+        cols[0].markdown("### The class votes:")
+        for col, label in zip(cols[1:], cc.LABELS):
+            col.button(label, key=f"vote_{label}", on_click=cast, args=(label,), type="primary", width="stretch")
+    else:
+        p = p_pneumonia(best.key, h, gray)
+        shown = cc.reveal(vote, p, threshold, truth, model)
+        st.markdown(f"### {shown.sentence}")
+
+        def hide(i: int = i) -> None:
+            st.session_state["lesson_votes"] = {k: v for k, v in st.session_state.get("lesson_votes", {}).items()
+                                                if k != i}
+
+        st.button("Hide the answer and vote again", key="lesson_hide", on_click=hide)
+    left, right = st.columns(2)
+    left.image(view, caption=f"X-ray {i + 1}", clamp=True, width="stretch")
+    if vote is None:
+        right.markdown("*Where the model looked appears after the vote.*")
+    else:
+        _, pic = heat_picture(best.key, h, gray, view)
+        right.image(pic, caption=f"Where {model} looked", width="stretch")
+
+elif step == 2:
+    from pneumo_core.explain.audit import lung_focus
+
+    st.markdown("Two models, the same X-ray: the warm colours show where each one looked. A model that is right "
+                "for the right reasons looks at the lungs.")
+    i = pick_xray(images)
+    got = load(images[i][1])
+    if got is None:
+        st.stop()
+    h, gray = got
+    view = shrink(gray, VIEW_SIDE)
+    lungs = lungs_of(h, gray)
+    for col, key in zip(st.columns(2), COMPARE_PAIR):
+        with col:
+            r, pic = heat_picture(key, h, gray, view)
+            st.image(pic, caption=f"Where {cc.display_name(key)} looked", width="stretch")
+            f = lung_focus(r.raw, lungs)
+            st.markdown(cc.lung_focus_sentence(cc.display_name(key), f.lung_share, f.lung_area, f.border_share))
+
+elif step == 3:
+    test = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "test")
+    y, p = test.y_binary, test.p_positive
+    st.markdown(f"{model} gives every X-ray of the test set a pneumonia score. Where should it start saying "
+                "PNEUMONIA? Move the slider.")
+    cuts = [float(t) for t in cc.tradeoff_thresholds(y, p, include=threshold)]
+    ends = {0: "miss no pneumonia", len(cuts) - 1: "no false alarms"}
+    start = min(range(len(cuts)), key=lambda k: abs(cuts[k] - threshold))
+    k = st.select_slider("From “miss no pneumonia” to “no false alarms”", range(len(cuts)), value=start,
+                         format_func=lambda k: ends.get(k, f"says PNEUMONIA from a score of {cc.pct(cuts[k])}"),
+                         key="lesson_cut")
+    t = cc.tradeoff(y, p, cuts[k])
+    m1, m2 = st.columns(2)
+    m1.metric("Sick children sent home", t.sent_home_sick, help=f"of {t.sick} children with pneumonia")
+    m2.metric("Healthy children treated needlessly", t.treated_needlessly, help=f"of {t.healthy} healthy children")
+    st.markdown(f"### {t.sentence}")
+
+elif step == 4:
+    from pneumo_core.evaluation.calibration import binary_reliability
+    from pneumo_core.visualize.charts import reliability_figure
+
+    val = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "val")
+    test = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "test")
+    tr = cc.trust(test.y_binary, test.p_positive)
+    vt = cc.val_vs_test(val.y_binary, val.p_positive, test.y_binary, test.p_positive, threshold)
+    left, right = st.columns([3, 2])
+    with left:
+        fig = reliability_figure(binary_reliability(test.y_binary, test.p_positive, 10),
+                                 "How sure the model is, against how often pneumonia is really there")
+        fig.for_each_trace(lambda tr_: tr_.update(name={"perfect calibration": "a model to be taken at its word",
+                                                       "count": "X-rays"}.get(tr_.name, "the model")))
+        fig.update_xaxes(title="the model's pneumonia score", row=2, col=1)
+        fig.update_yaxes(title="really pneumonia", row=1, col=1)
+        show_figure(fig, key="lesson_trust")
+    with right:
+        st.markdown(f"### {tr.sentence}")
+        st.markdown(f"### {vt.sentence}")
+
+elif step == 5:
+    test = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "test")
+    y, p = test.y_binary, test.p_positive
+    worst = cc.hardest_false_alarms(test.frame["image_id"], y, p, threshold)
+    st.markdown(f"Healthy children's X-rays that {model} called PNEUMONIA, the most confident first.")
+    st.markdown(f"### {cc.false_alarm_sentence(y, p, threshold, worst)}")
+    shown = []
+    for image_id, score in zip(worst["image_id"], worst["p_pneumonia"]):
+        if (path := image_path(image_id)) is not None:
+            shown.append((path, f"Healthy · pneumonia score {cc.pct(score)}"))
+    if not shown:  # no dataset folder: the bundled healthy samples the model gets wrong, if any
+        st.caption(DATA_HINT + " Until then, the bundled healthy X-rays it calls PNEUMONIA:")
+        scored = [(p_pneumonia(best.key, *got), path) for truth, path in images
+                  if truth == "NORMAL" and (got := load(path)) is not None]
+        shown = [(path, f"Healthy · pneumonia score {cc.pct(q)}")
+                 for q, path in sorted(scored, key=lambda s: -s[0]) if q >= threshold]
+        if not shown:
+            st.markdown(f"{model} gets every bundled healthy X-ray right.")
+    for row in range(0, len(shown), 2):
+        for col, (path, caption) in zip(st.columns(2), shown[row:row + 2]):
+            if (got := load(path)) is None:
+                continue
+            h, gray = got
+            _, pic = heat_picture(best.key, h, gray, shrink(gray, VIEW_SIDE))
+            col.image(pic, caption=escape_markdown(caption), width="stretch")

@@ -1,0 +1,257 @@
+"""The Lesson page (class mode, #28): the sentences' numbers are the computed ones (pure tests of
+pneumo_core.explain.conclusions), every step renders, guess-then-reveal marks ✓ / ✗ against the true label,
+no sample file name reaches the page, the trade-off counts equal sklearn's, and in a real browser at 1440 x 1000
+the X-ray and its heatmap are each at least 600 px wide."""
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix
+from streamlit.testing.v1 import AppTest
+
+from pneumo_core.evaluation import selection
+from pneumo_core.evaluation.artifacts import prediction_index
+from pneumo_core.evaluation.mistakes import decisions, mistakes
+from pneumo_core.explain import conclusions as cc
+from pneumo_core.explain.audit import lung_focus
+from pneumo_core.files import ASSETS
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = sorted((ASSETS / "examples").glob("*.jpeg"))
+bundled = pytest.mark.skipif(prediction_index(ASSETS).empty or not SAMPLES,
+                             reason="no bundled prediction files or samples in assets/")
+
+
+def _numbers(sentence: str) -> list[float]:
+    return [float(x) for x in re.findall(r"\d+(?:\.\d+)?", sentence)]
+
+
+@pytest.fixture(scope="module")
+def best_sets():
+    best = selection.best_model(ASSETS, "binary", with_checkpoint=True)
+    load = lambda split: selection.load_choice(ASSETS, "binary", best.arch, best.seed, split)  # noqa: E731
+    return best, selection.model_threshold(ASSETS, best), load("val"), load("test")
+
+
+# ---------------------------------------------------------------- the sentences (pure)
+
+def test_true_label_and_a_mixed_order():
+    assert cc.true_label("person10_virus_35.jpeg") == "PNEUMONIA"
+    assert cc.true_label("test/PNEUMONIA/person78_bacteria_378.jpeg") == "PNEUMONIA"
+    assert cc.true_label("IM-0001-0001.jpeg") == cc.true_label("NORMAL2-IM-0196-0001.jpeg") == "NORMAL"
+    assert cc.true_label("cat.png") is None
+    names = [p.name for p in SAMPLES]
+    order = cc.lesson_order(names)
+    assert sorted(order) == list(range(len(names))) and order == cc.lesson_order(names)
+    labels = [cc.true_label(names[i]) for i in order]
+    if len(set(labels)) == 2:  # not the sorted-by-class order that gives the answers away
+        assert labels != sorted(labels) and labels != sorted(labels, reverse=True)
+
+
+@pytest.mark.parametrize("vote,p,truth,marks", [
+    ("PNEUMONIA", 0.93, "PNEUMONIA", ("✓", "✓")), ("NORMAL", 0.93, "PNEUMONIA", ("✗", "✓")),
+    ("NORMAL", 0.30, "PNEUMONIA", ("✗", "✗")), ("NORMAL", 0.30, "NORMAL", ("✓", "✓")),
+])
+def test_reveal_marks_the_vote_and_the_model_against_the_truth(vote, p, truth, marks):
+    r = cc.reveal(vote, p, 0.64, truth, "ResNet18")
+    assert r.model_label == ("PNEUMONIA" if p >= 0.64 else "NORMAL")
+    assert (r.class_right, r.model_right) == (marks[0] == "✓", marks[1] == "✓")
+    assert f"The class said {vote} {marks[0]}" in r.sentence
+    assert f"the model said {r.model_label} {marks[1]}" in r.sentence
+    assert f"{round(100 * p)} %" in r.sentence and "64 %" in r.sentence and r.sentence.endswith(f"is {truth}.")
+
+
+def test_lung_focus_sentence_numbers_and_wording():
+    lungs = np.zeros((100, 100), bool)
+    lungs[30:80, 10:45] = lungs[30:80, 55:90] = True  # 35 % of the image
+    even = lung_focus(np.ones((7, 7)), lungs)  # heat spread evenly: the lungs' area
+    s = cc.lung_focus_sentence("ResNet18", even.lung_share, even.lung_area, even.border_share)
+    assert s.startswith(f"ResNet18 puts {round(100 * even.lung_share)} % of its heat on the lungs")
+    assert f"({round(100 * even.lung_area)} %)" in s and "it is not looking at the lungs" in s
+    on = np.zeros((100, 100))
+    on[40:70, 20:40] = 1.0  # all the heat inside the left lung
+    f = lung_focus(on, lungs)
+    s = cc.lung_focus_sentence("DenseNet121", f.lung_share, f.lung_area, f.border_share)
+    assert "puts 100 % of its heat" in s and "it is looking at the lungs" in s and "edges" not in s
+    edge = np.zeros((100, 100))
+    edge[:6, :] = 1.0  # a marker on the top border
+    f = lung_focus(edge, lungs)
+    s = cc.lung_focus_sentence("EfficientNet-Lite0", f.lung_share, f.lung_area, f.border_share)
+    assert "puts 0 % of its heat" in s and "looking away from the lungs" in s
+    assert f"{round(100 * f.border_share)} % lies on the image's edges" in s
+    assert "cannot be placed" in cc.lung_focus_sentence("X", float("nan"), 0.3)
+
+
+@bundled
+def test_tradeoff_counts_equal_sklearn_and_the_ends_mean_what_they_say(best_sets):
+    _, thr, _, test = best_sets
+    y, p = test.y_binary, test.p_positive
+    cuts = cc.tradeoff_thresholds(y, p, include=thr)
+    assert np.all(np.diff(cuts) > 0) and thr in cuts
+    for t in [*cuts[[0, 5, -1]], thr]:
+        tn, fp, fn, tp = confusion_matrix(y, (p >= t).astype(int), labels=[0, 1]).ravel()
+        r = cc.tradeoff(y, p, t)
+        assert (r.sent_home_sick, r.treated_needlessly) == (fn, fp)
+        assert (r.sick, r.healthy) == (tp + fn, tn + fp)
+        assert f"Of these {tp + fn} sick and {tn + fp} healthy children" in r.sentence
+    assert cc.tradeoff(y, p, cuts[0]).sent_home_sick == 0  # "miss no pneumonia"
+    assert cc.tradeoff(y, p, np.nextafter(cuts[0], 1)).sent_home_sick > 0  # ... and the highest such cut-off
+    assert cc.tradeoff(y, p, cuts[-1]).treated_needlessly == 0  # "no false alarms"
+    assert cc.tradeoff(y, p, np.nextafter(cuts[-1], 0)).treated_needlessly > 0
+
+
+@bundled
+def test_trust_and_validation_vs_test_sentences(best_sets):
+    _, thr, val, test = best_sets
+    y, p = test.y_binary, test.p_positive
+    r = cc.trust(y, p, 0.9)
+    sure = (p >= 0.9) | (p <= 0.1)
+    said = (p[sure] >= 0.5).astype(int)
+    right = int((said == y[sure]).sum())
+    conf = np.where(said == 1, p[sure], 1 - p[sure]).mean()
+    assert (r.confident, r.right) == (int(sure.sum()), right) and r.confidence == pytest.approx(conf)
+    assert _numbers(r.sentence)[:4] == [90, sure.sum(), round(100 * conf), round(100 * right / sure.sum())]
+    vt = cc.val_vs_test(val.y_binary, val.p_positive, y, p, thr)
+    acc_val = accuracy_score(val.y_binary, (val.p_positive >= thr).astype(int))
+    acc_test = accuracy_score(y, (p >= thr).astype(int))
+    assert (vt.val_accuracy, vt.test_accuracy) == (pytest.approx(acc_val), pytest.approx(acc_test))
+    assert _numbers(vt.sentence)[:4] == [round(100 * acc_val), len(val.frame), round(100 * acc_test), len(test.frame)]
+    assert "fairer exam" in vt.sentence  # the bundled model: 99 % on validation, 83 % on test
+
+
+@bundled
+def test_hardest_false_alarms_are_the_errors_pages_mistakes(best_sets):
+    _, thr, _, test = best_sets
+    worst = cc.hardest_false_alarms(test.frame["image_id"], test.y_binary, test.p_positive, thr, n=6)
+    ref = mistakes(test, decisions(test, thr), "NORMAL", "PNEUMONIA").head(6)
+    assert list(worst["image_id"]) == list(ref["image_id"])
+    assert np.allclose(worst["p_pneumonia"], ref["confidence"])
+    s = cc.false_alarm_sentence(test.y_binary, test.p_positive, thr, worst)
+    n_fp = int(((test.p_positive >= thr) & (test.y_binary == 0)).sum())
+    assert _numbers(s)[:3] == [n_fp, int((test.y_binary == 0).sum()), 6]
+    assert f"{math.floor(100 * worst['p_pneumonia'].min())} % or more" in s
+
+
+# ---------------------------------------------------------------- the page (AppTest)
+
+def _lesson(step: str | None = None, timeout: int = 240) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    at.session_state["data_dir"] = ""  # the bundled samples only (a teacher's $PNEUMO_DATA adds more)
+    if step is not None:
+        at.query_params["step"] = step
+    at.run()
+    at.switch_page("pages/lesson.py")
+    at.run()
+    return at
+
+
+def _all_text(node) -> str:
+    """Every element's content on the page: markdown, captions, labels, options, image captions."""
+    out = []
+    for child in getattr(node, "children", {}).values():
+        out.append(str(getattr(child, "proto", "")))
+        out.append(_all_text(child))
+    return "\n".join(out)
+
+
+def _step_param(at: AppTest) -> str:
+    v = at.query_params["step"]
+    return v[0] if isinstance(v, list) else v
+
+
+def _no_file_names(at: AppTest) -> None:
+    text = _all_text(at.main) + _all_text(at.sidebar)
+    for p in SAMPLES:
+        assert p.stem not in text, p.name
+
+
+@bundled
+@pytest.mark.parametrize("step", ["1", "2", "3", "4", "5"])
+def test_every_step_renders(step):
+    at = _lesson(step)
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("not for clinical use" in c.value.lower() for c in at.caption)
+    assert f"## Step {step} of 5" in at.markdown[0].value
+    assert _step_param(at) == step
+    _no_file_names(at)
+
+
+@bundled
+def test_next_and_previous_move_through_the_steps_and_a_bad_step_opens_the_first():
+    at = _lesson("abc")
+    assert not at.exception and _step_param(at) == "1" and at.button(key="lesson_prev").disabled
+    at.button(key="lesson_next").click().run()
+    assert _step_param(at) == "2" and "## Step 2 of 5" in at.markdown[0].value
+    at = _lesson("9")  # past the end: the last step
+    assert _step_param(at) == "5" and at.button(key="lesson_next").disabled
+    at.button(key="lesson_prev").click().run()
+    assert _step_param(at) == "4"
+
+
+@bundled
+def test_guess_then_reveal():
+    at = _lesson("1")
+    images = [p for p in SAMPLES if cc.true_label(p.name)]
+    truth = cc.true_label(images[cc.lesson_order([str(p) for p in images])[0]].name)  # X-ray 1
+    assert len(at.get("image")) == 1  # the X-ray alone: no heatmap, no verdict before the vote
+    assert not any("the model said" in m.value for m in at.markdown)
+    at.button(key="vote_PNEUMONIA").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    reveal = next(m.value for m in at.markdown if "the model said" in m.value)
+    assert f"The class said PNEUMONIA {'✓' if truth == 'PNEUMONIA' else '✗'}" in reveal
+    said = re.search(r"the model said (NORMAL|PNEUMONIA) ([✓✗])", reveal)
+    assert said.group(2) == ("✓" if said.group(1) == truth else "✗")
+    assert reveal.endswith(f"the X-ray is {truth}.")
+    assert len(at.get("image")) == 2  # the X-ray and its heatmap
+    _no_file_names(at)
+    at.button(key="lesson_hide").click().run()
+    assert len(at.get("image")) == 1 and at.button(key="vote_NORMAL")
+
+
+@bundled
+def test_the_trade_off_step_counts_equal_sklearn(best_sets):
+    _, thr, _, test = best_sets
+    y, p = test.y_binary, test.p_positive
+    cuts = cc.tradeoff_thresholds(y, p, include=thr)
+    at = _lesson("3")
+    for k in (None, 0, 7, len(cuts) - 1):
+        if k is not None:
+            at.select_slider(key="lesson_cut").set_value(k).run()
+        t = thr if k is None else cuts[k]  # the slider opens at the model's own cut-off
+        tn, fp, fn, tp = confusion_matrix(y, (p >= t).astype(int), labels=[0, 1]).ravel()
+        shown = {m.label: int(m.value) for m in at.metric}
+        assert shown == {"Sick children sent home": fn, "Healthy children treated needlessly": fp}
+
+
+# ---------------------------------------------------------------- a real browser
+
+def test_images_are_at_least_600_px_wide_at_1440(tmp_path):
+    from tests.browser_utils import CHROMIUM, DRIVER, app_server, chrome, wait_idle
+
+    if not (CHROMIUM and DRIVER) or prediction_index(ASSETS).empty:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them with apt-get)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with app_server(env={"PNEUMO_DATA": ""}) as (url, _):
+        driver = chrome(1440, 1000)
+        try:
+            driver.get(f"{url}/lesson?step=1")
+            vote = WebDriverWait(driver, 180).until(
+                lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "PNEUMONIA"), None))
+            vote.click()
+            imgs = WebDriverWait(driver, 180).until(
+                lambda d: (i := d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) and len(i) == 2 and i)
+            time.sleep(1)
+            wait_idle(driver)
+            widths = [i.size["width"] for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')]
+            driver.save_screenshot(str(tmp_path / "lesson_step1.png"))
+            assert len(widths) == 2 and min(widths) >= 600 and widths[0] == widths[1], widths
+            assert "the model said" in driver.find_element(By.TAG_NAME, "body").text
+        finally:
+            driver.quit()
