@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "OUT/runs/, OUT/predictions/ (default: ./checkpoints)")
     p.add_argument("--image-size", type=int_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), default=224)
     p.add_argument("--epochs", type=int_range(0, 10_000), default=5)
-    p.add_argument("--head-epochs", type=int_range(0, 10_000), default=0, help="head-only epochs on the frozen backbone first")
+    p.add_argument("--head-epochs", type=int_range(0, 10_000), default=0,
+                   help="head-only epochs on the frozen backbone first")
     p.add_argument("--patience", type=int_range(0, 10_000), default=3)
     p.add_argument("--lr", type=positive_number, default=1e-4)
     p.add_argument("--batch-size", type=int_range(1, 4096), default=32)
@@ -41,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (off: left/right matters)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--limit", type=int_range(1, 10_000_000), default=None, help="at most this many images per split (quick runs)")
+    p.add_argument("--limit", type=int_range(1, 10_000_000), default=None,
+                   help="at most this many images per split (quick runs)")
     p.add_argument("--resume", action="store_true", help="continue interrupted runs; skip finished ones")
     p.add_argument("--zoo", action="store_true", help="train the whole demo zoo (implies --resume)")
     p.add_argument("--sync-bn", action="store_true",
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                        distill_alpha=a.distill_alpha)
     if a.zoo:
         # seed 0 of every model first, so a partial run already covers every architecture
-        plan = [dict(e, seeds=e["seeds"][:1]) for e in ZOO] + [dict(e, seeds=e["seeds"]) for e in ZOO if len(e["seeds"]) > 1]
+        plan = ([dict(e, seeds=e["seeds"][:1]) for e in ZOO]
+                + [dict(e, seeds=e["seeds"]) for e in ZOO if len(e["seeds"]) > 1])
     else:
         init = a.init or ("imagenet" if a.arch == "efficientnet_lite0" else "scratch")
         plan = [dict(task=a.task, arch=a.arch, init=init, image_size=a.image_size, epochs=a.epochs,

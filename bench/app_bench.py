@@ -86,7 +86,8 @@ def run(data_dir: str | None, models_dir: str | None = None) -> dict[str, tuple[
             upload = driver.find_element(By.CSS_SELECTOR, 'input[type="file"]')
             sample = sorted((ROOT / "assets" / "examples").glob("*virus*.jpeg"))[0]
             out["Predict: first upload"] = timed(driver, lambda: upload.send_keys(str(sample)),
-                                                 lambda d: "OOD score" in body_text(d) and "Grad-CAM for" in body_text(d))
+                                                 lambda d: "OOD score" in body_text(d)
+                                                 and "Grad-CAM for" in body_text(d))
             for name, prepare in (("opacity", lambda: lambda: slider_step(driver, "Opacity")),
                                   ("colour map", lambda: pick(driver, "Colour map", "viridis")),
                                   ("class", lambda: pick(driver, "Class to explain", "NORMAL")),
@@ -98,7 +99,8 @@ def run(data_dir: str | None, models_dir: str | None = None) -> dict[str, tuple[
             # Compare: opens on a sample with ResNet18 and DenseNet121
             driver.get(f"{url}/compare")
             out["Compare: open, two models on a sample"] = timed(
-                driver, lambda: None, lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) >= 2
+                driver, lambda: None,
+                lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) >= 2
                 and "grid is" in body_text(d))
             before = overlay_src(driver)
             up = driver.find_element(By.CSS_SELECTOR, 'input[type="file"]')
@@ -124,14 +126,16 @@ def run(data_dir: str | None, models_dir: str | None = None) -> dict[str, tuple[
                 box.send_keys(str(Path(data_dir).resolve()))
                 box.send_keys(Keys.ENTER)
                 wait_idle(driver)
-                next(a for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a') if a.text.strip().endswith("Errors")).click()
+                next(a for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
+                     if a.text.strip().endswith("Errors")).click()
                 WebDriverWait(driver, 120, 0.05).until(lambda d: "most confident first" in body_text(d))
                 wait_idle(driver)
                 # it opens on the best three-class model, an ensemble (no single heatmap): take its best CAM member
                 choose(driver, "Model and prediction set", "three_class · efficientnet_lite0 · seed 2")
                 WebDriverWait(driver, 120, 0.05).until(lambda d: "Grad-CAM beside each image" in body_text(d))
                 wait_idle(driver)
-                toggle = lambda: widget(driver, "stCheckbox", "Grad-CAM beside each image").find_element(By.TAG_NAME, "label").click()  # noqa: E731
+                toggle = lambda: widget(driver, "stCheckbox",  # noqa: E731
+                                        "Grad-CAM beside each image").find_element(By.TAG_NAME, "label").click()
                 n_cams = lambda k: lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) >= k  # noqa: E731
                 out["Errors: 12 CAMs, first time"] = timed(driver, toggle, n_cams(24))
                 toggle()

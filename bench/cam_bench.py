@@ -85,7 +85,8 @@ def main() -> None:
             size = " + ".join(f"{p.prep.image_size}" for p in group)
             off = median_seconds(lambda: [explain(p, gray, "gradcam", faithfulness=False) for p in group], a.repeats)
             on = median_seconds(lambda: [explain(p, gray, "gradcam", faithfulness=True) for p in group], a.repeats)
-            target = f"<= {TARGETS[name]:.2f}" + (" ok" if off[0] <= TARGETS[name] else " missed") if label == "224 px" else ""
+            target = (f"<= {TARGETS[name]:.2f}" + (" ok" if off[0] <= TARGETS[name] else " missed")
+                      if label == "224 px" else "")
             print(f"{label:<10}{name + f' ({size} px)':<24}{off[0]:>9.3f} s ({off[1]:.3f}){on[0]:>9.3f} s ({on[1]:.3f})"
                   f"{target:>16}")
     t = median_seconds(lambda: lung_mask(gray), a.repeats)

@@ -78,7 +78,8 @@ def main() -> None:
             wall, m = _run(nproc, a, tmp / f"p{nproc}t{threads}", tmp / "cache", a.epochs, threads)
             ips = n_train * m["epochs_run"] / m["wall_s"]
             print(f"{nproc} process(es) x {threads} thread(s): {wall:.1f} s wall (start-up included), "
-                  f"run {m['wall_s']:.1f} s, {ips:.0f} training img/s, world_size {m.get('world_size', 1)}, test AUROC {m['test']['auroc']:.3f}")
+                  f"run {m['wall_s']:.1f} s, {ips:.0f} training img/s, world_size {m.get('world_size', 1)}, "
+                  f"test AUROC {m['test']['auroc']:.3f}")
         print("On a 2-core CPU no speed-up is expected: the processes share the same two cores (a busy machine "
               f"makes the figures noisy: load average now {os.getloadavg()[0]:.1f}).")
     finally:

@@ -50,7 +50,8 @@ LOADER = ("from pneumo_core.data.images import load_grayscale\n"
           "try:\n    g = load_grayscale(sys.argv[1]); print('loaded', g.shape)\n"
           "except Exception as e:\n    print(type(e).__name__, str(e)[-90:])\n")
 CLI = ("from pneumo_core.cli.main import main\n"
-       "print('exit', main(['predict', '--checkpoint', sys.argv[2], sys.argv[1], '--cam', 'gradcam', '--out', sys.argv[3]]))\n")
+       "print('exit', main(['predict', '--checkpoint', sys.argv[2], sys.argv[1], '--cam', 'gradcam', "
+       "'--out', sys.argv[3]]))\n")
 APP = '''
 from streamlit.testing.v1 import AppTest
 from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
@@ -72,7 +73,8 @@ def inputs(d: Path) -> dict[str, Path]:
            "DICOM header 10 x 8000^2 x 16 bit": dicom_header_bomb(d / "frames.dcm"),
            "deflated DICOM 10 x 8000^2 (review)": deflated_dicom_bomb(d / "deflated.dcm")}
     for variant in ("bare", "uv", "implicit"):  # issue 29: meta forms a hand-written reader missed
-        out[f"deflated DICOM, {variant} meta (#29)"] = deflated_dicom_bomb(d / f"deflated_{variant}.dcm", variant=variant)
+        out[f"deflated DICOM, {variant} meta (#29)"] = deflated_dicom_bomb(d / f"deflated_{variant}.dcm",
+                                                                           variant=variant)
     out["RLE DICOM 16 MB -> 1 GB segment (#29)"] = rle_dicom_bomb(d / "rle.dcm", megabytes=16)
     out["JPEG-in-DICOM 12000^2 RGB frame, 64^2 header (#29)"] = jpeg_in_dicom_bomb(d / "jpeg_frame.dcm")
     rng = np.random.default_rng(0)
@@ -198,8 +200,9 @@ def eight_large_uploads(d: Path) -> None:
             after10 = _rss_mb(pid)
             time.sleep(20)
             after30 = _rss_mb(pid)
-            print(f"\nEight 40-MP JPEGs ({size:.0f} MB) in one upload on Predict: server {base} MB before, {answered} MB "
-                  f"at the answer (peak {_rss_mb(pid, 'VmHWM')} MB), {after10} MB 10 s after the visitor left, "
+            print(f"\nEight 40-MP JPEGs ({size:.0f} MB) in one upload on Predict: server {base} MB before, "
+                  f"{answered} MB at the answer (peak {_rss_mb(pid, 'VmHWM')} MB), "
+                  f"{after10} MB 10 s after the visitor left, "
                   f"{after30} MB after 30 s ({after30 - base:+d} MB), no other visitor")
     finally:
         driver.quit()

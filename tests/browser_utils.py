@@ -29,7 +29,8 @@ def app_server(timeout: float = 60.0, env: dict | None = None) -> Iterator[tuple
     """(url, seconds until the server answered its health check); the server is stopped on exit."""
     port = free_port()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                             "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--browser.gatherUsageStats", "false"], cwd=ROOT,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},

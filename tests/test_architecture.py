@@ -5,8 +5,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["errors", "files", "device", "distributed", "sandbox", "data", "models", "evaluation", "inference", "explain", "visualize",
-          "training", "cli"]
+LAYERS = ["errors", "files", "device", "distributed", "sandbox", "data", "models", "evaluation", "inference", "explain",
+          "visualize", "training", "cli"]
 BASE = {"errors", "files", "device", "distributed", "sandbox"}  # layer 0: may import each other
 
 

@@ -181,7 +181,8 @@ def test_wrong_architecture_or_class_count_names_both(tmp_path):
         load_checkpoint(path).build()
     meta = CheckpointMeta(arch="resnet18", task="three_class", classes=["NORMAL", "BACTERIA", "VIRUS"], n_outputs=3)
     p2 = save_checkpoint(tmp_path / "r.pt", build_model("resnet18", 1).state_dict(), meta)
-    with pytest.raises(ArchitectureMismatchError, match=r"expected resnet18 with 3 output\(s\).*resnet18 with 1 output"):
+    with pytest.raises(ArchitectureMismatchError,
+                       match=r"expected resnet18 with 3 output\(s\).*resnet18 with 1 output"):
         load_checkpoint(p2).build()
     p3 = tmp_path / "densenet121.pt"
     torch.save({"model_state_dict": build_model("resnet18", 1).state_dict()}, p3)

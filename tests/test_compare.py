@@ -63,7 +63,8 @@ def test_each_seed_matches_sklearn_on_the_raw_files(compared):
 def test_the_mean_is_the_mean_of_the_seeds(compared):
     m = compared["mean"]
     for metric in ("auroc", "accuracy"):
-        assert m["diff"][metric]["diff"] == pytest.approx(np.mean([r["diff"][metric]["diff"] for r in compared["runs"]]))
+        assert m["diff"][metric]["diff"] == pytest.approx(
+            np.mean([r["diff"][metric]["diff"] for r in compared["runs"]]))
         assert m["test"]["A"][metric]["value"] == pytest.approx(
             np.mean([r["test"]["A"][metric]["value"] for r in compared["runs"]]))
     for side in ("A", "B"):

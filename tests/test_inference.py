@@ -248,9 +248,10 @@ def test_export_matches_eager(source, fmt, tmp_path, normal_image, pneumonia_ima
 def test_predict_and_evaluate_cli(tiny_zoo, tmp_path, normal_image, pneumonia_image, data_dir):
     bad = tmp_path / "broken.jpeg"
     bad.write_bytes(pneumonia_image.read_bytes()[:500])
-    r = subprocess.run([sys.executable, "-m", "pneumo_core", "predict", "--checkpoint", f"{tiny_zoo}/binary/resnet18/seed0",
-                        str(normal_image), str(bad), str(pneumonia_image), "--cam", "gradcam", "--out", str(tmp_path / "o"),
-                        "--json"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "pneumo_core", "predict",
+                        "--checkpoint", f"{tiny_zoo}/binary/resnet18/seed0",
+                        str(normal_image), str(bad), str(pneumonia_image), "--cam", "gradcam",
+                        "--out", str(tmp_path / "o"), "--json"], capture_output=True, text=True)
     assert r.returncode == 1, r.stderr  # not all images ran
     out = json.loads(r.stdout)["results"]
     assert "error" in out[1] and "truncated" in out[1]["error"]
@@ -267,5 +268,6 @@ def test_predict_and_evaluate_cli(tiny_zoo, tmp_path, normal_image, pneumonia_im
                         "--out", str(pred)], capture_output=True, text=True, env={**__import__("os").environ,
                                                                                 "PNEUMO_CACHE": str(tmp_path)})
     assert e.returncode == 0, e.stderr
-    rep = subprocess.run([sys.executable, "-m", "pneumo_core", "report", str(pred), "--json"], capture_output=True, text=True)
+    rep = subprocess.run([sys.executable, "-m", "pneumo_core", "report", str(pred), "--json"],
+                         capture_output=True, text=True)
     assert json.loads(rep.stdout)["n"] == 624

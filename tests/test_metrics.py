@@ -72,7 +72,8 @@ def test_edge_cases_all_one_class_and_n1():
     m = binary_summary(y, p)
     assert math.isnan(m["auroc"]) and math.isnan(m["specificity"]) and m["sensitivity"] == 0.75
     m0 = binary_summary(np.zeros(3, int), np.array([0.0, 0.2, 0.7]))
-    assert math.isnan(m0["sensitivity"]) and math.isnan(m0["average_precision"]) and m0["specificity"] == pytest.approx(2 / 3)
+    assert (math.isnan(m0["sensitivity"]) and math.isnan(m0["average_precision"])
+            and m0["specificity"] == pytest.approx(2 / 3))
     one = binary_summary(np.array([1]), np.array([0.7]))
     assert one["tp"] == 1 and one["accuracy"] == 1.0 and math.isnan(one["auroc"])
     r = rates(0, 0, 0, 0)

@@ -14,7 +14,8 @@ from pneumo_core.data.datasets import scan_kermany
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation.predictions import align, ensemble, make_table, read_predictions, write_predictions
 
-BINARY_KEYS = "tp fp tn fn sensitivity specificity precision npv f1 accuracy auroc average_precision ece brier threshold".split()
+BINARY_KEYS = ("tp fp tn fn sensitivity specificity precision npv f1 accuracy auroc average_precision ece brier "
+               "threshold").split()
 THREE_KEYS = "accuracy macro_f1 per_class confusion_matrix auroc_macro ece".split()
 
 
@@ -31,7 +32,7 @@ def test_ids(data_dir):
 
 def _binary_table(ids, labels, seed, model="m"):
     rng = np.random.default_rng(seed)
-    y = np.array([int(l != "NORMAL") for l in labels])
+    y = np.array([int(label != "NORMAL") for label in labels])
     p = np.clip(rng.normal(0.3 + 0.45 * y, 0.22), 0, 1)
     return make_table(ids, y, np.stack([1 - p, p], 1), ["NORMAL", "PNEUMONIA"], split="test", model=model,
                       task="binary", seed=seed, checkpoint=f"ck{seed}")

@@ -110,7 +110,8 @@ def test_teacher_targets_follow_the_training_images(tmp_path, data_dir):
     frame = for_task(kermany_splits(data_dir)["train"], BINARY).head(40).reset_index(drop=True)
     rng = np.random.default_rng(0)
     p1, p2 = rng.random(40), rng.random(40)
-    files = [_teacher_file(tmp_path / "a.csv", frame, p1), _teacher_file(tmp_path / "b.csv", frame, p2, rng.permutation(40))]
+    files = [_teacher_file(tmp_path / "a.csv", frame, p1),
+             _teacher_file(tmp_path / "b.csv", frame, p2, rng.permutation(40))]
     soft = teacher_targets(files, frame, BINARY)  # the mean of both, in the frame's order whatever the files' order
     np.testing.assert_allclose(soft[:, 1], (p1 + p2) / 2, atol=1e-6)
     with pytest.raises(PneumoError, match="no probability for 1 of 41"):
@@ -147,7 +148,8 @@ def test_a_distilled_student_follows_its_teacher(tmp_path, data_dir):
                    teacher=(teacher,), distill_alpha=1.0)
         history = json.loads((tmp_path / name / "runs/binary/custom_cnn_seed0/history.json").read_text())
         aurocs[name] = history[-1]["val_auroc"]  # after the last epoch (selection may keep an earlier one)
-        assert load_checkpoint(tmp_path / name / "checkpoints/binary/custom_cnn_seed0.pt").meta.recipe["teacher"] == [f"{name}.csv"]
+        assert (load_checkpoint(tmp_path / name / "checkpoints/binary/custom_cnn_seed0.pt").meta.recipe["teacher"]
+                == [f"{name}.csv"])
     assert aurocs["right"] > 0.6 and aurocs["wrong"] < 0.4, aurocs
     with pytest.raises(PneumoError, match="trained with teacher right.csv"):  # resumed without it: refused
         train(TrainConfig(task="binary", arch="custom_cnn", init="scratch", data_dir=str(data_dir),

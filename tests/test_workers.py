@@ -30,7 +30,8 @@ def _rss_mb(pid: int) -> float:
 
 def test_the_worker_returns_what_load_grayscale_returns(pool, pneumonia_image):
     data = pneumonia_image.read_bytes()
-    np.testing.assert_array_equal(decode_untrusted(data, pneumonia_image.name, pool), load_grayscale(data, name="x.jpeg"))
+    np.testing.assert_array_equal(decode_untrusted(data, pneumonia_image.name, pool),
+                                  load_grayscale(data, name="x.jpeg"))
     with pytest.raises(NotAnImageError, match="notes.png: not an image"):  # the error class travels back
         decode_untrusted(b"hello", "notes.png", pool)
     with pytest.raises(ImageTooLargeError, match="8900 x 8900"):  # the header checks still run first

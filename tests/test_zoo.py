@@ -61,7 +61,8 @@ def test_bundle_exports_models_hierarchical_and_table(zoo, data_dir, tmp_path):
     best = selection.best_seed(zoo, "binary", "custom_cnn")
     meta = load_checkpoint(tmp_path / "models/checkpoints/binary/custom_cnn.safetensors").meta
     assert meta.seed == best
-    assert meta.threshold == pytest.approx(selection.model_threshold(zoo, selection.Member("binary", "custom_cnn", best)))
+    assert meta.threshold == pytest.approx(
+        selection.model_threshold(zoo, selection.Member("binary", "custom_cnn", best)))
     # train.py's <arch>.pt is the same seed
     assert load_checkpoint(zoo / "checkpoints/binary/custom_cnn.pt").meta.seed == best
 

@@ -132,7 +132,8 @@ def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
         current = st.session_state.get(key, names[0])
         samples = [n for n in names if n.startswith("sample")]
         if samples:
-            st.session_state[key] = samples[(samples.index(current) + 1) % len(samples)] if current in samples else samples[0]
+            st.session_state[key] = (samples[(samples.index(current) + 1) % len(samples)] if current in samples
+                                     else samples[0])
     name = st.selectbox("…or pick an image", names, key=key)
     return name.split(" · ", 1)[1], read_image_file(choices[name])
 

@@ -77,7 +77,8 @@ def computed_set(task: str, arch: str, split: str) -> Predictions:
     frame = kermany_splits(data_dir())[split]
     bar = st.progress(0.0, text=f"Predicting the {split} split with {task}/{arch}…")
     table = predict_frame(model, frame, split=split,
-                          progress=lambda done, total: bar.progress(done / total, text=f"{split}: {done}/{total} images"))
+                          progress=lambda done, total: bar.progress(done / total,
+                                                                    text=f"{split}: {done}/{total} images"))
     bar.empty()
     return table
 

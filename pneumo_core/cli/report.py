@@ -34,8 +34,8 @@ def _print_text(r: dict, header: bool = True) -> None:
         if r.get("note"):
             print(f"  note: {r['note']}")
     if "per_class" in r:
-        print(f"  accuracy {_fmt(r['accuracy'])}  macro-F1 {_fmt(r['macro_f1'])}  AUROC (macro) {_fmt(r['auroc_macro'])}"
-              f"  ECE {_fmt(r['ece'])}")
+        print(f"  accuracy {_fmt(r['accuracy'])}  macro-F1 {_fmt(r['macro_f1'])}"
+              f"  AUROC (macro) {_fmt(r['auroc_macro'])}  ECE {_fmt(r['ece'])}")
         for c, v in r["per_class"].items():
             print(f"  {c:<10} precision {_fmt(v['precision'])}  recall {_fmt(v['recall'])}  F1 {_fmt(v['f1'])}"
                   f"  AUROC {_fmt(v['auroc'])}  n={v['support']}")
@@ -59,7 +59,8 @@ def _print_text(r: dict, header: bool = True) -> None:
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", help="prediction files: ours (.csv/.parquet), *_probs.json, *_yscores.csv")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=probability, default=None, help="decision threshold on P(pneumonia) (default 0.5)")
+    g.add_argument("--threshold", type=probability, default=None,
+                   help="decision threshold on P(pneumonia) (default 0.5)")
     g.add_argument("--operating-point", default=None,
                    help="youden | max-f1 | sens=0.95 | spec=0.90 | cost=0.25, chosen on --on")
     p.add_argument("--on", nargs="+", default=None, metavar="VAL_FILE",

@@ -26,5 +26,6 @@ def load_array(frame: pd.DataFrame, size: int, cache_dir: str | None = None, des
         with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
             np.save(f, arr)
 
-    write_cache(path, lambda: atomic_write(path, save))  # a cache that cannot be written costs a recomputation, not the array
+    # a cache that cannot be written costs a recomputation, not the array
+    write_cache(path, lambda: atomic_write(path, save))
     return arr

@@ -2,7 +2,8 @@
 
 Every reader returns a :class:`pandas.DataFrame` with the columns
 ``path`` (absolute), ``image_id`` (stable, relative), ``split``, ``label`` (upper-case class name) and
-``patient`` (``split/<id>``; for Kermany the ``personN`` / ``IM-NNNN`` number of the file name). :class:`pneumo_core.data.loader.ImageDataset` turns such a table into model inputs.
+``patient`` (``split/<id>``; for Kermany the ``personN`` / ``IM-NNNN`` number of the file name).
+:class:`pneumo_core.data.loader.ImageDataset` turns such a table into model inputs.
 """
 from __future__ import annotations
 

@@ -402,7 +402,8 @@ def _load_dicom(data: bytes, name: str) -> np.ndarray:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         has_pixels = "PixelData" in ds
     except Exception as exc:  # noqa: BLE001 - any parse failure of a hostile file is "not readable"
-        raise NotAnImageError(f"{name}: not a readable DICOM file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+        raise NotAnImageError(f"{name}: not a readable DICOM file "
+                              f"({str(exc).splitlines()[0] if str(exc) else exc})") from None
     if not has_pixels:
         raise NotAnImageError(f"{name}: DICOM file without pixel data (a report or structured document?)")
     _check_dicom_header(ds, name)

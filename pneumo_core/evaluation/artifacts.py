@@ -80,7 +80,8 @@ def _check_run_file(name: str, obj, where: Path) -> None:
             raise PredictionFileError(f"{where}: not a run history (a list of epoch records)")
         for h in obj:
             if h.get("phase") == "finetune" and not all(_is_number(h.get(k)) or h.get(k) is None for k in _CURVE_KEYS):
-                raise PredictionFileError(f"{where}: an epoch record lacks a number for one of {', '.join(_CURVE_KEYS)}")
+                raise PredictionFileError(f"{where}: an epoch record lacks a number for one of "
+                                          f"{', '.join(_CURVE_KEYS)}")
             if h.get("phase") == "finetune" and not _is_number(h.get("epoch")):
                 raise PredictionFileError(f"{where}: an epoch record has no epoch number")
     elif not isinstance(obj, dict) or not isinstance(obj.get("config", {}), dict):

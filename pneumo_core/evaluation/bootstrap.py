@@ -293,7 +293,8 @@ def paired_mean_difference(y: np.ndarray, runs_a: Sequence[tuple[np.ndarray, flo
         return (per_run * c).sum(1) / c.sum(1)
 
     full = np.ones((1, len(y)))
-    point = float(mean_of(runs_a, full, np.ones((1, len(runs_a))))[0] - mean_of(runs_b, full, np.ones((1, len(runs_b))))[0])
+    point = float(mean_of(runs_a, full, np.ones((1, len(runs_a))))[0]
+                  - mean_of(runs_b, full, np.ones((1, len(runs_b))))[0])
     d, b0 = [], 0
     for w in resample_blocks(y, n_boot, seed, groups):
         d.append(mean_of(runs_a, w, ca[b0:b0 + len(w)]) - mean_of(runs_b, w, cb[b0:b0 + len(w)]))

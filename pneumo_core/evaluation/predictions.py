@@ -56,7 +56,8 @@ class Predictions:
             return self
         known = self.frame[self.frame["y_true"].to_numpy() >= 0].reset_index(drop=True)
         if known.empty:
-            raise PredictionFileError(f"{self.source}: every row has an unknown label (y_true = -1); no metric to compute")
+            raise PredictionFileError(f"{self.source}: every row has an unknown label (y_true = -1); "
+                                      "no metric to compute")
         return Predictions(known, self.classes, self.source)
 
     @property
@@ -85,7 +86,8 @@ class Predictions:
         if "model" in self.frame and len(self.frame):
             m = str(self.frame["model"].iloc[0])
             s = self.frame["seed"].iloc[0] if "seed" in self.frame else None
-            return m if s is None or (isinstance(s, float) and np.isnan(s)) or str(s) in ("", "-1") else f"{m}/seed{int(s)}"
+            return (m if s is None or (isinstance(s, float) and np.isnan(s)) or str(s) in ("", "-1")
+                    else f"{m}/seed{int(s)}")
         return Path(self.source).stem if self.source else "predictions"
 
 
@@ -184,7 +186,8 @@ def _from_probs_json(obj: dict, source: str) -> Predictions:
         y = np.asarray(obj["y_true"], dtype=np.float64)
         p = np.asarray(obj["y_prob"], dtype=np.float64)
     except (ValueError, TypeError):
-        raise PredictionFileError(f"{source}: y_true must hold class indices and y_prob numbers or rows of numbers") from None
+        raise PredictionFileError(f"{source}: y_true must hold class indices and y_prob numbers "
+                                  "or rows of numbers") from None
     if y.ndim != 1 or not np.isfinite(y).all() or not np.all(np.mod(y, 1) == 0):
         raise PredictionFileError(f"{source}: y_true must be a flat list of integer class indices")
     if len(y) != len(p):
@@ -218,7 +221,8 @@ def _from_yscores_csv(df: pd.DataFrame, source: str) -> Predictions:
         raise PredictionFileError(f"{source}: y_scores holds non-numbers")
     out = pd.DataFrame({"image_id": [f"{i:05d}" for i in range(len(df))], "y_true": df["y_true"],
                         "prob_NORMAL": 1 - p1, "prob_PNEUMONIA": p1})
-    out["model"], out["task"], out["seed"], out["checkpoint"] = Path(source).stem.replace("_yscores", ""), "binary", -1, "published"
+    out["model"], out["task"], out["seed"], out["checkpoint"] = (
+        Path(source).stem.replace("_yscores", ""), "binary", -1, "published")
     return validate(out, source)
 
 

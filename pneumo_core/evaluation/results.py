@@ -73,7 +73,8 @@ def _recipe(root: str | Path, task: str, arch: str, seed: int) -> dict:
         return {"init": "", "image_size": "", "epochs": ""}
     init = str(cfg.get("init", ""))
     return {"init": init if init in ("scratch", "imagenet") else f"from {Path(init.removeprefix('path:')).name}",
-            "image_size": cfg.get("image_size", ""), "epochs": f"{cfg.get('head_epochs', 0)} head + {cfg.get('epochs', '')}"}
+            "image_size": cfg.get("image_size", ""),
+            "epochs": f"{cfg.get('head_epochs', 0)} head + {cfg.get('epochs', '')}"}
 
 
 def results_table(root: str | Path = ASSETS, n_boot: int = 1000) -> pd.DataFrame:

@@ -4,8 +4,9 @@ On these X-rays air is dark and body is bright. :func:`lung_mask` smooths the im
 (each row from its first to its last bright pixel, so the air beside the patient is left out), takes the
 dark pixels inside it (Otsu over the body), opens them to cut thin bridges, and keeps on each side of
 the midline the largest dark region whose centre is below the top quarter (one touching the top edge,
-usually neck or shoulder, only when there is no other); each is closed and its holes filled. It is a rough outline for judging where a heatmap
-falls, not a clinical segmentation: dense consolidations are bright and fall outside it.
+usually neck or shoulder, only when there is no other); each is closed and its holes filled. It is a
+rough outline for judging where a heatmap falls, not a clinical segmentation: dense consolidations are
+bright and fall outside it.
 """
 from __future__ import annotations
 

@@ -217,8 +217,10 @@ def build(data_dir: str | Path, n_train: int = 1500, n_holdout: int = 400, k: in
 
     splits = kermany_splits(data_dir)
     rng = np.random.default_rng(seed)
-    train = splits["train"].iloc[np.sort(rng.choice(len(splits["train"]), min(n_train, len(splits["train"])), replace=False))]
-    hold = splits["val"].iloc[np.sort(rng.choice(len(splits["val"]), min(n_holdout, len(splits["val"])), replace=False))]
+    train = splits["train"].iloc[np.sort(rng.choice(len(splits["train"]), min(n_train, len(splits["train"])),
+                                                    replace=False))]
+    hold = splits["val"].iloc[np.sort(rng.choice(len(splits["val"]), min(n_holdout, len(splits["val"])),
+                                                 replace=False))]
     tr, ho = load_array(train, 224), load_array(hold, 224)
     return fit(features(tr), layout(tr), features(ho), layout(ho), k, percentile)
 

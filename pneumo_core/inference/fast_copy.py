@@ -46,7 +46,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         return folded
 
 
-def fast_copy(model: nn.Module, image_size: int, channels: int, bf16: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+def fast_copy(model: nn.Module, image_size: int, channels: int,
+              bf16: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """The fast copy of ``model``: takes a (N, C, S, S) float batch, returns float32 logits (N, K)."""
     dtype = torch.bfloat16 if bf16 else torch.float32
     fast = _Cast(fold_batchnorm(model).to(dtype=dtype, memory_format=torch.channels_last), dtype).eval()

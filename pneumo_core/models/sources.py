@@ -123,7 +123,8 @@ class Source:
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RuntimeError,
                 MemoryError, OSError, EOFError) as exc:
             raise CheckpointError(f"{self.label}: {ref.relpath} cannot be loaded "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+                                  f"({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
 
     def stamp(self, key: str) -> str:
         """What changes when the checkpoint behind ``key`` changes (a cache key part); "" where unknown."""
@@ -141,7 +142,8 @@ class LocalSource(Source):
     def list(self) -> list[CheckpointRef]:
         base = self.root / "checkpoints"
         if not base.is_dir():
-            raise SourceUnavailableError(f"{self.root}: no checkpoints/ folder here (expected checkpoints/<task>/<arch>.pt)")
+            raise SourceUnavailableError(f"{self.root}: no checkpoints/ folder here "
+                                         "(expected checkpoints/<task>/<arch>.pt)")
         return _refs(str(p.relative_to(self.root)) for p in base.glob("*/*") if p.is_file())
 
     def path(self, ref: CheckpointRef) -> Path:

@@ -61,7 +61,8 @@ def torch_load_safe(path: str | Path) -> Any:
         lines = [ln.strip() for ln in str(exc).strip().splitlines()]
         hint = next((ln for ln in lines if "global" in ln.lower()), "")
         if not hint:  # not a code payload: the bytes are simply not a checkpoint
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({lines[-1] if lines else exc})") from None
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                                  f"({lines[-1] if lines else exc})") from None
         raise UnsafeCheckpointError(
             f"{path}: refused to load: the file carries pickled objects that could run code "
             f"({hint}). Only plain weight files are accepted."
@@ -133,7 +134,8 @@ def read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             try:
                 rest["epoch"] = int(smeta["epoch"]) if smeta["epoch"] not in ("", "None") else None
             except ValueError:
-                raise CheckpointError(f"{path}: safetensors metadata 'epoch' is not a number ({smeta['epoch'][:40]!r})") from None
+                raise CheckpointError(f"{path}: safetensors metadata 'epoch' is not a number "
+                                      f"({smeta['epoch'][:40]!r})") from None
         return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, rest
     obj = torch_load_safe(path)
     if isinstance(obj, dict) and "model_state_dict" in obj:
@@ -143,7 +145,8 @@ def read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         sd, rest = obj, {}
     else:
-        raise CheckpointError(f"{path}: no model_state_dict in this file (keys: {list(obj)[:6] if isinstance(obj, dict) else type(obj).__name__})")
+        raise CheckpointError(f"{path}: no model_state_dict in this file "
+                              f"(keys: {list(obj)[:6] if isinstance(obj, dict) else type(obj).__name__})")
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise CheckpointError(f"{path}: model_state_dict is not a mapping of names to tensors "
                               f"(a {type(sd).__name__})")

@@ -126,7 +126,8 @@ def stages(model: nn.Module, arch: str) -> list[str]:
             continue
         parts = name.split(".")
         top = getattr(model, parts[0])
-        stage = parts[0] + "." + parts[1] if isinstance(top, (nn.Sequential, nn.ModuleList)) and len(parts) > 2 else parts[0]
+        stage = (parts[0] + "." + parts[1] if isinstance(top, (nn.Sequential, nn.ModuleList)) and len(parts) > 2
+                 else parts[0])
         if not out or out[-1] != stage:
             out.append(stage)
     return out
@@ -313,7 +314,8 @@ def _setup(cfg: TrainConfig, log: Callable[[str], None]) -> _Run:
     use_bf16 = (cfg.bf16 == "on") or (cfg.bf16 == "auto" and (device.type == "cuda" or cpu_supports_bf16()))
     channels_last = device.type == "cuda" or cfg.arch in CHANNELS_LAST_ARCHS
     lr = cfg.lr * world if cfg.lr_scaling == "linear" else cfg.lr
-    run = _Run(cfg, task, device, use_bf16, channels_last, RunPaths.of(cfg), Preprocessing(cfg.image_size, 3, IMAGENET_MEAN, IMAGENET_STD),
+    run = _Run(cfg, task, device, use_bf16, channels_last, RunPaths.of(cfg),
+               Preprocessing(cfg.image_size, 3, IMAGENET_MEAN, IMAGENET_STD),
                log if rank == 0 else _quiet, t_start, world, rank, lr)
     if world > 1:
         run.log(f"{cfg.stem}: {world} processes ({device.type}), batch {cfg.batch_size} per process = "
@@ -543,7 +545,8 @@ def _end_epoch(run: _Run, ep: int, train_loss: float) -> bool:
         run.stale += 1
     if run.rank == 0:
         save_checkpoint(run.paths.last, run.model.state_dict(), _meta(run), epoch=ep + 1,
-                        extra={"optimizer_state_dict": run.optimizer.state_dict(), "generator_state": run.gen.get_state(),
+                        extra={"optimizer_state_dict": run.optimizer.state_dict(),
+                               "generator_state": run.gen.get_state(),
                                "torch_rng_state": torch.get_rng_state(), "stale": run.stale, "history": run.history,
                                "best_metrics": run.best_metrics, "best_state_dict": run.best_state})
         write_json(run.paths.history, run.history)
@@ -606,7 +609,8 @@ def _meta(run: _Run) -> CheckpointMeta:
                       lr_scaling=cfg.lr_scaling, sync_bn=cfg.sync_bn)
     return CheckpointMeta(
         arch=cfg.arch, task=cfg.task, classes=list(run.task.classes), n_outputs=run.task.n_outputs,
-        preprocessing=run.prep.to_dict(), seed=cfg.seed, init=cfg.init if cfg.init in ("scratch", "imagenet") else f"path:{Path(cfg.init).name}",
+        preprocessing=run.prep.to_dict(), seed=cfg.seed,
+        init=cfg.init if cfg.init in ("scratch", "imagenet") else f"path:{Path(cfg.init).name}",
         data_fingerprint=data_fingerprint(run.frames["train"]), image_size=cfg.image_size, epochs=cfg.epochs,
         recipe=recipe,
     )
