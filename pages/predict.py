@@ -51,7 +51,7 @@ import pandas as pd  # noqa: E402
 from pages._shared.predictions import source_predictions_root  # noqa: E402
 from pneumo_core.evaluation import selection  # noqa: E402
 from pneumo_core.explain.cams import (COLORMAPS, FAITHFULNESS_HELP, METHODS, faithfulness_sentence,  # noqa: E402
-                                      overlay)
+                                      method_cost, overlay)
 from pneumo_core.explain.ood import default_gate  # noqa: E402
 from pneumo_core.inference.verdicts import stored_verdicts, verdict_rows, zoo_verdicts  # noqa: E402
 
@@ -119,6 +119,19 @@ def heatmap() -> None:
     cmap = o2.selectbox("Colour map", list(COLORMAPS), key="cmap")
     h, gray = images[img_name]
     target = None if cls == "predicted" else list(p.classes).index(cls)
+    slow = METHODS[method][2]
+    if slow:  # Score-CAM / Ablation-CAM: the expected time first, refused above the cap, run once confirmed
+        cost = method_cost(p, method)
+        if not cost.allowed:
+            st.warning(escape_markdown(cost.message))
+            return
+        confirmed = st.session_state.setdefault("cam_confirmed", set())
+        run = (model_key, h, method, target)
+        if run not in confirmed:
+            st.info(escape_markdown(cost.message))
+            if not st.button(f"Run {METHODS[method][1].split(' (')[0]} (about {cost.seconds:.0f} s)", key="cam_slow_run"):
+                return
+            confirmed.add(run)
     try:
         with st.spinner(f"{METHODS[method][1]}…"):
             r = cam(source, src_label, model_key, h, method, target, gray)
@@ -133,7 +146,9 @@ def heatmap() -> None:
     a.image(view, caption=escape_markdown(img_name), clamp=True)
     b.image(pic, caption=escape_markdown(f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px"),
             clamp=True)
-    if st.toggle("Faithfulness score", key="cam_faith", help=FAITHFULNESS_HELP):
+    if slow:
+        st.caption("No faithfulness score for a slow method: it would run the method again.")
+    elif st.toggle("Faithfulness score", key="cam_faith", help=FAITHFULNESS_HELP):
         f = faithfulness(source, src_label, model_key, h, method, target, gray)
         st.caption(escape_markdown(faithfulness_sentence(f, float(r.probs[r.target]), r.class_name)))
     buf = io.BytesIO()

@@ -177,3 +177,41 @@ def test_errors_opens_on_a_model_with_a_heatmap_and_its_largest_error_cell(data_
     links = [pl for pl in at.get("page_link") if "compare" in pl.proto.page]
     assert links and all(f"model={task}/{arch}" in pl.proto.query_string or f"model={task}%2F{arch}" in pl.proto.query_string
                          for pl in links)
+
+
+# ---------------------------------------------------------------- 5. slow methods bounded
+
+def test_slow_methods_are_estimated_from_a_timed_batch_and_refused_above_the_cap():
+    import time
+
+    from pneumo_core.data.images import load_grayscale
+    from pneumo_core.explain.cams import SLOW_CAP_S, explain, method_cost
+    from pneumo_core.inference.predictors import Predictor
+
+    dense = method_cost(Predictor(SOURCE.load("binary/densenet121")), "scorecam")
+    assert dense.passes == 1024 and dense.seconds > SLOW_CAP_S and not dense.allowed  # took 322 s on the page
+    assert "1024 masked copies" in dense.message and "not run" in dense.message
+    small = Predictor(SOURCE.load("binary/custom_cnn"))
+    gray = load_grayscale(ASSETS / "examples" / SURE)
+    for method in ("scorecam", "ablationcam"):
+        cost = method_cost(small, method)
+        assert cost.allowed and cost.passes == 128
+        start = time.perf_counter()
+        explain(small, gray, method, faithfulness=False)
+        took = time.perf_counter() - start
+        assert cost.seconds / 4 - 0.5 < took < 4 * cost.seconds + 1, (method, cost.seconds, took)  # the right order
+    assert method_cost(small, "gradcam").allowed
+
+
+def test_predict_asks_before_a_slow_method_and_refuses_one_above_the_cap():
+    at = _app("pages/predict.py", query={"image": SURE})
+    at.selectbox(key="cam_model").set_value("binary/densenet121").run()
+    at.selectbox(key="cam_method").set_value("scorecam").run()  # 322 s before: now refused at once
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("not run" in w.value for w in at.warning)
+    at.selectbox(key="cam_model").set_value("binary/custom_cnn").run()
+    assert any("about" in i.value and "masked copies" in i.value for i in at.info)
+    assert len(_images_in(at)) == 0  # nothing runs before the visitor confirms
+    at.button(key="cam_slow_run").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(_images_in(at)) == 2  # the X-ray and its Score-CAM

@@ -5,6 +5,7 @@ the predictor's lock, because hooks on a shared model would see another session'
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -212,7 +213,7 @@ def cam_grid(predictor: Predictor) -> int:
         seen: dict[str, int] = {}
         with predictor.lock:
             def record(module, inputs, output) -> None:  # a hook that returned a value would replace the output
-                seen["side"] = int(output.shape[-1])
+                seen["side"], seen["channels"] = int(output.shape[-1]), int(output.shape[1])
 
             hook = layer.register_forward_hook(record)
             try:
@@ -220,8 +221,60 @@ def cam_grid(predictor: Predictor) -> int:
                 predictor.logits(torch.zeros(1, predictor.prep.channels, s, s))
             finally:
                 hook.remove()
-        predictor._cam_grid = seen["side"]
+        predictor._cam_grid, predictor._cam_channels = seen["side"], seen["channels"]
     return predictor._cam_grid
+
+
+def cam_channels(predictor: Predictor) -> int:
+    """Channels of the CAM layer's output: how many masked (Score-CAM) or ablated (Ablation-CAM) copies of the
+    image a slow method runs through the model."""
+    cam_grid(predictor)
+    return predictor._cam_channels
+
+
+SLOW_CAP_S = 90.0  # a slow method expected to take longer than this here is refused (the page waits for it)
+TIMING_BATCH = 8  # images in the one timed batch a slow method's estimate extrapolates from
+
+
+def seconds_per_image(predictor: Predictor) -> float:
+    """Seconds one image's forward pass takes in a batch, timed once per loaded model on one batch of
+    :data:`TIMING_BATCH` (the masked / ablated passes of the slow methods run in batches too)."""
+    if getattr(predictor, "_image_seconds", None) is None:
+        s = predictor.prep.image_size
+        x = torch.zeros(TIMING_BATCH, predictor.prep.channels, s, s)
+        predictor.logits(x[:1])  # warm-up: the first pass allocates
+        start = time.perf_counter()
+        predictor.logits(x)
+        predictor._image_seconds = (time.perf_counter() - start) / TIMING_BATCH
+    return predictor._image_seconds
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a CAM method will cost on one image with one model, before it runs."""
+    method: str
+    passes: int  # forward passes of one image (the slow methods: one per channel of the CAM layer)
+    seconds: float  # expected, from the timed batch
+    allowed: bool  # False above the cap: not run
+    message: str  # one line for the page
+
+
+def method_cost(predictor: Predictor, method: str, cap: float = SLOW_CAP_S) -> Cost:
+    """The expected time of ``method`` on one image: a fast method is about one forward and backward pass; a
+    slow one (Score-CAM, Ablation-CAM) one forward pass per channel of the CAM layer, extrapolated from one timed
+    batch (:func:`seconds_per_image`). Above ``cap`` seconds it is refused with a one-line reason."""
+    _, label, slow = METHODS[method]
+    arch = predictor.meta.arch
+    if not slow:
+        return Cost(method, 1, 2 * seconds_per_image(predictor), True, f"{label} on {arch}: about one pass.")
+    n = cam_channels(predictor)
+    seconds = n * seconds_per_image(predictor) + 2 * seconds_per_image(predictor)
+    what = "masked" if method == "scorecam" else "ablated"
+    head = f"{label.split(' (')[0]} on {arch} runs {n} {what} copies of the image: about {seconds:.0f} s here"
+    if seconds > cap:
+        return Cost(method, n, seconds, False, f"{head}, above the {cap:.0f} s limit: not run. Choose a faster method "
+                                               "or a smaller model.")
+    return Cost(method, n, seconds, True, f"{head}.")
 
 
 def shared_scale(raws: list[np.ndarray]) -> list[np.ndarray]:
