@@ -70,6 +70,8 @@ def lesson_images() -> list[tuple[str, object]]:
 
         try:
             test = kermany_splits(root)["test"]
+            bundled = {p.name for p in paths}  # the samples are test images too: none twice
+            test = test[~test["image_id"].map(lambda i: i.rsplit("/", 1)[-1]).isin(bundled)]
             paths += [root / i for i in test.sample(min(12, len(test)), random_state=0)["image_id"]]
         except PneumoError:
             pass
@@ -164,9 +166,10 @@ elif step == 2:
     for col, key in zip(st.columns(2), COMPARE_PAIR):
         with col:
             r, pic = heat_picture(key, h, gray, view)
+            f = lung_focus(r.raw, lungs)  # the sentence above the picture: on a projector both stay in view
+            sentence = cc.lung_focus_sentence(cc.display_name(key), f.lung_share, f.lung_area, f.border_share)
+            st.markdown(f"**{sentence}**")
             st.image(pic, caption=f"Where {cc.display_name(key)} looked", width="stretch")
-            f = lung_focus(r.raw, lungs)
-            st.markdown(cc.lung_focus_sentence(cc.display_name(key), f.lung_share, f.lung_area, f.border_share))
 
 elif step == 3:
     test = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "test")

@@ -255,3 +255,32 @@ def test_images_are_at_least_600_px_wide_at_1440(tmp_path):
             assert "the model said" in driver.find_element(By.TAG_NAME, "body").text
         finally:
             driver.quit()
+
+
+def test_the_glossary_explains_the_words_kept_off_the_screen():
+    words = " ".join(cc.GLOSSARY).lower()
+    for w in ("auroc", "sensitivity", "specificity", "threshold", "heatmap", "grad-cam", "calibration", "validation"):
+        assert w in words
+
+
+@bundled
+def test_with_a_dataset_folder_more_x_rays_and_the_false_alarms_shown(data_dir):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.session_state["data_dir"] = str(data_dir)
+    at.query_params["step"] = "1"
+    at.run()
+    at.switch_page("pages/lesson.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    options = at.selectbox(key="lesson_xray").options
+    assert len(options) == len(SAMPLES) + 12 and options[-1] == f"X-ray {len(options)}"
+    text = _all_text(at.main)
+    assert "chest_xray" not in text and not re.search(r"person\d+_|IM-\d{4}", text)
+    at.button(key="lesson_next").click().run()
+    at.button(key="lesson_next").click().run()
+    at.button(key="lesson_next").click().run()
+    at.button(key="lesson_next").click().run()
+    assert _step_param(at) == "5" and not at.exception
+    captions = [i.proto.imgs[0].caption for i in at.get("image")]
+    assert len(captions) == 6 and all(c.startswith("Healthy · pneumonia score") for c in captions)
+    assert not re.search(r"person\d+_|IM-\d{4}", _all_text(at.main))

@@ -28,6 +28,10 @@ div[data-testid="stMainBlockContainer"] button p { font-size: 1.3rem; }
 div[data-testid="stMainBlockContainer"] div[data-testid="stCaptionContainer"] { font-size: 1.1rem; }
 div[data-testid="stMainBlockContainer"] div[data-testid="stMetricValue"],
 div[data-testid="stMainBlockContainer"] div[data-testid="stMetricValue"] div[data-testid="stMarkdownContainer"] p { font-size: 3rem; }
+@media (max-width: 700px) {  /* a phone: large type, not a projector's */
+  div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] p,
+  div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] li { font-size: 1.1rem; }
+}
 </style>"""
 
 PAGES = [  # (file, title, icon, url path); the root URL goes on to the first

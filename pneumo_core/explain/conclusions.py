@@ -29,6 +29,9 @@ GLOSSARY: dict[str, str] = {
     "Specificity": "Of the healthy children, the share the model leaves alone (100 % = no false alarms).",
     "AUROC": "How well the scores rank sick children above healthy ones, whatever the cut-off: 1.0 ranks every "
              "sick child higher, 0.5 is a coin toss.",
+    "Validation and test X-rays": "X-rays the model never trained on. The validation ones (from the same collection "
+                                  "as the training ones) were used to choose the model and its cut-off; the test ones "
+                                  "were kept apart until the end, as the final exam.",
     "Calibration": "Whether the model's confidence can be taken at its word: of the X-rays it gives 80 %, about "
                    "80 % should really show pneumonia.",
 }
