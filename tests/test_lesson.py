@@ -284,3 +284,27 @@ def test_with_a_dataset_folder_more_x_rays_and_the_false_alarms_shown(data_dir):
     captions = [i.proto.imgs[0].caption for i in at.get("image")]
     assert len(captions) == 6 and all(c.startswith("Healthy · pneumonia score") for c in captions)
     assert not re.search(r"person\d+_|IM-\d{4}", _all_text(at.main))
+
+
+JARGON = ("auroc", "grad-cam", "gradcam", "threshold", "calibration", "sensitivity", "specificity", "ece",
+          "probability")
+
+
+def _text_outside_the_glossary(node) -> str:
+    out = []
+    for child in getattr(node, "children", {}).values():
+        if type(child).__name__ != "Expander":
+            out += [str(getattr(child, "proto", "")), _text_outside_the_glossary(child)]
+    return "\n".join(out)
+
+
+@bundled
+@pytest.mark.parametrize("step", ["1", "4"])
+def test_no_jargon_outside_the_glossary(step):
+    at = _lesson(step)
+    if step == "1":
+        at.button(key="vote_NORMAL").click().run()  # the reveal's sentence and heatmap too
+    text = _text_outside_the_glossary(at.main).lower()
+    if step == "4":
+        assert "really pneumonia" in text  # the chart's own words are read too
+    assert not [w for w in JARGON if re.search(rf"\b{re.escape(w)}\b", text)]
