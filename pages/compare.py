@@ -23,7 +23,8 @@ linked = st.query_params.get("model")  # a link from the Errors page: the model 
 if linked in keys:
     task = linked.split("/")[0]
     preferred = [linked] + [k for k in preferred + keys if k != linked and k.split("/")[0] == task][:1]
-chosen = st.multiselect("Models (two or three)", keys, default=preferred or keys[:2], max_selections=3, key="cmp_models")
+chosen = st.multiselect("Models (two or three)", keys, default=preferred or keys[:2], max_selections=3,
+                        key="cmp_models")
 picked = image_picker("cmp", data_dir())
 chosen = loaded(source, src_label, chosen)  # a checkpoint that does not load is named and skipped
 if picked is None or len(chosen) < 2:
@@ -67,7 +68,8 @@ def maps() -> None:
         ag = agreement(ra.raw, rb.raw, gray.shape)
         st.markdown(escape_markdown(agreement_sentence(ka.split("/")[-1], kb.split("/")[-1], ag)),
                     help="IoU: the overlap of the two maps' hottest fifths (1 = the same region, 0 = none in "
-                         f"common; two random fifths overlap by {chance_iou():.2f}). Spearman: the rank correlation of the whole "
+                         f"common; two random fifths overlap by {chance_iou():.2f}). Spearman: the rank correlation "
+                         "of the whole "
                          "maps (1 = same ordering of pixels, 0 = unrelated, negative = opposite).")
     if st.toggle("Faithfulness scores", key="cmp_faith", help=FAITHFULNESS_HELP):
         for col, k, r in zip(cols, chosen, results):

@@ -70,7 +70,8 @@ for name, (h, gray) in images.items():
     errors: list[str] = []  # a model that fails on this image (e.g. NaN outputs) is named and left out
     verdicts = zoo_verdicts(root, set(keys), probs_of, errors=errors) if root is not None else []
     if not verdicts:  # a source without prediction files: each model at its stored threshold
-        verdicts = stored_verdicts({k: (predictor(source, src_label, k).classes, predictor(source, src_label, k).meta.threshold)
+        verdicts = stored_verdicts({k: (predictor(source, src_label, k).classes,
+                                        predictor(source, src_label, k).meta.threshold)
                                     for k in keys}, probs_of, errors=errors)
     ood = ood_score(h, gray) if gate is not None else None
     with st.container(border=True):
@@ -129,7 +130,8 @@ def heatmap() -> None:
         run = (model_key, h, method, target)
         if run not in confirmed:
             st.info(escape_markdown(cost.message))
-            if not st.button(f"Run {METHODS[method][1].split(' (')[0]} (about {cost.seconds:.0f} s)", key="cam_slow_run"):
+            if not st.button(f"Run {METHODS[method][1].split(' (')[0]} (about {cost.seconds:.0f} s)",
+                             key="cam_slow_run"):
                 return
             confirmed.add(run)
     try:
@@ -153,7 +155,8 @@ def heatmap() -> None:
         st.caption(escape_markdown(faithfulness_sentence(f, float(r.probs[r.target]), r.class_name)))
     buf = io.BytesIO()
     Image.fromarray(pic).save(buf, format="PNG")
-    st.download_button("Download overlay (PNG)", buf.getvalue(), f"{safe_filename(img_name.rsplit('.', 1)[0])}_{method}.png",
+    st.download_button("Download overlay (PNG)", buf.getvalue(),
+                       f"{safe_filename(img_name.rsplit('.', 1)[0])}_{method}.png",
                        "image/png", key="dl_png")
 
 

@@ -45,7 +45,8 @@ def test_a_normal_verdict_shows_p_pneumonia_and_the_threshold_not_the_verdicts_p
         assert r["P(pneumonia)"] == pytest.approx(0.286)  # not 0.714, the probability of NORMAL
         assert r["decides at"] == f"P(PNEUMONIA) ≥ {z.threshold:.3f}"
         assert r["verdict"] == ("PNEUMONIA" if 0.286 >= z.threshold else "NORMAL")
-        assert r["why"] == f"P(PNEUMONIA) 0.286 {'≥' if 0.286 >= z.threshold else '<'} {z.threshold:.3f} → {r['verdict']}"
+        sign = "≥" if 0.286 >= z.threshold else "<"
+        assert r["why"] == f"P(PNEUMONIA) 0.286 {sign} {z.threshold:.3f} → {r['verdict']}"
         assert "probability" not in r
     z3 = next(z for z in selection.zoo_models(ASSETS, "three_class") if {m.key for m in z.members} <= KEYS)
     three = rows[("three_class", z3.name)]
@@ -170,13 +171,14 @@ def test_errors_opens_on_a_model_with_a_heatmap_and_its_largest_error_cell(data_
     opt = next(o for o in selection.set_choices(ASSETS, ("three_class", "binary")) if o[:2] == (task, arch))
     test = selection.load_choice(ASSETS, *opt, "test")
     i, j = largest_error_cell(confusion(test, decisions(test, None)))
-    assert (at.selectbox(key="err_true").value, at.selectbox(key="err_pred").value) == (test.classes[i], test.classes[j])
+    chosen = (at.selectbox(key="err_true").value, at.selectbox(key="err_pred").value)
+    assert chosen == (test.classes[i], test.classes[j])
     at.toggle(key="err_cam").set_value(True).run()
     assert not at.exception, [e.message for e in at.exception]
     assert len(_images_in(at)) == 12 and widths and all(isinstance(w, int) and w >= 220 for w in widths), widths
     links = [pl for pl in at.get("page_link") if "compare" in pl.proto.page]
-    assert links and all(f"model={task}/{arch}" in pl.proto.query_string or f"model={task}%2F{arch}" in pl.proto.query_string
-                         for pl in links)
+    assert links and all(f"model={task}/{arch}" in pl.proto.query_string
+                         or f"model={task}%2F{arch}" in pl.proto.query_string for pl in links)
 
 
 # ---------------------------------------------------------------- 5. slow methods bounded

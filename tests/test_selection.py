@@ -34,7 +34,8 @@ def test_best_seed_is_the_lowest_validation_log_loss():
     architecture's seed is now the decision rule's (three-class ResNet18: seed 0, the default, kept)."""
     from sklearn.metrics import log_loss
 
-    assert selection.best_seed(ASSETS, "three_class", "resnet18") == selection.rule_seed(ASSETS, "three_class", "resnet18") == 0
+    best = selection.best_seed(ASSETS, "three_class", "resnet18")
+    assert best == selection.rule_seed(ASSETS, "three_class", "resnet18") == 0
     for task, arch in (("binary", "efficientnet_lite0"), ("binary", "resnet18")):
         losses = {}
         for s in artifacts.seeds_of(ASSETS, task, arch):
@@ -46,7 +47,8 @@ def test_best_seed_is_the_lowest_validation_log_loss():
 def test_selection_reads_no_test_split_file(monkeypatch):
     read = []
     real = artifacts.read_predictions
-    monkeypatch.setattr(artifacts, "read_predictions", lambda path, *a, **k: read.append(str(path)) or real(path, *a, **k))
+    monkeypatch.setattr(artifacts, "read_predictions",
+                        lambda path, *a, **k: read.append(str(path)) or real(path, *a, **k))
     for cache in (selection._best_seed, selection._zoo_models, selection._hierarchical_plan):
         cache.cache_clear()  # earlier tests may have answered from the caches without reading
     for task in ("binary", "three_class", "bacteria_virus"):
@@ -80,8 +82,9 @@ def test_report_cli_ensemble_uses_the_ensemble_validation_threshold(capsys):
     from pneumo_core.cli.main import main
 
     members = selection.ensemble_members(ASSETS, "binary")
-    path = {s: [artifacts.prediction_index(ASSETS).query(f"task == 'binary' and arch == '{m.arch}' and seed == {m.seed} "
-                                                           f"and split == '{s}'").path.iloc[0] for m in members]
+    index = artifacts.prediction_index(ASSETS)
+    path = {s: [index.query(f"task == 'binary' and arch == '{m.arch}' and seed == {m.seed} "
+                            f"and split == '{s}'").path.iloc[0] for m in members]
             for s in ("val", "test")}
     assert main(["report", *path["test"], "--operating-point", "youden", "--on", *path["val"], "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -126,7 +129,8 @@ def test_predict_page_verdicts_equal_the_results_rows(sample_images, data_dir):
             np.testing.assert_allclose(v.probs, want, atol=1e-3)
             t = selection.ensemble_threshold(ASSETS, members)
             assert (t is None) == (task != "binary")
-        hier = read_predictions(ASSETS / "predictions" / "three_class" / "hierarchical_test.csv").frame.set_index("image_id")
+        hier = read_predictions(ASSETS / "predictions" / "three_class" / "hierarchical_test.csv").frame
+        hier = hier.set_index("image_id")
         v = verdicts[("three_class", "hierarchical")]
         np.testing.assert_allclose(v.probs, [hier.loc[image_id, f"prob_{c}"] for c in v.classes], atol=1e-3)
 
@@ -151,7 +155,8 @@ def test_shared_predictor_gives_serial_cams_under_threads(data_dir):
     from pneumo_core.inference.predictors import Predictor
 
     predictor = Predictor(SOURCE.load("binary/resnet18"))
-    paths = sorted((data_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:12] + sorted((data_dir / "test" / "NORMAL").glob("*.jpeg"))[:4]
+    paths = (sorted((data_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:12]
+             + sorted((data_dir / "test" / "NORMAL").glob("*.jpeg"))[:4])
     grays = [load_grayscale(p) for p in paths]
     serial = [explain(predictor, g, "gradcam", faithfulness=False).raw for g in grays]
     stop = threading.Event()

@@ -8,7 +8,6 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -180,7 +179,8 @@ def test_a_checkpoint_whose_channels_do_not_fit_is_named(tmp_path, prep):
     at.button(key="predict_sample").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("channels" in e and "binary/custom_cnn" in e for e in _errors(at))
-    assert set(next(d.value for d in at.dataframe if "verdict" in d.value.columns)["model"]) == {"three_class/custom_cnn"}
+    verdicts = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    assert set(verdicts["model"]) == {"three_class/custom_cnn"}
 
 
 def _dataset(tmp_path: Path, data_dir: Path) -> Path:

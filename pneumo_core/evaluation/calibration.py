@@ -112,7 +112,8 @@ def class_reliability(y: np.ndarray, probs: np.ndarray, k: int, n_bins: int = 15
 
 
 def brier(y: np.ndarray, probs: np.ndarray) -> float:
-    """Binary: mean (p - y)^2 with ``probs`` = P(positive). Multi-class (2-D): mean over rows of sum_k (p_k - 1[y=k])^2."""
+    """Binary: mean (p - y)^2 with ``probs`` = P(positive). Multi-class (2-D): mean over rows of
+    sum_k (p_k - 1[y=k])^2."""
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y)
     if probs.ndim == 1:

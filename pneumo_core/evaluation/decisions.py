@@ -193,7 +193,8 @@ def decision_log(assets: str | Path, n_boot: int = N_BOOT) -> list[Decision]:
         picked = []
         for s in seeds:
             cands = [(f"224 px progressive (assets/{PROGRESSIVE})", _load(assets, PROGRESSIVE, "binary", arch, s))]
-            for folder, what in ((DISTILL, "distilled, teacher Lite0 seed 2"), (DISTILL3, "distilled, teacher Lite0 x3")):
+            for folder, what in ((DISTILL, "distilled, teacher Lite0 seed 2"),
+                                 (DISTILL3, "distilled, teacher Lite0 x3")):
                 if _has(assets, folder, "binary", arch, s):
                     cands.append((f"224 px {what} (assets/{folder})", _load(assets, folder, "binary", arch, s)))
             d = decide(f"binary {arch} seed {s}: distillation", cands, n_boot)

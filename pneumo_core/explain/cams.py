@@ -161,9 +161,11 @@ def explain(predictor: Predictor, gray: np.ndarray, method: str = "gradcam", tar
         model.zero_grad(set_to_none=True)
     probs = predictor.probs_of(logits)[0]
     s = predictor.prep.image_size
-    raw = cv2.resize(raw_maps[0][0], (s, s), interpolation=cv2.INTER_LINEAR) if raw_maps else np.zeros((s, s), np.float32)
+    raw = (cv2.resize(raw_maps[0][0], (s, s), interpolation=cv2.INTER_LINEAR) if raw_maps
+           else np.zeros((s, s), np.float32))
     raw = np.maximum(raw, 0)
-    degenerate = (not np.isfinite(raw).all()) or float(raw.max() - raw.min()) <= 1e-8 * max(1.0, float(np.abs(raw).max()))
+    degenerate = ((not np.isfinite(raw).all())
+                  or float(raw.max() - raw.min()) <= 1e-8 * max(1.0, float(np.abs(raw).max())))
     message = f"no signal for {predictor.classes[tgt]}: the map is flat" if degenerate else ""
     if degenerate:
         normalised = np.zeros((s, s), np.float32)

@@ -212,7 +212,8 @@ def predict_frame(model: Predictor | Ensemble | Hierarchical, frame: pd.DataFram
     Rows whose label has no meaning for the model's task are dropped (e.g. NORMAL for bacteria_virus).
     """
     frame = for_task(frame, model.task) if "label" in frame else frame
-    cache = (cache_root(cache_dir) / "predictions") / f"{model.key}-{content_fingerprint(frame)}-{model.task.name}.parquet"
+    name = f"{model.key}-{content_fingerprint(frame)}-{model.task.name}.parquet"
+    cache = cache_root(cache_dir) / "predictions" / name
     if use_cache and cache.is_file():
         try:
             return read_predictions(cache)

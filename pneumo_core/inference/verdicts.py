@@ -51,7 +51,8 @@ class Verdict:
         """Why this verdict, from the numbers: "P(PNEUMONIA) 0.286 < 0.509 → NORMAL"."""
         if len(self.classes) == 2 and self.threshold is not None:
             p = self.probs[1]
-            return f"P({self.classes[1]}) {p:.3f} {'≥' if p >= self.threshold else '<'} {self.threshold:.3f} → {self.label}"
+            sign = "≥" if p >= self.threshold else "<"
+            return f"P({self.classes[1]}) {p:.3f} {sign} {self.threshold:.3f} → {self.label}"
         k = self.classes.index(self.label)
         return f"P({self.label}) {self.probs[k]:.3f} is the largest → {self.label}"
 

@@ -91,8 +91,8 @@ def export_best(zoo: str | Path, task: str, arch: str, models_dir: str | Path) -
     if seed is None:
         return None
     ckpt = load_checkpoint(Path(zoo) / checkpoint_relpath(task, arch, seed))
-    ckpt.meta = replace(ckpt.meta, threshold=_threshold_or(selection.model_threshold(zoo, selection.Member(task, arch, seed)),
-                                                           ckpt.meta.threshold))
+    rule = selection.model_threshold(zoo, selection.Member(task, arch, seed))
+    ckpt.meta = replace(ckpt.meta, threshold=_threshold_or(rule, ckpt.meta.threshold))
     return export_safetensors(ckpt, Path(models_dir) / checkpoint_relpath(task, arch, suffix=".safetensors"))
 
 
@@ -116,8 +116,8 @@ def refresh_thresholds(assets: str | Path = ASSETS) -> list[str]:
             continue
         rule = selection.rule_seed(assets, ref.task, ref.arch)
         if rule != seed:
-            changed.append(f"{ref.key}: bundled seed {seed}, the decision rule picks seed {rule} "
-                           "(not re-bundled: bundle the zoo again from its checkpoints; threshold kept for the bundled seed)")
+            changed.append(f"{ref.key}: bundled seed {seed}, the decision rule picks seed {rule} (not re-bundled: "
+                           "bundle the zoo again from its checkpoints; threshold kept for the bundled seed)")
         t = selection.model_threshold(assets, selection.Member(ref.task, ref.arch, seed))
         if t is not None and abs(t - ckpt.meta.threshold) > 1e-9:
             changed.append(f"{ref.key}: threshold {ckpt.meta.threshold:.4f} -> {t:.4f}")

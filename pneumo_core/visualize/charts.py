@@ -54,7 +54,7 @@ def pr_figure(recall: np.ndarray, precision: np.ndarray, ap: float, point: tuple
 
 def confusion_figure(cm: Sequence[Sequence[int]], labels: Sequence[str], title: str = "Confusion matrix") -> go.Figure:
     cm = np.asarray(cm)
-    fig = go.Figure(go.Heatmap(z=cm, x=[f"pred {l}" for l in labels], y=[f"true {l}" for l in labels],
+    fig = go.Figure(go.Heatmap(z=cm, x=[f"pred {c}" for c in labels], y=[f"true {c}" for c in labels],
                                text=cm, texttemplate="%{text}", colorscale="Blues", showscale=False))
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title, 320)
@@ -111,7 +111,8 @@ _PLOTLY_COLORSCALE = {"jet": "Jet", "inferno": "Inferno", "viridis": "Viridis", 
 
 def colorbar_figure(colormap: str = "jet", low: str = "0 · low heat (no contribution)",
                     high: str = "1 · high heat (strongest contribution)",
-                    title: str = "Heat: how much a region raised the score of the explained class", height: int = 90) -> go.Figure:
+                    title: str = "Heat: how much a region raised the score of the explained class",
+                    height: int = 90) -> go.Figure:
     """A horizontal colour bar for heatmap overlays, with a title and both ends labelled inside the figure
     (anchored left and right, so neither is cut off at the edges)."""
     fig = go.Figure(go.Heatmap(z=[np.linspace(0, 1, 256)], colorscale=_PLOTLY_COLORSCALE.get(colormap, "Jet"),
@@ -131,7 +132,8 @@ def lung_focus_figure(shares: dict[str, np.ndarray], even: float | None = None,
     line at ``even``, the share of a map spread evenly over the image."""
     fig = go.Figure()
     for name, v in shares.items():
-        fig.add_trace(go.Histogram(x=np.asarray(v, float), name=name, opacity=0.6, xbins=dict(start=0, end=1, size=0.05)))
+        fig.add_trace(go.Histogram(x=np.asarray(v, float), name=name, opacity=0.6,
+                                   xbins=dict(start=0, end=1, size=0.05)))
     if even is not None and np.isfinite(even):
         fig.add_vline(x=even, line_dash="dash", line_color="gray", annotation_text="evenly spread")
     fig.update_layout(barmode="overlay")
