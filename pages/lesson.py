@@ -4,6 +4,8 @@ where the models look, the threshold trade-off, trust, the hardest errors. Every
 pneumo_core.explain.conclusions; probabilities and heatmaps from the cached helpers the warm-up fills."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from pages._shared.images import DATA_HINT, data_dir, decoded, digest, image_path, read_image_file, sample_images
@@ -60,11 +62,11 @@ def lungs_of(image: str, _gray):
     return lung_mask(_gray)
 
 
-def lesson_images() -> list[tuple[str, object]]:
+@st.cache_data(show_spinner=False, max_entries=8)
+def lesson_images(root: Path | None) -> list[tuple[str, Path]]:
     """(true label, path) of the images the lesson shows as "X-ray 1..n": the bundled samples, and with a dataset
     folder a fixed sample of its test images too; in a fixed mixed order. Their names never reach the page."""
     paths = list(sample_images())
-    root = data_dir()
     if root is not None:
         from pneumo_core.data.datasets import kermany_splits
 
@@ -106,13 +108,15 @@ def pick_xray(images: list) -> int:
     def another() -> None:
         st.session_state["lesson_xray"] = (st.session_state.get("lesson_xray", 0) + 1) % len(images)
 
+    if st.session_state.get("lesson_xray", 0) >= len(images):  # the dataset folder went away: fewer X-rays
+        st.session_state["lesson_xray"] = 0
     a, b = st.columns([3, 1], vertical_alignment="bottom")
     i = a.selectbox("X-ray", range(len(images)), format_func=lambda k: f"X-ray {k + 1}", key="lesson_xray")
     b.button("Another X-ray", key="lesson_another", on_click=another, width="stretch")
     return i
 
 
-images = lesson_images()
+images = lesson_images(data_dir()) if step in (1, 2, 5) else []
 
 if step == 1:
     st.markdown("Look at the X-ray. **Does this child have pneumonia?** Vote first; then see what the model says, "

@@ -276,6 +276,12 @@ def test_with_a_dataset_folder_more_x_rays_and_the_false_alarms_shown(data_dir):
     assert len(options) == len(SAMPLES) + 12 and options[-1] == f"X-ray {len(options)}"
     text = _all_text(at.main)
     assert "chest_xray" not in text and not re.search(r"person\d+_|IM-\d{4}", text)
+    at.selectbox(key="lesson_xray").set_value(len(options) - 1).run()
+    at.session_state["data_dir"] = ""  # the folder cleared: back to the samples, without an error
+    at.run()
+    assert not at.exception and at.selectbox(key="lesson_xray").value == 0
+    at.session_state["data_dir"] = str(data_dir)
+    at.run()
     at.button(key="lesson_next").click().run()
     at.button(key="lesson_next").click().run()
     at.button(key="lesson_next").click().run()
