@@ -245,7 +245,7 @@ def test_images_are_at_least_600_px_wide_at_1440(tmp_path):
             vote = WebDriverWait(driver, 180).until(
                 lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "PNEUMONIA"), None))
             vote.click()
-            imgs = WebDriverWait(driver, 180).until(
+            WebDriverWait(driver, 180).until(
                 lambda d: (i := d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) and len(i) == 2 and i)
             time.sleep(1)
             wait_idle(driver)

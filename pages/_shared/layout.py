@@ -23,11 +23,13 @@ NARROW_CSS = """<style>
 CLASS_CSS = """<style>
 div[data-testid="stMainBlockContainer"] { max-width: none; padding-left: 2rem; padding-right: 2rem; }
 div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] p,
-div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] li { font-size: 1.45rem; line-height: 1.5; }
+div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] li {
+  font-size: 1.45rem; line-height: 1.5; }
 div[data-testid="stMainBlockContainer"] button p { font-size: 1.3rem; }
 div[data-testid="stMainBlockContainer"] div[data-testid="stCaptionContainer"] { font-size: 1.1rem; }
 div[data-testid="stMainBlockContainer"] div[data-testid="stMetricValue"],
-div[data-testid="stMainBlockContainer"] div[data-testid="stMetricValue"] div[data-testid="stMarkdownContainer"] p { font-size: 3rem; }
+div[data-testid="stMainBlockContainer"] div[data-testid="stMetricValue"] div[data-testid="stMarkdownContainer"] p {
+  font-size: 3rem; }
 @media (max-width: 700px) {  /* a phone: large type, not a projector's */
   div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] p,
   div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] li { font-size: 1.1rem; }
