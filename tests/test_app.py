@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.artifacts import prediction_index
 from pneumo_core.files import ASSETS
+from tests.app_utils import images_in, run_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/predict.py", "pages/lesson.py", "pages/compare.py", "pages/thresholds.py", "pages/calibration.py",
@@ -23,14 +24,7 @@ def _table(at: AppTest, column: str):
 
 
 def _app(page: str | None = None, timeout: int = 120, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.run()
-    if page:
-        at.switch_page(page)
-        at.run()
-    return at
+    return run_app(page, timeout, **state)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -187,17 +181,8 @@ def test_after_the_warm_up_a_sample_click_runs_no_model(monkeypatch):
     assert any("OOD score" in c.value for c in at.caption) and len(_table(at, "verdict")) >= 7
     at = _app("pages/compare.py")
     assert not at.exception, [e.message for e in at.exception]
-    assert len(_images_in(at)) == 3  # the original and the pair's two overlays
+    assert len(images_in(at)) == 3  # the original and the pair's two overlays
     assert calls == [], calls[:10]
-
-
-def _images_in(at: AppTest):
-    def walk(node):
-        if getattr(node, "type", None) == "image":
-            yield node
-        for child in getattr(node, "children", {}).values():
-            yield from walk(child)
-    return list(walk(at.main))
 
 
 def test_a_checkpoint_that_failed_is_not_read_again_until_it_changes(tmp_path, monkeypatch):

@@ -17,8 +17,8 @@ from pneumo_core.data.preprocessing import Preprocessing
 from pneumo_core.files import escape_markdown
 from pneumo_core.models.checkpoints import CheckpointMeta, save_checkpoint
 from pneumo_core.models.networks import get_arch
+from tests.app_utils import images_in, run_app
 
-ROOT = Path(__file__).resolve().parent.parent
 LINK = "[Session expired](http://evil)"
 PICTURE = "![p](http://evil/t.png)"
 LOCAL = "Local checkpoints folder"
@@ -42,27 +42,12 @@ def _errors(at: AppTest) -> list[str]:
 def _shown(at: AppTest) -> list[str]:
     """Every Markdown-rendered string of the page: markdown, captions, alerts and image captions."""
     out = [e.value for kind in ("markdown", "caption", "error", "warning", "info") for e in getattr(at, kind)]
-    out += [c for img in _images(at.main) for c in img.captions if c]
+    out += [c for img in images_in(at.main) for c in img.captions if c]
     return out
 
 
-def _images(node) -> list:
-    """Every st.image element under ``node`` (in columns, tabs and fragments too)."""
-    if getattr(node, "type", None) == "image":
-        return [node]
-    return [img for child in getattr(node, "children", {}).values() for img in _images(child)]
-
-
 def _run(page: str, timeout: int = 120, query: dict | None = None, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.run()
-    at.switch_page(page)
-    at.run()
-    return at
+    return run_app(page, timeout, query, **state)
 
 
 def _checkpoint(folder: Path, task: str = "binary", classes: tuple[str, ...] | None = None, threshold: float = 0.5,
@@ -208,7 +193,7 @@ def test_a_corrupt_dataset_image_is_named_on_errors(tmp_path, data_dir):
     at = _run("pages/errors.py", source_kind=LOCAL, local_dir=str(zoo), data_dir=str(root))
     assert not at.exception, [e.message for e in at.exception]
     assert any("person0_bacteria_0" in e for e in _errors(at))
-    assert len(_images(at.main)) == 3  # the readable ones are still shown
+    assert len(images_in(at.main)) == 3  # the readable ones are still shown
 
 
 def test_a_corrupt_dataset_image_is_left_out_of_the_audit(tmp_path, data_dir):

@@ -67,8 +67,14 @@ def _best_seed(root: str, task: str, arch: str, stamp: float) -> int | None:
 
 
 def rule_seed(root: str | Path, task: str, arch: str) -> int | None:
-    """The decision rule's seed among the architecture's seeds (whatever the folder bundles)."""
-    d = decisions.seed_decision(root, task, arch)
+    """The decision rule's seed among the architecture's seeds (whatever the folder bundles). Seeds validated on
+    different images (runs limited to a few images each) cannot be compared pair by pair: then the lowest
+    validation log loss."""
+    try:
+        d = decisions.seed_decision(root, task, arch)
+    except PredictionFileError:
+        seeds = artifacts.seeds_of(root, task, arch)
+        return min(seeds, key=lambda s: (val_loss(_val(root, Member(task, arch, s))), s)) if seeds else None
     return None if d is None else decisions.decided_seed(d)
 
 

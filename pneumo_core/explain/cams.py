@@ -261,10 +261,12 @@ class Cost:
     message: str  # one line for the page
 
 
-def method_cost(predictor: Predictor, method: str, cap: float = SLOW_CAP_S) -> Cost:
+def method_cost(predictor: Predictor, method: str, cap: float | None = None) -> Cost:
     """The expected time of ``method`` on one image: a fast method is about one forward and backward pass; a
     slow one (Score-CAM, Ablation-CAM) one forward pass per channel of the CAM layer, extrapolated from one timed
-    batch (:func:`seconds_per_image`). Above ``cap`` seconds it is refused with a one-line reason."""
+    batch (:func:`seconds_per_image`). Above ``cap`` seconds (default :data:`SLOW_CAP_S`) it is refused with a
+    one-line reason."""
+    cap = SLOW_CAP_S if cap is None else cap
     _, label, slow = METHODS[method]
     arch = predictor.meta.arch
     if not slow:
