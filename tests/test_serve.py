@@ -244,3 +244,10 @@ def test_serve_two_workers_in_two_browsers(virus_image):
     assert out.stdout == "", out.stdout
     assert f"serve: logs kept in {run_dir}" in "".join(lines)  # a worker died: its log stays for a look
     shutil.rmtree(run_dir)
+
+
+def test_workers_share_the_cores_out():
+    from pneumo_core.cli.serve import worker_threads
+
+    assert worker_threads(1, cores=2) == 2 and worker_threads(2, cores=2) == 1 and worker_threads(4, cores=2) == 1
+    assert worker_threads(2, cores=16) == 8

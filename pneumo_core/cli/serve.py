@@ -162,10 +162,17 @@ class Child:
             return ""
 
 
-def _start(name: str, cmd: list[str], log: Path) -> Child:
+def worker_threads(workers: int, cores: int | None = None) -> int:
+    """Threads each worker's torch may use: the cores shared out, at least one (N workers of 2 threads each on 2
+    cores spent their time switching: two workers' warm-up took 157 s)."""
+    return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
+
+
+def _start(name: str, cmd: list[str], log: Path, env: dict | None = None) -> Child:
     with open(log, "ab") as out:  # each child in its own process group: stopping it stops what it started
         proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=_die_with_parent,
+                                env=None if env is None else {**os.environ, **env})
     return Child(name, proc, log)
 
 
@@ -233,11 +240,13 @@ def run_serve(args: argparse.Namespace) -> int:
     children: list[Child] = []
     keep_logs = False
     try:
+        n = str(worker_threads(args.workers))
+        threads = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
         for i, p in enumerate(ports, 1):
             children.append(_start(f"worker {i} (127.0.0.1:{p})", [
                 sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(p),
                 "--server.address", "127.0.0.1", "--server.headless", "true",
-                "--server.scriptHealthCheckEnabled", "true"], run_dir / f"worker-{i}.log"))
+                "--server.scriptHealthCheckEnabled", "true"], run_dir / f"worker-{i}.log", env=threads))
         conf = run_dir / "nginx.conf"
         conf.write_text(nginx_config(args.port, ports, run_dir, address=args.address, max_body_mb=upload_limit_mb()))
         proxy = _start("nginx", [nginx, "-p", str(run_dir), "-e", str(run_dir / "nginx-error.log"), "-c", str(conf),
