@@ -81,3 +81,18 @@ def test_a_disk_that_fills_after_the_work_keeps_the_predictions(tmp_path, data_d
     rescued = Path(err.split("predictions are in ")[1].strip())
     assert len(pd.read_csv(rescued)) == 4
     rescued.unlink()
+
+
+def test_inputs_of_one_name_each_get_their_own_output(tmp_path, capsys, normal_image, pneumonia_image):
+    """Two uploads or two `predict --cam` inputs of one name were one image (the second replaced the first)."""
+    from pneumo_core.files import unique_names
+
+    assert unique_names([("x.png", 1), ("x.png", 2), ("x.png", 3), ("y", 4), ("y", 5)]) == [
+        ("x.png", 1), ("x (2).png", 2), ("x (3).png", 3), ("y", 4), ("y (2)", 5)]
+    for folder, src in (("a", normal_image), ("b", pneumonia_image)):
+        (tmp_path / folder).mkdir()
+        shutil.copy(src, tmp_path / folder / "xray.jpeg")
+    code, out, err = _run(capsys, "predict", "--checkpoint", CKPT, tmp_path / "a" / "xray.jpeg",
+                          tmp_path / "b" / "xray.jpeg", "--cam", "gradcam", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["xray (2)_gradcam.png", "xray_gradcam.png"]
