@@ -239,3 +239,14 @@ def test_a_source_without_predictions_decides_at_its_own_stored_threshold(tmp_pa
     table = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
     assert table["model"].tolist() == ["binary/custom_cnn"]
     assert table["decided by"].tolist() == ["P(PNEUMONIA) ≥ 0.999 (stored in the checkpoint)"]
+
+
+def test_a_linked_image_past_the_size_cap_is_named_not_read(tmp_path):
+    """`?image=` once read a whole file before the 64 MB check (a 2 GB file took 4.2 GB): now refused from its size."""
+    big = tmp_path / "test" / "PNEUMONIA" / "big.jpeg"
+    big.parent.mkdir(parents=True)
+    with open(big, "wb") as f:  # sparse: 100 MB on paper, nothing on disk
+        f.truncate(100 * 2**20)
+    at = _run("pages/predict.py", query={"image": "test/PNEUMONIA/big.jpeg"}, data_dir=str(tmp_path))
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("larger than 64" in e.value for e in at.error)

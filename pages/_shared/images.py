@@ -10,7 +10,7 @@ import streamlit as st
 
 from pages._shared.layout import state
 from pages._shared.memory import close_with_browser, drop_uploads
-from pneumo_core.errors import PneumoError
+from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.files import ASSETS, escape_markdown
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
@@ -135,7 +135,11 @@ def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
             st.session_state[key] = (samples[(samples.index(current) + 1) % len(samples)] if current in samples
                                      else samples[0])
     name = st.selectbox("…or pick an image", names, key=key)
-    return name.split(" · ", 1)[1], read_image_file(choices[name])
+    try:
+        return name.split(" · ", 1)[1], read_image_file(choices[name])
+    except ImageLoadError as exc:  # a dataset file past the size cap, a FIFO: named, never read
+        st.error(escape_markdown(str(exc)))
+        return None
 
 
 def linked_image() -> tuple[str, bytes] | None:
@@ -149,6 +153,9 @@ def linked_image() -> tuple[str, bytes] | None:
                 p = (base / wanted) if base is not None else None
                 if p is not None and p.is_file() and base.resolve() in p.resolve().parents:
                     return Path(wanted).name, read_image_file(p)
+            except ImageLoadError as exc:  # past the size cap: refused before it is read
+                st.error(escape_markdown(str(exc)))
+                return None
             except OSError:  # a name the file system refuses (too long, bad characters)
                 continue
     st.warning(escape_markdown(f"Image {wanted[:80]!r} not found: set the dataset folder in the sidebar to open it."))
