@@ -44,7 +44,8 @@ def precompute_samples() -> dict[str, float]:
     for k in cam_keys:  # Compare's "grid is 7 x 7 cells" line: one forward pass per model, remembered
         cam_grid(predictor(source, BUNDLED_LABEL, k))
     n_probs = n_cams = 0
-    for path in sample_images():
+    samples = sample_images()
+    for path in samples:
         data = read_image_file(path)
         with page_run():  # never alongside an import of the warm-up thread (see memory.page_run)
             h, gray = digest(data), decoded(data, path.name)
@@ -55,9 +56,9 @@ def precompute_samples() -> dict[str, float]:
             for k in cam_keys:
                 cam(source, BUNDLED_LABEL, k, h, DEFAULT_METHOD, None, gray)
                 n_cams += 1
-        # the results table's rules and thresholds, read once (Predict's verdict rows ask them every run)
-        zoo_verdicts(ASSETS, set(keys), lambda k, h=h, gray=gray: model_probs(source, BUNDLED_LABEL, k, h, gray))
-    return {"samples": len(sample_images()), "probabilities": n_probs, "heatmaps": n_cams,
+    if samples:  # the results table's rules and thresholds, read once (Predict's verdict rows ask them every run)
+        zoo_verdicts(ASSETS, set(keys), lambda k: model_probs(source, BUNDLED_LABEL, k, h, gray))
+    return {"samples": len(samples), "probabilities": n_probs, "heatmaps": n_cams,
             "seconds": time.perf_counter() - t0}
 
 
