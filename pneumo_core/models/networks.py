@@ -86,16 +86,20 @@ class Arch:
     cam_layer: str  # dotted attribute of the Grad-CAM target layer
     imagenet_weights: str | None  # torchvision weights enum "Enum.MEMBER", or None
     description: str
+    channels_last: bool = False  # train in channels_last memory format on CPU too (faster there for these)
 
 
 ARCHS: dict[str, Arch] = {
     a.name: a
     for a in (
-        Arch("custom_cnn", CustomCNN, "classifier.3", "features.2.2", None, "3-block CNN (published custom CNN)"),
-        Arch("resnet18", _torchvision("resnet18"), "fc", "layer4", "ResNet18_Weights.IMAGENET1K_V1", "ResNet-18"),
-        Arch("resnet50", _torchvision("resnet50"), "fc", "layer4", "ResNet50_Weights.IMAGENET1K_V1", "ResNet-50"),
+        Arch("custom_cnn", CustomCNN, "classifier.3", "features.2.2", None, "3-block CNN (published custom CNN)",
+             channels_last=True),
+        Arch("resnet18", _torchvision("resnet18"), "fc", "layer4", "ResNet18_Weights.IMAGENET1K_V1", "ResNet-18",
+             channels_last=True),
+        Arch("resnet50", _torchvision("resnet50"), "fc", "layer4", "ResNet50_Weights.IMAGENET1K_V1", "ResNet-50",
+             channels_last=True),
         Arch("densenet121", _DenseNet121, "classifier", "features.relu5", "DenseNet121_Weights.IMAGENET1K_V1",
-             "DenseNet-121"),
+             "DenseNet-121", channels_last=True),
         Arch("mobilenet_v3_small", _torchvision("mobilenet_v3_small"), "classifier.3", "features.12",
              "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "MobileNetV3-Small"),
         Arch("mobilenet_v3_large", _torchvision("mobilenet_v3_large"), "classifier.3", "features.16",
