@@ -26,6 +26,36 @@ def _upstream_block(conf: str) -> str:
     return re.search(r"upstream pneumo_workers \{(.*?)\}", conf, re.S).group(1)
 
 
+def test_warm_ups_reach_every_worker_at_once():
+    """Each worker is asked to run app.py before any has answered: the asks do not wait one for another."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    both_asked = threading.Barrier(3)  # two workers' handlers and this test
+
+    class Worker(BaseHTTPRequestHandler):
+        def do_GET(self):
+            both_asked.wait(timeout=30)  # broken (the test fails) if the asks came one after the other
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Worker) for _ in range(2)]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    try:
+        threads = serve.start_warm_ups([s.server_address[1] for s in servers], timeout=30)
+        both_asked.wait(timeout=30)
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        for s in servers:
+            s.shutdown()
+
+
 def test_nginx_config_for_two_workers(tmp_path):
     conf = serve.nginx_config(8600, [41001, 41002], tmp_path, address="127.0.0.1", max_body_mb=50)
     upstream = _upstream_block(conf)

@@ -184,6 +184,16 @@ def _healthy(url: str, timeout: float = 2) -> bool:
         return False
 
 
+def start_warm_ups(ports: list[int], timeout: float = 120) -> list[threading.Thread]:
+    """Ask every worker at once to run app.py (Streamlit's script health check), which starts its warm-up now,
+    not at its first visit; nobody waits for them (one after the other, two workers took 14 s to be ready)."""
+    threads = [threading.Thread(target=_healthy, args=(f"http://127.0.0.1:{p}/_stcore/script-health-check",
+                                                       timeout), name=f"warm-up {p}", daemon=True) for p in ports]
+    for t in threads:
+        t.start()
+    return threads
+
+
 def stop_all(children: list[Child], grace: float = 10.0) -> None:
     """SIGTERM every child's process group, SIGKILL what is left after ``grace`` seconds; nothing outlives this."""
     for c in children:
@@ -274,8 +284,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 return 1
             pending = {u: c for u, c in pending.items() if not _healthy(u)}
             if not pending and not proxy_checked:
-                for p in ports:  # each worker runs app.py once: its warm-up starts now, not at the first visit
-                    _healthy(f"http://127.0.0.1:{p}/_stcore/script-health-check", timeout=60)
+                start_warm_ups(ports)
                 proxy_checked, pending = True, {proxy_url: proxy}
                 continue
             if pending:
