@@ -5,7 +5,7 @@ import streamlit as st
 
 from pages._shared.images import data_dir, default_data_dir
 from pages._shared.layout import NARROW_CSS, navigation, state
-from pages._shared.memory import give_back_freed_memory, limit_heaps, page_run
+from pneumo_core.serving.memory import give_back_freed_memory, limit_heaps, page_run
 from pages._shared.models import SOURCES, current_source
 from pages._shared.warmup import start as start_warm_up
 from pneumo_core.files import escape_markdown

@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["errors", "files", "device", "distributed", "sandbox", "data", "models", "evaluation", "inference", "explain",
-          "visualize", "training", "cli"]
+          "visualize", "training", "serving", "cli"]
 BASE = {"errors", "files", "device", "distributed", "sandbox"}  # layer 0: may import each other
 
 
@@ -45,6 +45,19 @@ def test_every_module_has_a_layer():
     stray = [p.name for p in (ROOT / "pneumo_core").glob("*.py")
              if p.stem not in BASE | {"__init__", "__main__"}]
     assert not stray, f"top-level modules outside the layers: {stray}"
+
+
+def test_pneumo_core_imports_without_streamlit():
+    """Streamlit is imported inside functions only (pneumo_core.serving): the library, the trainer and the
+    command line run where it is not installed."""
+    top = []
+    for path in (ROOT / "pneumo_core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only; imports inside functions are lazy
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            top += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "streamlit"]
+    assert not top, top
 
 
 def test_nothing_edits_sys_path():

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 from pages._shared.layout import state
-from pages._shared.memory import close_with_browser, drop_uploads
+from pneumo_core.serving.memory import close_with_browser, drop_uploads
 from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.files import ASSETS, escape_markdown
 

@@ -1,8 +1,8 @@
 """Warm-up at launch: the bundled samples' verdicts and default heatmaps computed once, in the background,
 into the very caches the pages read, so no visitor's "Try a sample" runs a model.
 
-The top of ``pages/_shared`` (it uses ``models``, ``images`` and ``memory``). ``memory.warm_up`` imports the
-heavy libraries first; then this fills, for each bundled sample, its decoded image, every bundled model's
+The top of ``pages/_shared`` (it uses ``models`` and ``images``). ``pneumo_core.serving.memory.warm_up``
+imports the heavy libraries first; then this fills, for each bundled sample, its decoded image, every bundled model's
 probabilities (Predict's verdicts) and the OOD gate's score, the best binary model's Grad-CAM (Predict's
 heatmap) and the Compare pair's (Compare's maps). A visitor who asks for one of these while it is being
 computed waits for that entry (``st.cache_data`` computes a key once), never computes it again.
@@ -13,7 +13,7 @@ import threading
 import time
 
 from pages._shared.images import decoded, digest, read_image_file, sample_images
-from pages._shared.memory import give_back_freed_memory, page_run, serving, warm_up
+from pneumo_core.serving.memory import give_back_freed_memory, page_run, serving, warm_up
 from pages._shared.models import BUNDLED_LABEL, cam, model_keys, model_probs, ood_score, predictor
 from pneumo_core.files import ASSETS
 
