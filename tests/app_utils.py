@@ -1,8 +1,10 @@
 """The app through streamlit.testing.v1.AppTest, as the page tests drive it."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,3 +30,10 @@ def images_in(node) -> list:
     if getattr(node, "type", None) == "image":
         return [node]
     return [img for child in getattr(node, "children", {}).values() for img in images_in(child)]
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """``img`` as the bytes of a PNG file, as an upload carries them."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

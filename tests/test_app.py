@@ -10,6 +10,15 @@ from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.artifacts import prediction_index
 from pneumo_core.files import ASSETS
 from tests.app_utils import images_in, run_app
+import os
+import time
+import numpy as np
+import torch
+from pneumo_core.data.images import load_grayscale
+from pneumo_core.models.checkpoints import CheckpointMeta, save_checkpoint
+from pneumo_core.models.networks import build_model
+from pneumo_core.models.sources import LocalSource
+from tests.checkpoint_utils import BINARY, tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/predict.py", "pages/lesson.py", "pages/compare.py", "pages/thresholds.py", "pages/calibration.py",
@@ -225,3 +234,23 @@ def test_uploads_past_the_session_budget_are_left_out_and_named(pneumonia_image)
     at.run()
     at.switch_page("pages/predict.py").run()
     assert not at.exception and any("the other 1 are left out" in w.value for w in at.warning)
+
+
+def test_cached_outputs_follow_a_checkpoint_replaced_in_place(tmp_path, normal_image):
+    """Probabilities and CAMs are keyed by the checkpoint file's stamp, not only by its name."""
+    from pages._shared.models import cam, model_probs
+
+    path = tiny_checkpoint(tmp_path / "checkpoints/binary/custom_cnn.pt")
+    src = LocalSource(tmp_path)
+    gray = load_grayscale(normal_image)
+    p1, c1 = model_probs(src, src.label, "binary/custom_cnn", "img", gray), cam(src, src.label, "binary/custom_cnn",
+                                                                              "img", "gradcam", None, gray)
+    assert np.array_equal(p1, model_probs(src, src.label, "binary/custom_cnn", "img", gray))
+    torch.manual_seed(1)
+    model = build_model("custom_cnn", 1)
+    save_checkpoint(path, model.state_dict(), CheckpointMeta(arch="custom_cnn", task="binary", classes=BINARY,
+                                                             n_outputs=1))
+    os.utime(path, ns=(time.time_ns() + 10**9,) * 2)  # a new mtime even on coarse file systems
+    p2 = model_probs(src, src.label, "binary/custom_cnn", "img", gray)
+    assert not np.allclose(p1, p2)
+    assert not np.allclose(c1.raw, cam(src, src.label, "binary/custom_cnn", "img", "gradcam", None, gray).raw)

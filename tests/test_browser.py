@@ -91,3 +91,21 @@ def test_upload_and_one_tweak_on_predict_in_chromium(server, tmp_path, virus_ima
     finally:
         driver.quit()
 
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed")
+def test_predict_deep_link_in_chromium(server):
+    """``/predict`` opens the Predict page (it used to say "Page not found"); ``/`` goes on to it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chrome(1400, 1400)
+    upload_hint = "Upload one or more frontal chest X-rays"
+    try:
+        for url in (f"{server}/predict", f"{server}/"):
+            driver.get(url)
+            WebDriverWait(driver, 120).until(
+                lambda d: upload_hint in (t := d.find_element(By.TAG_NAME, "body").text) and "Models from" in t)
+            assert "Page not found" not in driver.find_element(By.TAG_NAME, "body").text
+            assert driver.current_url.rstrip("/").endswith("/predict"), driver.current_url
+    finally:
+        driver.quit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from pneumo_core.models.sources import (
     resolve_checkpoint,
 )
 from pneumo_core.data.tasks import logits_to_probs
+from tests.checkpoint_utils import BINARY, tiny_checkpoint
+from tests.cli_utils import one_line_error, run_cli
 
 
 def _published(path: Path, arch: str, n_out: int, seed: int = 0) -> torch.nn.Module:
@@ -291,3 +294,72 @@ def test_a_checkpoint_from_outside_is_read_first_in_a_limited_worker(tmp_path):
     finally:
         box.close()
     assert LocalSource(tmp_path).load("binary/resnet18").meta.arch == "resnet18"  # through the default worker
+
+
+def test_a_head_that_does_not_fit_the_task_is_refused(tmp_path, capsys, normal_image):
+    """Five outputs in a three_class folder used to give probabilities summing to 0.80."""
+    path = tmp_path / "checkpoints/three_class/custom_cnn.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"model_state_dict": build_model("custom_cnn", 5).state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"5 output\(s\), but task three_class .* needs 3"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="needs 3"):
+        LocalSource(tmp_path).load("three_class/custom_cnn")
+    one_line_error(*run_cli(capsys, "predict", "--checkpoint", path, normal_image)[::2])
+    one_line_error(*run_cli(capsys, "predict", "--checkpoint", f"{tmp_path}/three_class/custom_cnn", normal_image)[::2])
+
+
+@pytest.mark.parametrize("meta,message", [
+    (dict(task="four_class"), "unknown task 'four_class'"),
+    (dict(preprocessing={"image_size": 60000}), "image size 60000 is outside 16..2048"),
+    (dict(preprocessing={"channels": 2}), "invalid preprocessing"),
+    (dict(preprocessing={"std": [0.0, 1.0, 1.0]}), "invalid preprocessing"),
+    (dict(image_size=60000), "image size 60000"),
+    (dict(threshold=2.0), "not a probability"),
+    (dict(classes=["A", "B", "C"]), "metadata lists"),
+])
+def test_bad_metadata_is_refused(tmp_path, capsys, normal_image, meta, message):
+    kw = {"task": "binary", "classes": BINARY, **meta}
+    path = tiny_checkpoint(tmp_path / "m.pt", **kw)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+    code, _, err = run_cli(capsys, "predict", "--checkpoint", path, normal_image)
+    one_line_error(code, err)
+    assert message.split()[0] in err
+
+
+def test_bad_safetensors_metadata_is_refused(tmp_path, capsys, normal_image):
+    from safetensors.torch import save_file
+
+    sd = {k: v.contiguous() for k, v in build_model("custom_cnn", 1).state_dict().items()}
+    cases = {"broken": "{not json", "deep": "[" * 100_000 + "]" * 100_000, "epoch": None}
+    for name, pneumo in cases.items():
+        path = tmp_path / f"custom_cnn_{name}.safetensors"
+        meta = {"epoch": "seven"} if pneumo is None else {"pneumo": pneumo}
+        save_file(sd, str(path), metadata=meta)
+        with pytest.raises(CheckpointError):
+            load_checkpoint(path)
+        one_line_error(*run_cli(capsys, "predict", "--checkpoint", path, normal_image)[::2])
+
+
+def test_one_bad_model_in_a_folder_leaves_the_rest_usable(tmp_path):
+    tiny_checkpoint(tmp_path / "checkpoints/binary/custom_cnn.pt")
+    (tmp_path / "checkpoints/binary/resnet18.pt").write_bytes(b"garbage" * 100)
+    src = LocalSource(tmp_path)
+    assert [r.key for r in src.list()] == ["binary/custom_cnn", "binary/resnet18"]
+    assert src.load("binary/custom_cnn").meta.arch == "custom_cnn"
+    with pytest.raises(CheckpointError, match="resnet18.pt"):
+        src.load("binary/resnet18")
+
+
+def test_local_folder_is_one_cache_entry_however_spelt(tmp_path, monkeypatch):
+    path = tiny_checkpoint(tmp_path / "zoo/checkpoints/binary/custom_cnn.pt")
+    monkeypatch.chdir(tmp_path)
+    spellings = [tmp_path / "zoo", "zoo", "./zoo/", "zoo/../zoo", "zoo/checkpoints"]
+    assert len({LocalSource(s).label for s in spellings}) == 1
+    src = LocalSource("zoo")
+    before = src.stamp("binary/custom_cnn")
+    assert before.startswith("custom_cnn.pt:")
+    time.sleep(0.01)
+    tiny_checkpoint(path, threshold=0.3)  # the file replaced: the cache key changes
+    assert src.stamp("binary/custom_cnn") != before and src.stamp("binary/nothing") == ""

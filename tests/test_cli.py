@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from pneumo_core.cli.main import main as cli
+from pneumo_core.data.images import load_grayscale
+from pneumo_core.errors import NonFiniteOutputError
 from pneumo_core.files import ASSETS
+from pneumo_core.models.checkpoints import load_checkpoint
+from tests.checkpoint_utils import tiny_checkpoint
+from tests.cli_utils import one_line_error, run_cli, strict_json
 
 
 def test_an_unknown_cam_method_is_named_before_any_model_loads(capsys):
@@ -45,3 +51,31 @@ def test_help_lists_every_command_with_its_description(capsys):
     for name, (_, run) in COMMANDS.items():
         assert summary(run), f"{name} has no docstring"
         assert f"{name} {' '.join(summary(run).split()[:4])}" in out, name
+
+
+def test_nan_weights_are_an_error_for_each_image_not_a_verdict(tmp_path, capsys, normal_image, pneumonia_image):
+    from pneumo_core.inference.predictors import Predictor
+
+    path = tiny_checkpoint(tmp_path / "custom_cnn.pt", nan=True)
+    p = Predictor(load_checkpoint(path))
+    with pytest.raises(NonFiniteOutputError, match="custom_cnn.*NaN"):
+        p.predict_grays([load_grayscale(normal_image)])
+    code, out, err = run_cli(capsys, "predict", "--checkpoint", path, normal_image, pneumonia_image, "--json")
+    assert code == 1 and "Traceback" not in err
+    results = strict_json(out)["results"]
+    assert all("NaN" in r["error"] and "probabilities" not in r for r in results)
+
+
+def test_cam_method_is_checked_before_the_model_loads(tmp_path, capsys, normal_image):
+    code, _, err = run_cli(capsys, "predict", "--checkpoint", tmp_path / "missing.pt", normal_image, "--cam", "foo")
+    one_line_error(code, err)
+    assert "unknown CAM method 'foo'" in err  # not "checkpoint file not found": nothing was loaded
+
+
+def test_predict_json_is_valid_and_names_bad_images(tmp_path, capsys, normal_image):
+    path = tiny_checkpoint(tmp_path / "custom_cnn.pt")
+    Image.new("L", (1, 1)).save(tmp_path / "dot.png")
+    code, out, err = run_cli(capsys, "predict", "--checkpoint", path, normal_image, tmp_path / "dot.png", "--json")
+    assert code == 1, err
+    good, bad = strict_json(out)["results"]
+    assert sum(good["probabilities"].values()) == pytest.approx(1.0) and "too small" in bad["error"]

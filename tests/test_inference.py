@@ -271,3 +271,17 @@ def test_predict_and_evaluate_cli(tiny_zoo, tmp_path, normal_image, pneumonia_im
     rep = subprocess.run([sys.executable, "-m", "pneumo_core", "report", str(pred), "--json"],
                          capture_output=True, text=True)
     assert json.loads(rep.stdout)["n"] == 624
+
+
+def test_ood_gate_flags_images_it_cannot_score(normal_image):
+    from pneumo_core.explain.ood import default_gate
+
+    gate = default_gate()
+    if gate is None:
+        pytest.skip("no bundled OOD gate")
+    gray = load_grayscale(normal_image)
+    nan = gray.copy()
+    nan[5, 5] = np.nan
+    scores = gate.score([np.zeros((1, 1), np.float32), nan, gray])
+    assert np.isinf(scores[:2]).all() and np.isfinite(scores[2])
+    assert gate.flagged(scores).tolist() == [True, True, False] and gate.flagged(float("nan"))

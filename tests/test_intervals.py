@@ -6,6 +6,7 @@ import pytest
 
 from pneumo_core.evaluation.bootstrap import (bootstrap_runs, cluster_weight_blocks, paired_mean_difference,
                                               patient_groups, run_counts)
+from pneumo_core.evaluation import bootstrap
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 
@@ -90,3 +91,27 @@ def test_patient_groups_of_kermany_ids():
            "test/NORMAL/IM-0001-0001.jpeg", "test/NORMAL/NORMAL2-IM-0337-0001.jpeg", "other.png"]
     g = patient_groups(ids)
     assert g[0] == g[1] and len(set(g)) == 4
+
+
+def test_bootstrap_blocks_draw_the_same_resamples_in_bounded_memory(monkeypatch):
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 300 + [1] * 700)
+    p = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0, 1).round(2)
+    whole = bootstrap.bootstrap_binary(y, p, 0.5, n_boot=64, seed=3)
+    monkeypatch.setattr(bootstrap, "BLOCK_ELEMENTS", 5_000)  # 5 resamples a block
+    blocks = bootstrap.bootstrap_binary(y, p, 0.5, n_boot=64, seed=3)
+    for m in whole:
+        for k in ("value", "low", "high"):
+            assert blocks[m][k] == pytest.approx(whole[m][k], abs=1e-12), (m, k)
+    monkeypatch.undo()
+    n = 200_000  # the whole (200 x 200 000) matrix would be 320 MB of weights alone, plus the indices
+    y = (rng.random(n) < 0.6).astype(int)
+    p = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0, 1)
+    tracemalloc.start()
+    ci = bootstrap.bootstrap_binary(y, p, 0.5, n_boot=200, seed=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert ci["auroc"]["low"] < ci["auroc"]["value"] < ci["auroc"]["high"]
+    assert peak < 200 * 2**20, peak / 2**20

@@ -13,6 +13,11 @@ from sklearn import metrics as skm
 from pneumo_core.data.datasets import scan_kermany
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation.predictions import align, ensemble, make_table, read_predictions, write_predictions
+from pathlib import Path
+from pneumo_core.errors import LimitError
+from pneumo_core.evaluation import bootstrap
+from tests.checkpoint_utils import BINARY
+from tests.cli_utils import one_line_error, run_cli, strict_json
 
 BINARY_KEYS = ("tp fp tn fn sensitivity specificity precision npv f1 accuracy auroc average_precision ece brier "
                "threshold").split()
@@ -176,3 +181,67 @@ def test_a_prediction_file_with_thousands_of_classes_is_refused_before_any_matri
     pd.DataFrame(cols).to_csv(tmp_path / "wide.csv", index=False)
     with pytest.raises(PredictionFileError, match=f"8000 prob_<CLASS> columns; at most {MAX_CLASSES}"):
         read_predictions(tmp_path / "wide.csv")
+
+
+def _table(tmp_path: Path, y: np.ndarray, name: str = "p.csv") -> Path:
+    rng = np.random.default_rng(1)
+    p = np.clip(rng.normal(0.3 + 0.4 * (y == 1), 0.2), 0, 1)
+    t = make_table([f"i{k}" for k in range(len(y))], y, np.stack([1 - p, p], 1), BINARY, model="m", task="binary")
+    return write_predictions(t, tmp_path / name)
+
+
+def test_unknown_labels_are_left_out_of_every_metric(tmp_path, capsys):
+    y = np.array([0, 1] * 50 + [-1] * 7)
+    mixed = _table(tmp_path, y)
+    known = pd.read_csv(mixed)
+    known = known[known.y_true >= 0]
+    known.to_csv(tmp_path / "known.csv", index=False)
+    code, out, _ = run_cli(capsys, "report", mixed, "--json")
+    r = strict_json(out)
+    code2, out2, _ = run_cli(capsys, "report", tmp_path / "known.csv", "--json")
+    r2 = strict_json(out2)
+    assert code == code2 == 0 and r["n_unknown"] == 7 and r2["n_unknown"] == 0 and "7 row(s)" in r["note"]
+    for k in ("tp", "fp", "tn", "fn", "n", "auroc", "ece", "sensitivity"):
+        assert r[k] == r2[k], k
+    code, out, _ = run_cli(capsys, "report", mixed)
+    assert code == 0 and "note: 7 row(s) with an unknown label" in out
+
+
+@pytest.mark.parametrize("content,message", [
+    ({"y_true": {"a": 1}, "y_prob": [0.5]}, "must be lists"),
+    ({"y_true": [0, 1], "y_prob": ["x", "y"]}, "y_prob numbers"),
+    ({"y_true": [[0], [1]], "y_prob": [0.1, 0.9]}, "flat list"),
+    ({"y_true": [0, 1], "y_prob": [0.1, float("nan")]}, "NaN"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_malformed_probs_json(tmp_path, capsys, content, message):
+    f = tmp_path / "m_probs.json"
+    f.write_text(content if isinstance(content, str) else json.dumps(content))
+    code, _, err = run_cli(capsys, "report", f)
+    one_line_error(code, err)
+    assert message in err
+
+
+def test_non_utf8_csv_is_named_as_such(tmp_path, capsys):
+    f = tmp_path / "latin.csv"
+    f.write_bytes("image_id,y_true,prob_NORMAL,prob_PNEUMONIA\ncaf\xe9,0,0.4,0.6\n".encode("latin-1"))
+    code, _, err = run_cli(capsys, "report", f)
+    one_line_error(code, err)
+    assert "not UTF-8 text" in err and "JSON" not in err
+
+
+@pytest.mark.parametrize("args", [["--bins", "0"], ["--bins", "1001"], ["--bootstrap", "-1"], ["--bootstrap", "1e8"],
+                                  ["--bootstrap", "100001"], ["--threshold", "nan"], ["--threshold", "1.5"]])
+def test_report_arguments_are_range_checked(tmp_path, capsys, args):
+    code, out, err = run_cli(capsys, "report", _table(tmp_path, np.array([0, 1] * 20)), *args)
+    assert code == 2 and "Traceback" not in err and out == ""
+    assert err.strip().splitlines()[-1].startswith("python -m pneumo_core report: error: argument")
+
+
+def test_bootstrap_work_is_capped(tmp_path, capsys, monkeypatch):
+    with pytest.raises(LimitError, match="at most 1,000 resamples"):
+        bootstrap.check_work(2_000_000, 100_000)
+    monkeypatch.setattr(bootstrap, "MAX_WORK", 1_000)
+    code, _, err = run_cli(capsys, "report", _table(tmp_path, np.array([0, 1] * 20)), "--bootstrap", "200")
+    one_line_error(code, err)
+    assert "more work than we take" in err

@@ -283,3 +283,9 @@ def test_workers_share_the_cores_out():
 
     assert worker_threads(1, cores=2) == 2 and worker_threads(2, cores=2) == 1 and worker_threads(4, cores=2) == 1
     assert worker_threads(2, cores=16) == 8
+
+
+def test_streamlit_config_bounds_uploads_and_hides_errors():
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["maxUploadSize"] <= 50
+    assert cfg["client"]["showErrorDetails"] == "none"

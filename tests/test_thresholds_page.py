@@ -19,6 +19,8 @@ from pneumo_core.evaluation.thresholds import (CELLS, PRESETS, ThresholdSweep, c
                                                preset_rule)
 from pneumo_core.files import ASSETS
 from pneumo_core.visualize.charts import pr_figure
+from tests.app_utils import run_app
+from tests.checkpoint_utils import folder_with_a_bad_model
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(prediction_index(ASSETS).empty, reason="no bundled prediction files in assets/")
@@ -165,3 +167,26 @@ def test_a_preset_at_the_current_threshold_says_so(sets):
     at.button(key="apply_preset").click().run()
     assert not at.exception
     assert "already at this threshold" in " ".join(c.value for c in at.caption).replace("\\", "")
+
+
+def test_thresholds_and_errors_skip_a_bad_model(tmp_path, data_dir):
+    folder = folder_with_a_bad_model(tmp_path)
+    at = run_app(timeout=300, source_kind="Local checkpoints folder", local_dir=str(folder), data_dir=str(data_dir))
+    at.switch_page("pages/thresholds.py").run()
+    sel = at.selectbox(key="thr_model")
+    bad = next(o for o in sel.options if o.startswith("binary · resnet18 · computed"))
+    sel.set_value(bad).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("binary/resnet18 skipped" in e.value for e in at.error)
+    sel = at.selectbox(key="thr_model")
+    assert bad not in sel.options and sel.value == sel.options[0]  # the page goes on with the best set
+    assert 0 <= at.slider(key="threshold").value <= 1
+
+    # Errors on the bundled resnet18's prediction files: the local folder's (bad) resnet18 did not make them, so
+    # no CAM is offered from it (a CAM comes only from the predictions' own models)
+    at.switch_page("pages/errors.py").run()
+    sel = at.selectbox(key="err_model")
+    sel.set_value(next(o for o in sel.options if o.startswith("binary · resnet18 · seed"))).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not [t for t in at.toggle if t.key == "err_cam"]  # no CAM offered
+    assert len(at.get("image")) >= 1  # the X-rays are still shown

@@ -155,3 +155,17 @@ def test_a_distilled_student_follows_its_teacher(tmp_path, data_dir):
         train(TrainConfig(task="binary", arch="custom_cnn", init="scratch", data_dir=str(data_dir),
                           out=str(tmp_path / "right"), cache_dir=str(tmp_path / "cache"), lr=1e-3,
                           **{**TINY, "epochs": 4, "limit": 160}), resume=True, log=lambda s: None)
+
+
+def test_resume_keeps_early_stopping_patience(tmp_path, data_dir, monkeypatch):
+    """Improvement only in epoch 1, patience 2: stop after epoch 3, interrupted after epoch 2 or not."""
+    from pneumo_core.training import loop
+
+    monkeypatch.setattr(loop, "_better", lambda selection, new, best: best is None)
+    cfg = loop.TrainConfig(task="binary", arch="custom_cnn", init="scratch", data_dir=str(data_dir),
+                           out=str(tmp_path / "r"), cache_dir=str(tmp_path / "cache"), image_size=64, epochs=6,
+                           limit=40, batch_size=20, patience=2)
+    interrupt_after_epoch(loop.train, cfg, 2)
+    resumed = loop.train(cfg, resume=True, log=lambda s: None)
+    straight = loop.train(loop.TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "s")}), log=lambda s: None)
+    assert straight["epochs_run"] == 3 and resumed["epochs_run"] == 3

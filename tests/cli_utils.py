@@ -1,0 +1,28 @@
+"""The command line in this process, and what its errors and JSON must look like."""
+from __future__ import annotations
+
+import json
+
+from pneumo_core.cli.main import main as cli
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """The command line in this process: (exit code, stdout, stderr)."""
+    try:
+        code = cli([str(a) for a in args])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(code: int, err: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert [ln for ln in err.strip().splitlines() if "error" in ln.lower()], err
+
+
+def strict_json(text: str):
+    def no_constant(name):
+        raise ValueError(f"invalid JSON constant {name}")
+    return json.loads(text, parse_constant=no_constant)

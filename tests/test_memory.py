@@ -1,0 +1,93 @@
+"""pneumo_core/serving/memory: freed heap memory handed back, libraries warmed up and frozen once, page runs and
+warm-up imports taking turns, sessions closed with their browser."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+FRAGMENTED = """
+import sys
+from pneumo_core.serving.memory import give_back_freed_memory
+def rss():
+    return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS"))) // 1024
+keep, big = [], []
+for i in range(3000):  # 100 KB blocks (on the heap, under the mmap threshold) pinned by small ones after them
+    big.append(bytes(100_000))
+    keep.append(bytes(600))
+before = rss()
+del big
+freed = rss()
+give_back_freed_memory()
+print(before, freed, rss())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or sys.platform != "linux", reason="glibc / procfs only")
+def test_freed_heap_memory_goes_back_to_the_system():
+    """What a decoded 40-MP upload leaves behind: freed blocks the heap cannot shrink past stay in the process
+    until ``malloc_trim`` hands their pages back."""
+    out = subprocess.run([sys.executable, "-c", FRAGMENTED], capture_output=True, text=True, cwd=ROOT, check=True)
+    before, freed, after = map(int, out.stdout.split())
+    assert before > 200 and before - freed < 50  # free() alone kept it all
+    assert freed - after > 150, (before, freed, after)
+
+
+FREEZE = """
+import gc, sys
+from pneumo_core.serving.memory import warm_up
+print(warm_up(("pandas",)) is None)  # no running server (a plain import, AppTest): nothing to warm up
+thread = warm_up(("pandas",), delay=0, server_only=False)  # a library: ~10^5 objects to scan after every run
+thread.join(120)
+print(not thread.is_alive(), "pandas" in sys.modules, gc.get_freeze_count(),
+      warm_up(server_only=False) is thread)
+"""
+
+
+def test_libraries_are_imported_and_frozen_once_in_the_background():
+    """What keeps Streamlit's full collection after each run (runner.postScriptGC) from scanning the libraries:
+    imported and frozen once per process, in a thread of its own."""
+    out = subprocess.run([sys.executable, "-c", FREEZE], capture_output=True, text=True, cwd=ROOT, check=True)
+    outside, done, imported, frozen, same_thread = out.stdout.split()
+    assert outside == done == imported == same_thread == "True" and int(frozen) > 50_000
+
+
+def test_page_runs_and_warm_up_imports_take_turns():
+    """An import of the warm-up thread waits for the page runs under way, and a page run for the import."""
+    import threading
+
+    from pneumo_core.serving.memory import _Gate
+
+    gate, events = _Gate(), []
+
+    def hold(ctx, name, seconds):
+        with ctx():
+            events.append(f"{name} in")
+            time.sleep(seconds)
+            events.append(f"{name} out")
+
+    run = threading.Thread(target=hold, args=(gate.run, "run", 0.3))
+    run.start()
+    time.sleep(0.05)
+    imp = threading.Thread(target=hold, args=(gate.importing, "import", 0.3))
+    imp.start()
+    time.sleep(0.05)
+    late = threading.Thread(target=hold, args=(gate.run, "late run", 0))
+    late.start()
+    for t in (run, imp, late):
+        t.join(5)
+    assert events == ["run in", "run out", "import in", "import out", "late run in", "late run out"]
+
+
+def test_sessions_with_uploads_can_be_closed_with_their_browser():
+    """pneumo_core.serving.memory.close_with_browser relies on this public Runtime method: a session marked
+    non-resumable is shut down (its uploads freed) when its browser disconnects."""
+    from streamlit.runtime import Runtime
+
+    assert callable(getattr(Runtime, "mark_session_nonresumable", None))
