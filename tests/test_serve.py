@@ -104,6 +104,10 @@ def test_serve_without_nginx_says_how_to_install_it(monkeypatch, capsys):
 
 # --- the real thing ---------------------------------------------------------------------------------------------
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _descendants(pid: int) -> set[int]:
     """Every live process below ``pid`` (a /proc scan)."""
     parents: dict[int, list[int]] = {}
@@ -250,7 +254,9 @@ def test_serve_two_workers_in_two_browsers(virus_image):
 
         # a worker that dies is reported (and its log kept); the other goes on serving
         tree |= _descendants(proc.pid)  # the upload decoders too, before their worker goes
-        victim = next(p for p in tree if b"streamlit" in Path(f"/proc/{p}/cmdline").read_bytes())
+        # a worker: a child of serve (forked from it) that is not nginx
+        victim = next(p for p in _descendants(proc.pid) if _parent(p) == proc.pid
+                      and b"nginx" not in Path(f"/proc/{p}/cmdline").read_bytes())
         os.kill(victim, signal.SIGKILL)
         deadline = time.perf_counter() + 15
         while not any("died" in ln for ln in lines) and time.perf_counter() < deadline:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
+import importlib
 import os
 import shutil
 import signal
@@ -21,6 +23,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import traceback
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,10 +149,36 @@ def _die_with_parent() -> None:
         pass
 
 
+class Forked:
+    """A worker forked from ``serve`` itself: the ``pid``, ``poll``, ``wait`` and ``returncode`` of a Popen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
 @dataclass
 class Child:
     name: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen | Forked
     log: Path
 
     def alive(self) -> bool:
@@ -174,6 +203,60 @@ def _start(name: str, cmd: list[str], log: Path, env: dict | None = None) -> Chi
                                 start_new_session=True, preexec_fn=_die_with_parent,
                                 env=None if env is None else {**os.environ, **env})
     return Child(name, proc, log)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    n = str(threads)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
+
+
+def preload() -> float:
+    """Import what every worker needs (Streamlit's server, torch, the models' and pages' libraries) once, here,
+    before the workers are forked from this process: they start with the imports done and share their pages.
+    Returns the seconds it took."""
+    from pneumo_core.serving.memory import HEAVY
+
+    t0 = time.perf_counter()
+    for name in ("streamlit.web.cli", "streamlit.web.bootstrap", *HEAVY):
+        importlib.import_module(name)
+    gc.collect()
+    gc.freeze()  # the imports' objects stay out of every worker's collections (and their pages stay shared)
+    return time.perf_counter() - t0
+
+
+def _fork(name: str, streamlit_args: list[str], log: Path, threads: int) -> Child:
+    """``streamlit run`` in a child forked from this process after :func:`preload`, in its own session (its
+    process group goes as a whole), its output in ``log``, dying with ``serve``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return Child(name, Forked(pid), log)
+    code = 1
+    try:  # the child: never returns into serve's code
+        os.setsid()
+        _die_with_parent()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.chdir(ROOT)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.environ.update(thread_env(threads))
+        import torch
+
+        torch.set_num_threads(threads)
+        from streamlit.web import cli
+
+        cli.main(args=["run", *streamlit_args], prog_name="streamlit")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:  # noqa: BLE001 - reported in the worker's log; serve names the worker
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def _healthy(url: str, timeout: float = 2) -> bool:
@@ -224,6 +307,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="interface nginx listens on (default: all, so a class can reach it; 127.0.0.1 for this "
                         "machine only)")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for every worker to start")
+    p.add_argument("--no-preload", dest="preload", action="store_false",
+                   help="start each worker as its own `streamlit run` (default: import the libraries once, then "
+                        "fork the workers from serve: a faster start, and the workers share those pages)")
 
 
 @command("serve", _add_arguments)
@@ -250,19 +336,22 @@ def run_serve(args: argparse.Namespace) -> int:
     children: list[Child] = []
     keep_logs = False
     try:
-        n = str(worker_threads(args.workers))
-        threads = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
-        for i, p in enumerate(ports, 1):
-            children.append(_start(f"worker {i} (127.0.0.1:{p})", [
-                sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(p),
-                "--server.address", "127.0.0.1", "--server.headless", "true",
-                "--server.scriptHealthCheckEnabled", "true"], run_dir / f"worker-{i}.log", env=threads))
+        threads = worker_threads(args.workers)
         conf = run_dir / "nginx.conf"
         conf.write_text(nginx_config(args.port, ports, run_dir, address=args.address, max_body_mb=upload_limit_mb()))
         proxy = _start("nginx", [nginx, "-p", str(run_dir), "-e", str(run_dir / "nginx-error.log"), "-c", str(conf),
                                  "-g", "daemon off;"], run_dir / "nginx.log")
-        children.insert(0, proxy)
+        children.append(proxy)
         print(f"serve: starting {args.workers} worker(s) and nginx; logs in {run_dir}", flush=True)
+        if args.preload:
+            preload()
+        for i, p in enumerate(ports, 1):
+            name, log = f"worker {i} (127.0.0.1:{p})", run_dir / f"worker-{i}.log"
+            streamlit_args = [str(ROOT / "app.py"), "--server.port", str(p), "--server.address", "127.0.0.1",
+                              "--server.headless", "true", "--server.scriptHealthCheckEnabled", "true"]
+            children.append(_fork(name, streamlit_args, log, threads) if args.preload else
+                            _start(name, [sys.executable, "-m", "streamlit", "run", *streamlit_args], log,
+                                   env=thread_env(threads)))
 
         host = "127.0.0.1" if args.address in ("", "0.0.0.0", "*") else args.address
         pending = {f"http://127.0.0.1:{p}/_stcore/health": c for p, c in zip(ports, children[1:])}
