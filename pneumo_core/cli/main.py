@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pneumo_core.cli import data, explain, inference, report, serve, shift, zoo  # noqa: F401 - they register commands
+from pneumo_core.cli import adapt, data, explain, inference, report, serve, shift, zoo  # noqa: F401 - they register commands
 from pneumo_core.cli.registry import COMMANDS, summary
 from pneumo_core.errors import PneumoError
 
