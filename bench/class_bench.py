@@ -5,12 +5,12 @@
     python -m bench.class_bench [--sessions 1 5 10] [--workers 0 1 2]
 
 Half the sessions press "Try a sample" (each then steps to its own sample), half upload their own test X-ray.
-Per configuration it prints: cold start (launch -> a browser shows the page); the warm-up's CPU; p50 / p95 of
-the first image (page opened -> the verdicts and the heatmap on screen), a tweak (one opacity step -> the new
-overlay) and Compare (page opened -> both overlays); the server's CPU-s per action (all its processes, decoders
-included, from /proc) and for one sample click alone; the servers' resident memory at start, at peak and 60 s
-after the sessions close; exceptions; whether each session saw its own image name and a heatmap of the class
-the best model predicts for that image (computed here, without the app). Each session runs in its own thread
+Per configuration it prints: cold start (launch -> a browser shows the page); the warm-up's CPU; p50 / p95 of the
+first image (page opened -> the verdicts and the heatmap on screen), a tweak (one opacity step -> the new overlay)
+and Compare (page opened -> both overlays); the server's CPU-s per action (all its processes, decoders included,
+from /proc), for one sample click alone and for one upload alone; the servers' resident memory at start, at peak
+and 60 s after the sessions close; exceptions; whether each session saw its own image name and a heatmap of the
+class the best model predicts for that image (computed here, without the app). Each session runs in its own thread
 and its own browser; with 2 cores the browsers share them with the server, so first-image times include the
 browsers' own start.
 """
@@ -73,11 +73,13 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def rss_mb(pids: list[int], field: str = "VmRSS") -> float:
     """Resident memory of ``pids`` summed (``RssAnon``: without the libraries' file pages, which processes
-    mapping the same files share)."""
+    mapping the same files share; ``Pss``: each shared page divided among the processes sharing it, so the sum
+    is what the server takes when its workers share pages, e.g. forked by ``serve``)."""
     total = 0
     for p in pids:
+        status = f"/proc/{p}/smaps_rollup" if field == "Pss" else f"/proc/{p}/status"
         try:
-            total += int(next(ln.split()[1] for ln in Path(f"/proc/{p}/status").read_text().splitlines()
+            total += int(next(ln.split()[1] for ln in Path(status).read_text().splitlines()
                               if ln.startswith(field + ":")))
         except (OSError, StopIteration):
             pass
@@ -233,8 +235,15 @@ def run(workers: int, sessions: int, expected: dict[str, str]) -> None:
         WebDriverWait(probe, 300, 0.05).until(lambda d: "OOD score" in body_text(d))
         wait_idle(probe, timeout=300, settle=1.0)
         click_cpu = cpu_seconds(server.pids()) - c0
+        # one upload alone (a test X-ray no sample is): decoding in the worker, every model, the OOD gate, Grad-CAM
+        upload = sorted((DATA / "PNEUMONIA").glob("*.jpeg"))[-1]
+        c0 = cpu_seconds(server.pids())
+        probe.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(upload))
+        WebDriverWait(probe, 300, 0.05).until(lambda d: upload.name in (t := body_text(d)) and "OOD score" in t)
+        wait_idle(probe, timeout=300, settle=1.0)
+        upload_cpu = cpu_seconds(server.pids()) - c0
         probe.quit()
-        base, base_anon = rss_mb(server.pids()), rss_mb(server.pids(), "RssAnon")
+        base, base_anon, base_pss = (rss_mb(server.pids(), f) for f in ("VmRSS", "RssAnon", "Pss"))
         peak = [base]
         stop = threading.Event()
 
@@ -254,7 +263,7 @@ def run(workers: int, sessions: int, expected: dict[str, str]) -> None:
         used = cpu_seconds(server.pids()) - c1
         stop.set()
         time.sleep(60)
-        after, after_anon = rss_mb(server.pids()), rss_mb(server.pids(), "RssAnon")
+        after, after_anon, after_pss = (rss_mb(server.pids(), f) for f in ("VmRSS", "RssAnon", "Pss"))
         ok = [r for r in out.values() if "failed" not in r]
         same = sum(f" for {expected.get(r['name'], '?')} " in r["caption"] for r in ok)
         actions = 3 * len(ok) + sum((i // 2) % len(SAMPLES) for i in out if i % 2 == 0)  # extra sample steps
@@ -266,8 +275,10 @@ def run(workers: int, sessions: int, expected: dict[str, str]) -> None:
 
         print(f"{label:<22} N={sessions:<3} cold {cold:4.1f} s | first image {p50_p95('first_image')} | tweak "
               f"{p50_p95('tweak', '4.2f')} | Compare {p50_p95('compare')} s | server CPU {used / max(1, actions):.2f} "
-              f"s/action, one warm sample click {click_cpu:.2f} s, warm-up {warm_cpu:.0f} s | RSS {base:.0f} -> peak "
-              f"{max(peak):.0f} -> {after:.0f} MB 60 s after (anonymous {base_anon:.0f} -> {after_anon:.0f}) | "
+              f"s/action, one warm sample click {click_cpu:.2f} s, one upload {upload_cpu:.2f} s, warm-up "
+              f"{warm_cpu:.0f} s | RSS {base:.0f} -> peak "
+              f"{max(peak):.0f} -> {after:.0f} MB 60 s after (anonymous {base_anon:.0f} -> {after_anon:.0f}, "
+              f"proportional {base_pss:.0f} -> {after_pss:.0f}) | "
               f"exceptions {sum(r['errors'] for r in ok)}, failed {sessions - len(ok)}, own image "
               f"{sum(r['own_name'] for r in ok)}/{len(ok)}, heatmap of its own verdict {same}/{len(ok)}", flush=True)
         for i, r in sorted(out.items()):
