@@ -8,9 +8,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared.images import DATA_HINT, data_dir, decoded, digest, image_path, read_image_file, sample_images
+from pages._shared.images import (DATA_HINT, data_dir, decoded, digest, image_path, non_xray_images,
+                                  read_image_file, sample_images)
 from pages._shared.layout import class_mode, show_figure, start_page
-from pages._shared.models import BUNDLED_LABEL, cam, model_probs, predictor
+from pages._shared.models import BUNDLED_LABEL, cam, model_probs, ood_score, predictor
 from pages._shared.warmup import COMPARE_PAIR, DEFAULT_METHOD
 from pneumo_core.data.images import shrink
 from pneumo_core.errors import ImageLoadError, PneumoError
@@ -18,8 +19,10 @@ from pneumo_core.evaluation import selection
 from pneumo_core.explain import conclusions as cc
 from pneumo_core.files import ASSETS, escape_markdown
 from pneumo_core.models.sources import bundled_source
+from pneumo_core.visualize.handout import MAX_PANELS, Panel, Sheet, handout_png
 
 VIEW_SIDE = 1024  # px: the long side of each image drawn (two columns of a wide layout, on a projector)
+PRINT_SIDE = 600  # px: the long side of each picture on the printed handout
 STEPS = ["Guess first, then look", "Where do the models look?", "Missing sick children or alarming healthy ones",
          "Can we trust how sure it is?", "Its most confident mistakes"]
 
@@ -116,6 +119,20 @@ def pick_xray(images: list) -> int:
     return i
 
 
+def printed(picture, caption: str) -> Panel:
+    """A picture for the handout, at most PRINT_SIDE px (a 2048-px dataset X-ray would make the page heavy)."""
+    import cv2
+
+    h, w = picture.shape[:2]
+    if max(h, w) > PRINT_SIDE:
+        f = PRINT_SIDE / max(h, w)
+        picture = cv2.resize(picture, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return Panel(picture, caption)
+
+
+said: list[str] = []  # what the handout prints: the step's sentences, numbers and pictures
+numbers: list[tuple[str, str]] = []
+panels: list[Panel] = []
 images = lesson_images(data_dir()) if step in (1, 2, 5) else []
 
 if step == 1:
@@ -133,6 +150,7 @@ if step == 1:
         def cast(v: str, i: int = i) -> None:
             st.session_state["lesson_votes"] = {**st.session_state.get("lesson_votes", {}), i: v}
 
+        said.append("Does this child have pneumonia? The class votes first.")
         cols = st.columns([2, 2, 2], vertical_alignment="center")
         cols[0].markdown("### The class votes:")
         for col, label in zip(cols[1:], cc.LABELS):
@@ -141,6 +159,7 @@ if step == 1:
         p = p_pneumonia(best.key, h, gray)
         shown = cc.reveal(vote, p, threshold, truth, model)
         st.markdown(f"### {shown.sentence}")
+        said.append(shown.sentence)
 
         def hide(i: int = i) -> None:
             st.session_state["lesson_votes"] = {k: v for k, v in st.session_state.get("lesson_votes", {}).items()
@@ -149,11 +168,13 @@ if step == 1:
         st.button("Hide the answer and vote again", key="lesson_hide", on_click=hide)
     left, right = st.columns(2)
     left.image(view, caption=f"X-ray {i + 1}", clamp=True, width="stretch")
+    panels.append(printed(view, f"X-ray {i + 1}"))
     if vote is None:
         right.markdown("*Where the model looked appears after the vote.*")
     else:
         _, pic = heat_picture(best.key, h, gray, view)
         right.image(pic, caption=f"Where {model} looked", width="stretch")
+        panels.append(printed(pic, f"Where {model} looked"))
 
 elif step == 2:
     from pneumo_core.explain.audit import lung_focus
@@ -174,6 +195,31 @@ elif step == 2:
             sentence = cc.lung_focus_sentence(cc.display_name(key), f.lung_share, f.lung_area, f.border_share)
             st.markdown(f"**{sentence}**")
             st.image(pic, caption=f"Where {cc.display_name(key)} looked", width="stretch")
+            said.append(sentence)
+            panels.append(printed(pic, f"X-ray {i + 1}: where {cc.display_name(key)} looked"))
+    cats = non_xray_images()
+    got = load(cats[0]) if cats else None
+    if got is not None:  # a picture that is not an X-ray: the checker says so, the models answer anyway
+        from pneumo_core.explain.ood import default_gate
+
+        h, gray = got
+        view = shrink(gray, VIEW_SIDE)
+        gate = default_gate()
+        score = ood_score(h, gray)
+        flagged = None if gate is None or score is None else bool(gate.flagged(score))
+        members = {m.key: m for m in selection.best_of_each(ASSETS, "binary", with_checkpoint=True)}
+        answers = []
+        for key in COMPARE_PAIR:
+            q, cut = p_pneumonia(key, h, gray), selection.model_threshold(ASSETS, members[key])
+            answers.append((cc.display_name(key), cc.LABELS[int(q >= cut)], q))
+        st.markdown("### And a picture that is not an X-ray at all?")
+        sentence = cc.not_an_xray_sentence(flagged, answers)
+        st.markdown(f"**{sentence}**")
+        said.append(sentence)
+        for col, key in zip(st.columns(2), COMPARE_PAIR):
+            _, pic = heat_picture(key, h, gray, view)
+            col.image(pic, caption=f"Where {cc.display_name(key)} looked on a cat", width="stretch")
+            panels.append(printed(pic, f"A cat: where {cc.display_name(key)} looked"))
 
 elif step == 3:
     test = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "test")
@@ -191,6 +237,10 @@ elif step == 3:
     m1.metric("Sick children sent home", t.sent_home_sick, help=f"of {t.sick} children with pneumonia")
     m2.metric("Healthy children treated needlessly", t.treated_needlessly, help=f"of {t.healthy} healthy children")
     st.markdown(f"### {t.sentence}")
+    said.append(t.sentence)
+    numbers += [("Sick children sent home", str(t.sent_home_sick)),
+                ("Healthy children treated needlessly", str(t.treated_needlessly)),
+                ("Says PNEUMONIA from a score of", cc.pct(cuts[k]))]
 
 elif step == 4:
     from pneumo_core.evaluation.calibration import binary_reliability
@@ -212,13 +262,18 @@ elif step == 4:
     with right:
         st.markdown(f"### {tr.sentence}")
         st.markdown(f"### {vt.sentence}")
+    said += [tr.sentence, vt.sentence]
+    numbers += [("right when at least 90 % sure", cc.pct(tr.right / tr.confident) if tr.confident else "–"),
+                ("right on the validation X-rays", cc.pct(vt.val_accuracy)),
+                ("right on the test X-rays", cc.pct(vt.test_accuracy))]
 
 elif step == 5:
     test = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "test")
     y, p = test.y_binary, test.p_positive
     worst = cc.hardest_false_alarms(test.frame["image_id"], y, p, threshold)
     st.markdown(f"Healthy children's X-rays that {model} called PNEUMONIA, the most confident first.")
-    st.markdown(f"### {cc.false_alarm_sentence(y, p, threshold, worst)}")
+    said.append(cc.false_alarm_sentence(y, p, threshold, worst))
+    st.markdown(f"### {said[-1]}")
     shown = []
     for image_id, score in zip(worst["image_id"], worst["p_pneumonia"]):
         if (path := image_path(image_id)) is not None:
@@ -238,3 +293,11 @@ elif step == 5:
             h, gray = got
             _, pic = heat_picture(best.key, h, gray, shrink(gray, VIEW_SIDE))
             col.image(pic, caption=escape_markdown(caption), width="stretch")
+            panels.append(printed(pic, caption))
+
+sheet = Sheet(f"Step {step} of {len(STEPS)} · {STEPS[step - 1]}", tuple(said), tuple(numbers),
+              tuple(panels[:MAX_PANELS]))
+st.session_state["lesson_sheet"] = sheet  # what the button prints (the tests read it too)
+st.download_button("Print this step (PNG)", lambda: handout_png(sheet), f"lesson_step{step}.png", "image/png",
+                   key="lesson_print", on_click="ignore", help="A one-page handout: this step's pictures, numbers "
+                   "and sentences, on A4.")

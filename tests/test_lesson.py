@@ -314,3 +314,111 @@ def test_no_jargon_outside_the_glossary(step):
     if step == "4":
         assert "really pneumonia" in text  # the chart's own words are read too
     assert not [w for w in JARGON if re.search(rf"\b{re.escape(w)}\b", text)]
+
+
+# ---------------------------------------------------------------- the printed handout
+
+def _sheet_png(sheet) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    from pneumo_core.visualize.handout import PAGE, handout_png
+
+    img = Image.open(io.BytesIO(handout_png(sheet)))
+    assert img.format == "PNG" and img.size == PAGE
+    return np.asarray(img.convert("L"), dtype=np.float32)
+
+
+def test_the_handout_is_one_a4_page_with_its_pictures_where_the_boxes_say():
+    from pneumo_core.data.images import load_grayscale
+    from pneumo_core.visualize.handout import PAGE, Panel, Sheet, panel_boxes
+
+    gray = load_grayscale(SAMPLES[0])
+    black = np.zeros((224, 224, 3), np.uint8)
+    sheet = Sheet("Step 1 of 5", ("A sentence.",), (("Sick children sent home", "12"),),
+                  (Panel(gray, "X-ray 1"), Panel(black, "all black")))
+    page = _sheet_png(sheet)
+    blank = _sheet_png(Sheet("Step 1 of 5", ("A sentence.",), (("Sick children sent home", "12"),)))
+    w = PAGE[0]
+    boxes = panel_boxes(2, 0.7)
+    assert boxes[0][1] == boxes[1][1] and boxes[0][0] < 0.5 < boxes[1][0]  # side by side, the first on the left
+    # where the text ends decides the boxes' height on the page: find the pictures as its non-white band
+    rows = np.where((page < 250).mean(axis=1) > 0.3)[0]  # rows mostly covered by the two pictures
+    cols = np.where((page[rows] < 250).mean(axis=0) > 0.9)[0]
+    assert len(rows) > 300 and len(cols) > 2 * 300, (len(rows), len(cols))  # two pictures >= 300 px each
+    left, right = cols[cols < w / 2], cols[cols >= w / 2]
+    assert page[np.ix_(rows, right)].mean() < 5  # the black picture, black
+    xray = page[np.ix_(rows, left)]
+    assert xray.std() > 20 and 40 < xray.mean() < 220  # the X-ray: a picture, not a blank
+    assert (blank[rows] > 250).mean() > 0.99  # without pictures that band is white
+
+
+def test_the_handout_refuses_more_pictures_than_a_page_holds():
+    from pneumo_core.visualize.handout import MAX_PANELS, Panel, Sheet, handout_png
+
+    with pytest.raises(ValueError, match="at most"):
+        handout_png(Sheet("t", panels=tuple(Panel(np.zeros((8, 8))) for _ in range(MAX_PANELS + 1))))
+
+
+@bundled
+@pytest.mark.parametrize("step", ["1", "2", "3", "4", "5"])
+def test_each_step_prints_what_it_shows(step):
+    at = _lesson(step)
+    if step == "1":
+        at.button(key="vote_PNEUMONIA").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    sheet = at.session_state["lesson_sheet"]
+    assert sheet.title.startswith(f"Step {step} of 5 · ")
+    shown = _all_text(at.main)
+    for sentence in sheet.sentences:  # every printed sentence is one the page shows
+        assert sentence.replace("“", "").replace("”", "")[:60] in shown.replace("“", "").replace("”", "")
+    assert len(sheet.panels) == min(len(at.get("image")), 6)
+    if step == "3":
+        shown_numbers = {m.label: str(m.value) for m in at.metric}
+        assert {k: v for k, v in sheet.numbers if k in shown_numbers} == shown_numbers
+    page = _sheet_png(sheet)
+    assert (page < 128).mean() > (0.05 if sheet.panels else 0.001)  # ink: text, and pictures where there are
+    assert at.get("download_button") or "lesson_print" in str(at.main)
+
+
+# ---------------------------------------------------------------- the cat: not an X-ray, answered anyway
+
+def test_the_cat_is_no_sample_x_ray():
+    from pages._shared.images import non_xray_images, sample_images
+
+    cats = non_xray_images()
+    assert [p.name for p in cats] == ["chelsea_cat.jpg"] and cats[0].stat().st_size < 60_000
+    assert not set(cats) & set(sample_images()) and all(cc.true_label(p.name) is None for p in cats)
+    assert "chelsea_cat.jpg" in (ASSETS / "examples" / "README.md").read_text()  # credited
+
+
+def test_the_not_an_xray_sentence():
+    said = [("ResNet18", "PNEUMONIA", 0.944), ("DenseNet121", "PNEUMONIA", 0.849)]
+    s = cc.not_an_xray_sentence(True, said)
+    assert "says this is not a chest X-ray" in s and "ResNet18 says PNEUMONIA (pneumonia score 94 %)" in s
+    assert "DenseNet121 says PNEUMONIA (pneumonia score 85 %)" in s
+    assert "was fooled" in cc.not_an_xray_sentence(False, said)
+    assert "No checker" in cc.not_an_xray_sentence(None, said)
+
+
+@bundled
+def test_step_2_shows_the_cat_flagged_yet_answered():
+    from pneumo_core.data.images import load_grayscale
+    from pneumo_core.explain.ood import default_gate
+    from pneumo_core.inference.predictors import Predictor
+    from pneumo_core.models.sources import bundled_source
+
+    at = _lesson("2")
+    assert not at.exception, [e.message for e in at.exception]
+    sentence = next(m.value for m in at.markdown if "not a chest X-ray" in m.value)
+    gray = load_grayscale(ASSETS / "examples" / "not_xray" / "chelsea_cat.jpg")
+    gate = default_gate()
+    assert gate.flagged(float(gate.score([gray])[0]))  # the checker does say so
+    members = {m.key: m for m in selection.best_of_each(ASSETS, "binary", with_checkpoint=True)}
+    for key in ("binary/resnet18", "binary/densenet121"):
+        p = Predictor(bundled_source().load(key)).predict_grays([gray])[0][1]
+        label = "PNEUMONIA" if p >= selection.model_threshold(ASSETS, members[key]) else "NORMAL"
+        assert f"{cc.display_name(key)} says {label} (pneumonia score {round(100 * p)} %)" in sentence
+    captions = [i.proto.imgs[0].caption for i in at.get("image")]
+    assert sum("on a cat" in c for c in captions) == 2

@@ -100,6 +100,12 @@ def sample_images() -> list[Path]:
     return sorted(files, key=lambda p: ("virus" not in p.name, "bacteria" not in p.name, p.name))
 
 
+def non_xray_images() -> list[Path]:
+    """Bundled pictures that are not chest X-rays (assets/examples/not_xray: scikit-image's cat, CC0), for the
+    lesson's out-of-distribution example: no label, never one of :func:`sample_images`."""
+    return sorted((ASSETS / "examples" / "not_xray").glob("*.jpg"))
+
+
 def image_picker(prefix: str, root: Path | None) -> tuple[str, bytes] | None:
     """An uploaded X-ray, else a bundled sample (a VIRUS one first; "Try a sample" steps through them),
     else a test image of the dataset folder: (name, bytes)."""

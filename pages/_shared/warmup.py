@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pages._shared.images import decoded, digest, read_image_file, sample_images
+from pages._shared.images import decoded, digest, non_xray_images, read_image_file, sample_images
 from pneumo_core.serving.memory import give_back_freed_memory, page_run, serving, warm_up
 from pages._shared.models import BUNDLED_LABEL, cam, model_keys, model_probs, ood_score, predictor
 from pneumo_core.files import ASSETS
@@ -35,7 +35,7 @@ def precompute_samples() -> dict[str, float]:
 
     t0 = time.perf_counter()
     source = bundled_source()
-    keys = [k for k in model_keys(source) if "/seed" not in k]
+    keys = model_keys(source, best_only=True)
     best = selection.best_model(ASSETS, "binary", with_checkpoint=True)
     cam_keys = list(dict.fromkeys(([best.key] if best is not None and best.key in keys else [])
                                   + [k for k in COMPARE_PAIR if k in keys]))
@@ -58,7 +58,16 @@ def precompute_samples() -> dict[str, float]:
                 n_cams += 1
     if samples:  # the results table's rules and thresholds, read once (Predict's verdict rows ask them every run)
         zoo_verdicts(ASSETS, set(keys), lambda k: model_probs(source, BUNDLED_LABEL, k, h, gray))
-    return {"samples": len(samples), "probabilities": n_probs, "heatmaps": n_cams,
+    others = non_xray_images()
+    for path in others:  # the lesson's cat: its verdicts and heatmaps from the heatmap models (step 2)
+        data = read_image_file(path)
+        with page_run():
+            h, gray = digest(data), decoded(data, path.name)
+            ood_score(h, gray)
+            for k in cam_keys:
+                model_probs(source, BUNDLED_LABEL, k, h, gray)
+                cam(source, BUNDLED_LABEL, k, h, DEFAULT_METHOD, None, gray)
+    return {"samples": len(samples), "probabilities": n_probs, "heatmaps": n_cams, "non_xrays": len(others),
             "seconds": time.perf_counter() - t0}
 
 

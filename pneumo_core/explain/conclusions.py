@@ -249,3 +249,22 @@ def false_alarm_sentence(y: np.ndarray, p: np.ndarray, threshold: float, shown: 
     low = math.floor(100 * float(shown["p_pneumonia"].min()))  # rounded down: "or more" stays true
     return (f"The model called {wrong} of the {healthy} healthy X-rays PNEUMONIA, the {len(shown)} worst with a "
             f"pneumonia score of {low} % or more: being sure is not being right.")
+
+
+# ---------------------------------------------------------------- step 2 too: a picture that is not an X-ray
+
+def not_an_xray_sentence(flagged: bool | None, said: list[tuple[str, str, float]]) -> str:
+    """What the checker that runs before the models (the out-of-distribution gate; ``flagged`` None without
+    one) and the models make of a picture that is not a chest X-ray. ``said``: (model, its label, its pneumonia
+    score) for each model shown."""
+    answers = " and ".join(f"{m} says {label} (pneumonia score {pct(p)})" for m, label, p in said)
+    if flagged is None:
+        return (f"No checker runs before the models here, and they answer: {answers}. A model answers whatever it "
+                "is shown.")
+    if flagged:
+        return (f"The checker that runs before the models says this is not a chest X-ray, yet the models answer "
+                f"anyway: {answers}. A model answers whatever it is shown; only the checker can say "
+                "“this is not what I learned from”.")
+    return (f"The checker that runs before the models takes this picture for a chest X-ray, and the models answer: "
+            f"{answers}. Here the checker itself was fooled.")
+
