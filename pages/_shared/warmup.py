@@ -35,7 +35,7 @@ def precompute_samples() -> dict[str, float]:
 
     t0 = time.perf_counter()
     source = bundled_source()
-    keys = model_keys(source, best_only=True)
+    keys = [k for k in model_keys(source) if "/seed" not in k]
     best = selection.best_model(ASSETS, "binary", with_checkpoint=True)
     cam_keys = list(dict.fromkeys(([best.key] if best is not None and best.key in keys else [])
                                   + [k for k in COMPARE_PAIR if k in keys]))
