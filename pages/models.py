@@ -6,6 +6,7 @@ import streamlit as st
 from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import predictions_root
 from pneumo_core.errors import PneumoError
+from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.artifacts import recipe_line, run_info, runs
 from pneumo_core.evaluation.results import load_results
 from pneumo_core.files import escape_html, escape_markdown
@@ -28,26 +29,23 @@ except PneumoError as exc:  # e.g. a malformed prediction file: named, the learn
 if t is not None and t.empty:
     st.info("No prediction files yet: train the zoo with `python train.py --zoo`.")
     st.stop()
-st.caption("Test set (624 images); binary thresholds chosen on the patient-aware validation split (Youden's J); "
-           "best seed = lowest validation log loss. Mean ± std over seeds where there are several; "
-           "[low, high] = 95 % bootstrap interval of that figure.")
+st.caption(escape_markdown(f"Test set; binary thresholds by {selection.THRESHOLD_RULE_TEXT} (the patient-aware "
+                           f"validation split); best seed by {selection.SEED_RULE}. Mean ± std over seeds where "
+                           "there are several; [low, high] = 95 % bootstrap interval of that figure."))
 for task in t["task"].unique() if t is not None else []:
     st.subheader(task.replace("_", " "))
     part = t[t["task"] == task].drop(columns=["task"])
     st.dataframe(part.loc[:, (part != "").any()], hide_index=True, key=f"results_{task}", width="stretch")
 
 st.subheader("Learning curves")
-by_model: dict[tuple[str, str], list[str]] = {}
-for task, stem in runs(root):
-    by_model.setdefault((task, stem.rsplit("_seed", 1)[0]), []).append(stem)
+by_model = runs(root)
 if by_model:
-    labels = [f"{task} · {model}" for task, model in by_model]
+    labels = [k.label for k in by_model]
     pick = st.selectbox("Model (every seed overlaid)", labels, key="lc_run")
-    task, model = list(by_model)[labels.index(pick)]
     infos = {}
-    for stem in by_model[(task, model)]:
+    for run in by_model[list(by_model)[labels.index(pick)]]:
         try:
-            infos[stem.rsplit("_", 1)[-1]] = run_info(root, task, stem)
+            infos[f"seed{run.seed}"] = run_info(root, run)
         except PneumoError as exc:  # a malformed run log: named, the other seeds still drawn
             st.error(escape_markdown(exc))
     show_figure(learning_curve_figure({k: v["history"] for k, v in infos.items() if "history" in v},

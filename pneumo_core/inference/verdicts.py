@@ -72,7 +72,7 @@ def decide(probs: Sequence[float], classes: Sequence[str], threshold: float | No
     p = np.asarray(probs, dtype=np.float64)
     if len(classes) == 2 and threshold is not None:
         k = int(p[1] >= threshold)
-        return classes[k], float(p[k]), f"P({classes[1]}) ≥ {threshold:.3f} (Youden's J on validation)"
+        return classes[k], float(p[k]), selection.decision_rule(threshold, classes[1])
     k = int(np.argmax(p))
     return classes[k], float(p[k]), "largest probability"
 
