@@ -10,11 +10,11 @@ from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import predictions_root, val_and_test
 from pneumo_core.evaluation.bootstrap import bootstrap_binary, patient_groups
 from pneumo_core.visualize.charts import confusion_figure, pr_figure, roc_figure
-from pneumo_core.data.datasets import subtype_of
-from pneumo_core.evaluation.metrics import average_precision, auroc, by_group, pr_curve, prevalence_adjusted, roc_curve
 from pneumo_core.evaluation import selection
-from pneumo_core.evaluation.thresholds import (CELL_NAMES, CELLS, PRESETS, ThresholdSweep, cell_mask, choose,
-                                               pr_curve_at_prevalence, preset_note, preset_rule)
+from pneumo_core.evaluation.thresholds import (CELL_NAMES, CELLS, PRESETS, TABLE, Curves, ThresholdSweep,
+                                               at_prevalence, cell_images, choose, clicked_cell, curves,
+                                               curve_at_other_prevalence, operating_rows, pr_point, preset_note,
+                                               preset_rule, subtype_recall, threshold_from_link)
 from pneumo_core.errors import PneumoError
 from pneumo_core.files import escape_markdown
 
@@ -31,15 +31,14 @@ def sweep_of(key: tuple, y: np.ndarray, p: np.ndarray) -> ThresholdSweep:
 
 
 @st.cache_data(show_spinner=False)
-def curves_of(key: tuple, y: np.ndarray, p: np.ndarray) -> dict:
-    return {"roc": roc_curve(y, p), "pr": pr_curve(y, p), "auroc": auroc(y, p), "ap": average_precision(y, p),
-            "subtypes": np.array([subtype_of(i) for i in test.frame["image_id"]])}
+def curves_of(key: tuple, y: np.ndarray, p: np.ndarray) -> Curves:
+    return curves(y, p, test.frame["image_id"])
 
 
 key = (str(root), *opt)
 y, p = test.y_binary, test.p_positive
 sweep = sweep_of(key, y, p)
-curves = curves_of(key, y, p)
+c = curves_of(key, y, p)
 
 try:
     val_threshold = selection.pneumonia_threshold_on(val)
@@ -51,11 +50,8 @@ if st.session_state.get("thr_for") != key:  # a model opens at its validation th
     st.session_state["thr_for"] = key
     st.session_state["threshold"] = round(val_threshold, 3)
     if first_visit and "threshold" in st.query_params:
-        try:
-            asked = float(st.query_params["threshold"])
-        except ValueError:
-            asked = float("nan")
-        if 0 <= asked <= 1:
+        asked = threshold_from_link(st.query_params["threshold"])
+        if asked is not None:
             st.session_state["threshold"] = asked
         else:
             st.warning(escape_markdown(f"The link's threshold {st.query_params['threshold'][:40]!r} is not a "
@@ -89,53 +85,39 @@ def panel() -> None:
     m = sweep.at(t)
     left, right = st.columns([1, 1])
     with left:
-        show_figure(confusion_figure([[m["tn"], m["fp"]], [m["fn"], m["tp"]]], ["NORMAL", "PNEUMONIA"]),
-                    key="cm_chart")
+        points = show_figure(confusion_figure([[m["tn"], m["fp"]], [m["fn"], m["tp"]]], ["NORMAL", "PNEUMONIA"],
+                                              clickable=True), key="cm_chart", clickable=True)
+        clicked = clicked_cell(points)
+        if clicked != st.session_state.get("cell_clicked"):  # a new click chooses the cell; the chooser stays
+            st.session_state["cell_clicked"] = clicked
+            if clicked:
+                st.session_state["cell"] = clicked
         st.markdown(f"**TP** {m['tp']} · **FP** {m['fp']} · **TN** {m['tn']} · **FN** {m['fn']}")
-        cell = st.segmented_control("Show the images of a cell", CELLS, key="cell",
+        cell = st.segmented_control("Show the images of a cell (or click it in the matrix)", CELLS, key="cell",
                                     format_func=lambda c: f"{c} · {CELL_NAMES[c]} ({m[c.lower()]})",
                                     help="Choose a cell of the confusion matrix to list its images below.")
     with right:
-        names = [("Sensitivity", "sensitivity"), ("Specificity", "specificity"), ("PPV", "precision"),
-                 ("NPV", "npv"), ("F1", "f1"), ("Accuracy", "accuracy")]
         ci = None
         if st.toggle("Bootstrap 95 % CIs (1000 resamples of test patients)", key="ci_toggle"):
             ci = bootstrap_binary(y, p, t, n_boot=1000, seed=0, groups=patient_groups(test.frame["image_id"]),
-                                  metrics=("sensitivity", "specificity", "precision", "npv", "f1", "accuracy"))
+                                  metrics=tuple(k for _, k in TABLE))
         prev = st.slider("Prevalence for PPV / NPV", 0.01, 0.99, float(round(y.mean(), 2)), 0.01, key="prevalence",
                          help="PPV and NPV depend on how common pneumonia is where the model is used; the test "
                               f"set's prevalence is {y.mean():.2f}.")
-        adj = prevalence_adjusted(m["sensitivity"], m["specificity"], prev)
-        ppv = adj["ppv"]  # the PR chart's dot sits here too
-        shown = {**m, "precision": ppv, "npv": adj["npv"]}
-        rows = []
-        for label, k in names:
-            v = shown[k]
-            if k in ("precision", "npv"):
-                label = f"{label} (prevalence {prev:.2f})"
-            rows.append({"metric": label, "value": None if np.isnan(v) else round(v, 4),
-                         "95 % CI": f"{ci[k]['low']:.3f} – {ci[k]['high']:.3f}" if ci and k not in ("precision", "npv")
-                         else ""})
-        st.table(pd.DataFrame(rows), hide_index=True)  # static HTML: redrawn faster than a data grid
-        groups = by_group(y, p, t, curves["subtypes"])
-        rec = {g: v["sensitivity"] for g, v in groups.items() if g in ("BACTERIA", "VIRUS")}
-        if rec:
+        shown = at_prevalence(m, prev)  # the PR chart's dot sits at its PPV too
+        st.table(pd.DataFrame(operating_rows(shown, ci)), hide_index=True)  # static HTML: redrawn faster
+        if rec := subtype_recall(y, p, t, c.subtypes):
             st.caption("Recall within pneumonia: " + ", ".join(f"{g} {v:.3f}" for g, v in rec.items()))
     a, b = st.columns(2)
     with a:
-        show_figure(roc_figure(curves["roc"]["fpr"], curves["roc"]["tpr"], curves["auroc"],
-                               (1 - m["specificity"], m["sensitivity"])), key="roc_chart")
+        show_figure(roc_figure(c.roc["fpr"], c.roc["tpr"], c.auroc, (1 - m["specificity"], m["sensitivity"])),
+                    key="roc_chart")
     with b:
-        other = None
-        if round(prev, 2) != round(float(y.mean()), 2):  # the curve the dot sits on, at the slider's prevalence
-            curve = pr_curve_at_prevalence(curves["roc"]["fpr"], curves["roc"]["tpr"], prev)
-            other = (curve["recall"], curve["precision"], prev)
-        show_figure(pr_figure(curves["pr"]["recall"], curves["pr"]["precision"], curves["ap"],
-                              (m["sensitivity"], ppv if not np.isnan(ppv) else 1.0), other), key="pr_chart")
+        show_figure(pr_figure(c.pr["recall"], c.pr["precision"], c.average_precision, pr_point(shown),
+                              curve_at_other_prevalence(c, prev, float(y.mean()))), key="pr_chart")
     if cell:
-        mask = cell_mask(y, p, t, cell)
-        st.markdown(f"**{cell} · {CELL_NAMES[cell]}**: {int(mask.sum())} images")
-        rows = test.frame.loc[mask, ["image_id"]].assign(p_pneumonia=p[mask]).sort_values("p_pneumonia")
+        rows = cell_images(test.frame["image_id"], y, p, t, cell)
+        st.markdown(f"**{cell} · {CELL_NAMES[cell]}**: {len(rows)} images")
         st.dataframe(rows, hide_index=True, key="cell_table")
         paths = [image_path(i) for i in rows["image_id"].head(12)]
         if any(paths):

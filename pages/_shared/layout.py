@@ -86,13 +86,19 @@ def class_mode() -> None:
     st.html(CLASS_CSS)
 
 
-def show_figure(fig: go.Figure, key: str) -> None:
+def show_figure(fig: go.Figure, key: str, clickable: bool = False) -> list[dict]:
     """A plotly figure as every page shows it: without the toolbar; in a light theme, in pneumo_core's
     template (``theme=None``). Streamlit's theme is re-applied in the browser at every redraw (on the
     Thresholds slider's three charts ~0.2 s a step in headless Chromium on this 2-core machine), so it is
-    used only where its dark variant is needed."""
+    used only where its dark variant is needed. ``clickable``: a click on a point reruns the page (the
+    fragment it is in); returns the clicked points (empty otherwise)."""
     dark = getattr(st.context.theme, "type", None) == "dark"
-    st.plotly_chart(fig, key=key, config=PLOT_CONFIG, theme="streamlit" if dark else None)
+    if not clickable:
+        st.plotly_chart(fig, key=key, config=PLOT_CONFIG, theme="streamlit" if dark else None)
+        return []
+    event = st.plotly_chart(fig, key=key, config=PLOT_CONFIG, theme="streamlit" if dark else None,
+                            on_select="rerun", selection_mode="points")
+    return list(event.selection.points) if event else []
 
 
 def state(key: str, default):

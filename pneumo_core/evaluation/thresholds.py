@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
-from pneumo_core.evaluation.metrics import prevalence_adjusted, rates
+from pneumo_core.data.datasets import subtype_of
+from pneumo_core.evaluation.metrics import (auroc, average_precision, by_group, pr_curve, prevalence_adjusted, rates,
+                                            roc_curve)
 
 
 class ThresholdSweep:
@@ -195,3 +199,100 @@ def choose(y: np.ndarray, p: np.ndarray, rule: str, chosen_on: str = "validation
                                                  else curve["specificity"][i] if rule.startswith("spec")
                                                  else -best)
     return OperatingPoint(rule, float(thr[i]), chosen_on, float(value))
+
+
+def cell_of(true_positive: bool, called_positive: bool) -> str:
+    """The confusion cell of an image: its true class and the call (TP, FP, TN or FN)."""
+    return ("TP" if true_positive else "FP") if called_positive else ("FN" if true_positive else "TN")
+
+
+def clicked_cell(points: Sequence[Mapping], labels: Sequence[str] = ("NORMAL", "PNEUMONIA")) -> str | None:
+    """The cell a click on :func:`~pneumo_core.visualize.charts.confusion_figure` chose: the last point of a
+    plotly selection (``x`` "pred <label>", ``y`` "true <label>"); None for no point or one off the matrix."""
+    for point in reversed(list(points)):
+        x, y = str(point.get("x", "")), str(point.get("y", ""))
+        called, truth = x.removeprefix("pred "), y.removeprefix("true ")
+        if called in labels[:2] and truth in labels[:2] and x != called and y != truth:
+            return cell_of(truth == labels[1], called == labels[1])
+    return None
+
+
+def cell_images(image_ids: Sequence[str], y: np.ndarray, p: np.ndarray, threshold: float, cell: str) -> pd.DataFrame:
+    """The images of one confusion cell at ``threshold``: image_id and p_pneumonia, lowest probability first."""
+    mask = cell_mask(y, p, threshold, cell)
+    return (pd.DataFrame({"image_id": np.asarray(image_ids)[mask], "p_pneumonia": np.asarray(p, dtype=float)[mask]})
+            .sort_values(["p_pneumonia", "image_id"]).reset_index(drop=True))
+
+
+@dataclass(frozen=True)
+class Curves:
+    """A test set's ROC and PR curves with their areas, and each image's pneumonia subtype ("" for NORMAL)."""
+
+    roc: dict[str, np.ndarray]
+    pr: dict[str, np.ndarray]
+    auroc: float
+    average_precision: float
+    subtypes: np.ndarray
+
+
+def curves(y: np.ndarray, p: np.ndarray, image_ids: Sequence[str]) -> Curves:
+    """What the Thresholds page draws whatever the threshold (computed once per prediction set)."""
+    return Curves(roc_curve(y, p), pr_curve(y, p), auroc(y, p), average_precision(y, p),
+                  np.array([subtype_of(i) for i in image_ids]))
+
+
+#: the operating table's rows: (label, key of ThresholdSweep.at); PPV and NPV at the chosen prevalence
+TABLE = (("Sensitivity", "sensitivity"), ("Specificity", "specificity"), ("PPV", "precision"), ("NPV", "npv"),
+         ("F1", "f1"), ("Accuracy", "accuracy"))
+AT_PREVALENCE = ("precision", "npv")
+
+
+def at_prevalence(figures: Mapping[str, float], prevalence: float) -> dict[str, float]:
+    """A sweep's figures at one threshold (:meth:`ThresholdSweep.at`) with PPV (``precision``) and NPV where
+    pneumonia has this prevalence (Bayes' rule from sensitivity and specificity)."""
+    adj = prevalence_adjusted(figures["sensitivity"], figures["specificity"], prevalence)
+    return {**figures, "precision": adj["ppv"], "npv": adj["npv"], "prevalence": float(prevalence)}
+
+
+def operating_rows(figures: Mapping[str, float], ci: Mapping[str, Mapping[str, float]] | None = None) -> list[dict]:
+    """The operating table: metric, value (None for an undefined one) and its 95 % interval where ``ci`` has one
+    (none for PPV and NPV: they are at a prevalence the bootstrap does not resample)."""
+    rows = []
+    for label, k in TABLE:
+        v = float(figures[k])
+        if k in AT_PREVALENCE:
+            label = f"{label} (prevalence {figures.get('prevalence', float('nan')):.2f})"
+        interval = "" if not ci or k in AT_PREVALENCE or k not in ci else f"{ci[k]['low']:.3f} – {ci[k]['high']:.3f}"
+        rows.append({"metric": label, "value": None if np.isnan(v) else round(v, 4), "95 % CI": interval})
+    return rows
+
+
+def pr_point(figures: Mapping[str, float]) -> tuple[float, float]:
+    """The PR chart's operating point: (sensitivity, PPV at the chosen prevalence); PPV 1 where nothing is
+    called positive (the curve's left end)."""
+    ppv = float(figures["precision"])
+    return float(figures["sensitivity"]), 1.0 if np.isnan(ppv) else ppv
+
+
+def curve_at_other_prevalence(c: Curves, prevalence: float, own: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """(recall, precision, prevalence) of the PR curve at the chosen prevalence when it differs from the set's
+    own (``own``) at two decimals, as the slider shows them; None when they agree."""
+    if round(float(prevalence), 2) == round(float(own), 2):
+        return None
+    curve = pr_curve_at_prevalence(c.roc["fpr"], c.roc["tpr"], prevalence)
+    return curve["recall"], curve["precision"], float(prevalence)
+
+
+def subtype_recall(y: np.ndarray, p: np.ndarray, threshold: float, subtypes: Sequence[str]) -> dict[str, float]:
+    """Recall on BACTERIA and on VIRUS images at ``threshold`` (those present)."""
+    groups = by_group(y, p, threshold, subtypes)
+    return {g: float(v["sensitivity"]) for g, v in groups.items() if g in ("BACTERIA", "VIRUS")}
+
+
+def threshold_from_link(text: str) -> float | None:
+    """A link's ``?threshold=``: the number when it is one in [0, 1], else None."""
+    try:
+        t = float(text)
+    except (TypeError, ValueError):
+        return None
+    return t if 0 <= t <= 1 else None

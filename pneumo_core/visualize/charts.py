@@ -52,10 +52,18 @@ def pr_figure(recall: np.ndarray, precision: np.ndarray, ap: float, point: tuple
     return fig
 
 
-def confusion_figure(cm: Sequence[Sequence[int]], labels: Sequence[str], title: str = "Confusion matrix") -> go.Figure:
+def confusion_figure(cm: Sequence[Sequence[int]], labels: Sequence[str], title: str = "Confusion matrix",
+                     clickable: bool = False) -> go.Figure:
+    """Rows true class, columns predicted. ``clickable``: an invisible marker on each cell, so that a click
+    selects the cell (plotly selects points of scatter traces only, not heatmap cells)."""
     cm = np.asarray(cm)
-    fig = go.Figure(go.Heatmap(z=cm, x=[f"pred {c}" for c in labels], y=[f"true {c}" for c in labels],
-                               text=cm, texttemplate="%{text}", colorscale="Blues", showscale=False))
+    x, y = [f"pred {c}" for c in labels], [f"true {c}" for c in labels]
+    fig = go.Figure(go.Heatmap(z=cm, x=x, y=y, text=cm, texttemplate="%{text}", colorscale="Blues", showscale=False))
+    if clickable:
+        fig.add_trace(go.Scatter(x=[c for _ in y for c in x], y=[r for r in y for _ in x], mode="markers",
+                                 marker=dict(size=90, symbol="square", opacity=0), showlegend=False,
+                                 hovertemplate="%{y} · %{x}: click to list its images<extra></extra>",
+                                 name="cells"))
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title, 320)
 
