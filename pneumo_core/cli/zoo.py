@@ -51,13 +51,13 @@ def _interval(v: dict, key: str = "value", sign: str = "") -> str:
 @command("compare", _compare_args)
 def _compare(args: argparse.Namespace) -> int:
     """Two folders' runs of one architecture, seed by seed: validation rule, test figures, paired differences."""
-    from pneumo_core.data.tasks import TASKS
+    from pneumo_core.data.tasks import TASK_FOLDERS
     from pneumo_core.evaluation.comparison import METRICS, compare_runs
     from pneumo_core.evaluation import selection
     from pneumo_core.files import dumps
 
-    if args.task not in TASKS:
-        print(f"error: unknown task {args.task!r}; one of: {', '.join(TASKS)}", file=sys.stderr)
+    if args.task not in TASK_FOLDERS:
+        print(f"error: unknown task {args.task!r}; one of: {', '.join(TASK_FOLDERS)}", file=sys.stderr)
         return 2
     r = compare_runs(args.root_a, args.root_b, args.task, args.arch, args.seeds, args.metrics or METRICS,
                      args.bootstrap)
@@ -129,9 +129,7 @@ def _refresh(args: argparse.Namespace) -> int:
 
 
 def _decisions_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root", nargs="?", default=None, help="assets/ (default): its bundle and predictions/")
-    p.add_argument("--spec", nargs="*", default=None, metavar="SPEC",
-                   help="the studies whose picks to re-decide (default: every experiments/*/study.toml)")
+    p.add_argument("root", nargs="?", default=None, help="assets/ (default): its predictions/ and zoo* folders")
     p.add_argument("--write", action="store_true", help="write assets/decisions.md and assets/decisions.csv")
     p.add_argument("--bootstrap", type=int_range(100, 100_000), default=1000, metavar="N",
                    help="resamples of the validation patients, 100..100000 (default 1000)")
@@ -140,17 +138,14 @@ def _decisions_args(p: argparse.ArgumentParser) -> None:
 @command("decisions", _decisions_args)
 def _decisions(args: argparse.Namespace) -> int:
     """The decision log: every choice between runs re-decided by the one rule on validation log loss (default kept
-    unless a patient-clustered paired bootstrap's 95 % interval excludes 0): the studies' picks
-    (experiments/*/study.toml), then the seed of each bundled architecture, with what the bundle holds."""
+    unless a patient-clustered paired bootstrap's 95 % interval excludes 0), with what the bundle holds."""
     from pathlib import Path
 
     from pneumo_core.evaluation.decisions import decision_log, decisions_frame, decisions_markdown
     from pneumo_core.files import ASSETS, atomic_write
-    from pneumo_core.training.study import EXPERIMENTS, SPEC, load_study, questions
 
     root = Path(args.root or ASSETS)
-    specs = args.spec if args.spec is not None else sorted(EXPERIMENTS.glob(f"*/{SPEC}"))
-    log = decision_log(root, [q for f in specs for q in questions(load_study(f))], args.bootstrap)
+    log = decision_log(root, args.bootstrap)
     md = decisions_markdown(log)
     if args.write:
         csv = decisions_frame(log).to_csv(index=False)
@@ -158,41 +153,4 @@ def _decisions(args: argparse.Namespace) -> int:
         atomic_write(root / "decisions.csv", lambda tmp: Path(tmp).write_text(csv))
         print(f"wrote {root / 'decisions.md'} and {root / 'decisions.csv'}")
     print(md)
-    return 0
-
-
-def _study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["train", "pick", "bundle"],
-                   help="train: every run of the spec, resumably; pick: the spec's choices on validation, "
-                        "written as decisions.md and picked.json; bundle: the picked runs into assets/")
-    p.add_argument("spec", help="a study spec, e.g. experiments/demo_zoo/study.toml (or its folder)")
-    p.add_argument("--out", default=None,
-                   help="where the study's runs/, decisions and picks go (default: the spec's folder)")
-    p.add_argument("--data-dir", default="../shared/data/chest_xray")
-    p.add_argument("--assets", default=None, help="bundle into this folder (default: the repo's assets/)")
-    p.add_argument("--bootstrap", type=int_range(100, 100_000), default=1000, metavar="N",
-                   help="pick: resamples of the validation patients, 100..100000 (default 1000)")
-
-
-@command("zoo", _study_args)
-def _study(args: argparse.Namespace) -> int:
-    """Run a study spec: train its runs (resumable), pick among them on validation, bundle the picks into
-    assets/."""
-    from pneumo_core.evaluation.decisions import decisions_markdown
-    from pneumo_core.files import ASSETS
-    from pneumo_core.training.study import bundle_study, load_study, pick_study, train_study
-
-    study = load_study(args.spec)
-    assets = args.assets or ASSETS
-    if args.action == "train":
-        ran = train_study(study, args.data_dir, args.out)
-        print(f"{study.name}: {len(ran)} run(s) trained; every run of the spec is done")
-    elif args.action == "pick":
-        rows, picked = pick_study(study, args.out, assets, args.bootstrap)
-        print(decisions_markdown(rows))
-        for k in picked:
-            print(f"picked {k.task}/{k.arch}: seed {k.seed}" + (f" ({k.runs[k.seed]})" if k.seed is not None else ""))
-    else:
-        with tqdm_progress("hierarchical model") as progress:
-            print(bundle_study(study, args.data_dir, args.out, assets, progress).to_markdown(index=False))
     return 0
