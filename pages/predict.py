@@ -52,6 +52,7 @@ from pages._shared.predictions import source_predictions_root  # noqa: E402
 from pneumo_core.evaluation import selection  # noqa: E402
 from pneumo_core.explain.cams import (COLORMAPS, FAITHFULNESS_HELP, METHODS, faithfulness_sentence,  # noqa: E402
                                       method_cost, overlay)
+from pneumo_core.explain.conclusions import verdict_summary  # noqa: E402
 from pneumo_core.explain.ood import default_gate  # noqa: E402
 from pneumo_core.inference.verdicts import stored_verdicts, verdict_rows, zoo_verdicts  # noqa: E402
 
@@ -61,6 +62,7 @@ if not keys:
     st.warning("No models available from this source.")
     st.stop()
 root = source_predictions_root(source)  # None: a source without its own prediction files
+best = selection.best_model(root, "binary", with_checkpoint=True) if root is not None else None  # the rule's best
 gate = default_gate()
 rows = []
 for name, (h, gray) in images.items():
@@ -78,18 +80,21 @@ for name, (h, gray) in images.items():
         st.markdown(f"**{escape_markdown(name)}**")
         for line in errors:
             st.error(escape_markdown(line))
+        summary = verdict_summary(verdicts, None if best is None else best.key)  # the verdict first, in words
+        if summary is not None:
+            st.markdown(summary.sentence)
         if ood is not None:
             msg = f"OOD score {ood:.2f} (threshold {gate.threshold:.2f})"
             if gate.flagged(ood):
                 st.warning(f"This does not look like a frontal chest X-ray ({msg}); the verdicts are shown anyway.")
             else:
                 st.caption(f"Looks like a frontal chest X-ray: {msg}.")
-        table = pd.DataFrame(verdict_rows(verdicts))
-        st.dataframe(table, hide_index=True, key=f"verdicts_{h}", column_config={
-            "P(pneumonia)": st.column_config.NumberColumn(
-                format="%.3f", help="the model's probability of pneumonia, whatever its verdict"),
-            "decides at": st.column_config.TextColumn(help="the rule that turns the probability into the verdict "
-                                                           "(a threshold chosen on validation, not 0.5)")})
+        with st.expander(f"All {len(verdicts)} models' verdicts", expanded=summary is None):
+            st.dataframe(pd.DataFrame(verdict_rows(verdicts)), hide_index=True, key=f"verdicts_{h}", column_config={
+                "P(pneumonia)": st.column_config.NumberColumn(
+                    format="%.3f", help="the model's probability of pneumonia, whatever its verdict"),
+                "decides at": st.column_config.TextColumn(help="the rule that turns the probability into the "
+                                                               "verdict (a threshold chosen on validation, not 0.5)")})
     for v in verdicts:
         rows.append({"image": safe_cell(name), "model": v.model, "task": v.task, "verdict": v.label,
                      "P(pneumonia)": None if v.p_pneumonia is None else round(v.p_pneumonia, 4),
@@ -100,7 +105,6 @@ st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=Fal
 
 
 cam_keys = keys[:]  # the best binary model first (chosen once a run, not at every heatmap tweak)
-best = selection.best_model(root, "binary", with_checkpoint=True) if root is not None else None
 if best is not None and best.key in cam_keys:
     cam_keys.remove(best.key)
     cam_keys.insert(0, best.key)

@@ -205,3 +205,51 @@ def test_predict_asks_before_a_slow_method_and_refuses_one_above_the_cap(monkeyp
     at.button(key="cam_slow_run").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert len(images_in(at)) == 2  # the X-ray and its Score-CAM
+
+
+# ---------------------------------------------------------------- 6. Predict: a readable summary first
+
+def test_the_summary_is_the_rules_best_model_with_its_threshold_and_how_many_agree():
+    from pneumo_core.explain.conclusions import verdict_summary
+    from pneumo_core.inference.verdicts import zoo_verdicts
+
+    best = selection.best_model(ASSETS, "binary", with_checkpoint=True)
+    t = selection.model_threshold(ASSETS, best)
+    for p_best in (t + 0.01, t - 0.01):  # just above and just below its own threshold
+        def probs(key: str) -> np.ndarray:
+            if key == best.key:
+                return np.array([1 - p_best, p_best])
+            return {"binary": np.array([0.9, 0.1]), "three_class": np.array([0.2, 0.5, 0.3]),
+                    "bacteria_virus": np.array([0.5, 0.5])}[key.split("/")[0]]
+
+        verdicts = zoo_verdicts(ASSETS, KEYS, probs)
+        s = verdict_summary(verdicts, best.key)
+        assert s.model == f"{best.arch} (seed {best.seed})" and s.threshold == pytest.approx(t)
+        assert s.label == ("PNEUMONIA" if p_best >= t else "NORMAL") and "validation" in s.threshold_origin
+        pneumonia = [v.label != "NORMAL" for v in verdicts if "NORMAL" in v.classes]
+        assert s.total == len(pneumonia) and s.total < len(verdicts)  # bacteria-vs-virus rows say nothing of it
+        assert s.agree == sum(x == (s.label != "NORMAL") for x in pneumonia)
+        assert f"{s.agree - 1} of the other {s.total - 1} models agree" in s.sentence
+        assert f"P(pneumonia) {p_best:.3f} {'≥' if p_best >= t else '<'} its threshold {t:.3f}" in s.sentence
+    assert verdict_summary([v for v in verdicts if v.task == "bacteria_virus"], best.key) is None
+
+
+def test_predict_shows_the_summary_first_and_folds_the_table():
+    from pneumo_core.explain.conclusions import verdict_summary
+    from pneumo_core.inference.verdicts import zoo_verdicts
+
+    at = _app("pages/predict.py", query={"image": SURE})
+    assert not at.exception, [e.message for e in at.exception]
+    best = selection.best_model(ASSETS, "binary", with_checkpoint=True)
+    line = next(m.value for m in at.markdown if "the best model on validation" in m.value)
+    assert f"by {best.arch} (seed {best.seed})" in line
+    expander = next(e for e in at.expander if "models' verdicts" in e.label)
+    table = expander.dataframe[0].value
+    assert f"All {len(table)} models' verdicts" == expander.label
+    from pneumo_core.data.images import load_grayscale
+    from pneumo_core.inference.predictors import Predictor
+
+    gray = load_grayscale(ASSETS / "examples" / SURE)
+    probs = {k: Predictor(SOURCE.load(k)).predict_grays([gray])[0] for k in KEYS}
+    s = verdict_summary(zoo_verdicts(ASSETS, KEYS, probs.__getitem__), best.key)
+    assert line == s.sentence

@@ -268,3 +268,48 @@ def not_an_xray_sentence(flagged: bool | None, said: list[tuple[str, str, float]
     return (f"The checker that runs before the models takes this picture for a chest X-ray, and the models answer: "
             f"{answers}. Here the checker itself was fooled.")
 
+
+# ---------------------------------------------------------------- Predict: the summary above the table
+
+@dataclass(frozen=True)
+class VerdictSummary:
+    model: str  # the best model's row
+    label: str  # its verdict
+    p_pneumonia: float | None
+    threshold: float | None  # None: it decides by the largest probability
+    threshold_origin: str  # e.g. "Youden's J on validation", "stored in the checkpoint"
+    agree: int  # models whose verdict says the same about pneumonia (pneumonia or not)
+    total: int  # models whose verdict says anything about pneumonia (bacteria-vs-virus rows do not)
+    sentence: str
+
+
+def says_pneumonia(verdict) -> bool | None:
+    """Whether a verdict (``inference.verdicts.Verdict``) calls the image pneumonia (any kind); None for a
+    bacteria-vs-virus model, which assumes it."""
+    if "NORMAL" not in verdict.classes:
+        return None
+    return verdict.label != "NORMAL"
+
+
+def verdict_summary(verdicts: list, best_key: str | None) -> VerdictSummary | None:
+    """The readable line above Predict's table: the best model's verdict (``best_key``: the source key of
+    ``selection.best_model``; its single-model binary row, else the first binary row, else the first row that
+    says anything about pneumonia), P(pneumonia) against its threshold and where that came from, and how
+    many models agree with it. None without such a row."""
+    rows = [v for v in verdicts if says_pneumonia(v) is not None]
+    binary = [v for v in rows if v.task == "binary"]
+    top = next((v for v in binary if v.members == (best_key,)), None) or next(iter(binary + rows), None)
+    if top is None:
+        return None
+    mine = says_pneumonia(top)
+    agree = sum(says_pneumonia(v) == mine for v in rows)
+    origin = top.decided_by.split("(", 1)[1].rstrip(")") if "(" in top.decided_by else top.decided_by
+    p, t = top.p_pneumonia, top.threshold
+    if t is not None and p is not None:
+        rule = f"P(pneumonia) {p:.3f} {'≥' if p >= t else '<'} its threshold {t:.3f} ({origin})"
+    else:
+        rule = f"the largest probability{'' if p is None else f', P(pneumonia) {p:.3f}'}"
+    others = f"{agree - 1} of the other {len(rows) - 1} models agree." if len(rows) > 1 else "No other model to ask."
+    which = "the best model on validation" if top.members == (best_key,) else "the first model of the table"
+    sentence = f"**{top.label}** by {top.model}, {which}: {rule}. {others}"
+    return VerdictSummary(top.model, top.label, p, t, origin, agree, len(rows), sentence)
