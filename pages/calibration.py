@@ -10,12 +10,12 @@ from pages._shared.predictions import val_and_test
 from pneumo_core.evaluation.calibration import (
     BIN_HELP,
     EXPLANATIONS,
-    binary_reliability,
-    calibration_scores,
     class_reliability,
+    confidence_name,
+    reliability_of,
+    score_rows,
     temperature_on_splits,
     temperature_sentence,
-    top_label_reliability,
 )
 from pneumo_core.files import escape_html
 from pneumo_core.visualize.charts import reliability_figure
@@ -32,25 +32,12 @@ temp = temperature_on_splits(val.y_true, val.probs, test.y_true, test.probs, n_b
 t, scaled = (temp.temperature, temp.test_scaled) if scale else (1.0, None)
 
 
-def rel_of(probs, y=test.y_true):
-    if test.is_binary:
-        return binary_reliability(y, probs[:, 1], n_bins, strategy)
-    return top_label_reliability(y, probs, n_bins, strategy)
-
-
-before = rel_of(test.probs)
-after = rel_of(scaled) if scaled is not None else None
-what = "P(pneumonia)" if test.is_binary else "top-label confidence"
+before = reliability_of(test.y_true, test.probs, n_bins, strategy)
+after = reliability_of(test.y_true, scaled, n_bins, strategy) if scaled is not None else None
+what = confidence_name(len(test.classes))
 show_figure(reliability_figure(before, f"Reliability on test ({what})", after), key="rel_chart")
 
-
-def scores(probs):
-    return calibration_scores(test.y_true, probs, n_bins, strategy)
-
-
-rows = [{"set": "as trained", **scores(test.probs)}]
-if scaled is not None:
-    rows.append({"set": f"temperature T = {t:.3f}", **scores(scaled)})
+rows = score_rows(test.y_true, test.probs, scaled, t, n_bins, strategy)
 st.dataframe(pd.DataFrame(rows).round(4), hide_index=True, key="cal_table",
              column_config={k: st.column_config.NumberColumn(k, help=v) for k, v in EXPLANATIONS.items()})
 for name, sentence in EXPLANATIONS.items():
@@ -63,8 +50,9 @@ st.caption(f"One temperature T = {temp.temperature:.3f}, fitted to lower validat
 st.dataframe(pd.DataFrame(temp.rows()).round(4), hide_index=True, key="temp_splits_table",
              column_config={f"{k} {w}": st.column_config.NumberColumn(f"{k} {w}", help=EXPLANATIONS[k])
                             for k in ("ECE", "NLL") for w in ("before", "after")})
-show_figure(reliability_figure(rel_of(val.probs, val.y_true), f"Reliability on validation ({what})",
-                               rel_of(temp.val_scaled, val.y_true)), key="rel_val_chart")
+show_figure(reliability_figure(reliability_of(val.y_true, val.probs, n_bins, strategy),
+                               f"Reliability on validation ({what})",
+                               reliability_of(val.y_true, temp.val_scaled, n_bins, strategy)), key="rel_val_chart")
 
 if not test.is_binary:
     st.subheader("Per class (one vs rest)")

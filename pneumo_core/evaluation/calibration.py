@@ -261,3 +261,29 @@ def temperature_sentence(ts: TemperatureShift) -> str:
     else:
         tail = "on these test images it carries over"
     return f"{head} and {change('test', t, 'NLL')} (and {test_ece}): {tail}."
+
+
+# ---------------------------------------------------------------- what the Calibration page shows
+
+def reliability_of(y: np.ndarray, probs: np.ndarray, n_bins: int = 15, strategy: str = "uniform") -> Reliability:
+    """The reliability diagram a set is judged by: P(classes[1]) for two classes, the top-label confidence for
+    more (as :func:`calibration_scores` scores it)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape[1] == 2:
+        return binary_reliability(y, probs[:, 1], n_bins, strategy)
+    return top_label_reliability(y, probs, n_bins, strategy)
+
+
+def confidence_name(n_classes: int) -> str:
+    """What :func:`reliability_of` puts on its x axis, in words."""
+    return "P(pneumonia)" if n_classes == 2 else "top-label confidence"
+
+
+def score_rows(y: np.ndarray, probs: np.ndarray, scaled: np.ndarray | None = None, temperature: float = 1.0,
+               n_bins: int = 15, strategy: str = "uniform") -> list[dict]:
+    """The scores table: :func:`calibration_scores` of the set as trained and, given ``scaled``, after dividing
+    its logits by ``temperature``."""
+    rows = [{"set": "as trained", **calibration_scores(y, probs, n_bins, strategy)}]
+    if scaled is not None:
+        rows.append({"set": f"temperature T = {temperature:.3f}", **calibration_scores(y, scaled, n_bins, strategy)})
+    return rows
