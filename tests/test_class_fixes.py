@@ -157,7 +157,9 @@ def test_errors_opens_on_a_model_with_a_heatmap_and_its_largest_error_cell(data_
     assert chosen == (test.classes[i], test.classes[j])
     at.toggle(key="err_cam").set_value(True).run()
     assert not at.exception, [e.message for e in at.exception]
-    assert len(images_in(at)) == 12 and widths and all(isinstance(w, int) and w >= 220 for w in widths), widths
+    # 12 thumbnails of 300 px (a heatmap over each) and the error shown large, with its heatmap, at 520 px
+    assert len(images_in(at)) == 12 + 2 and widths and all(isinstance(w, int) and w >= 300 for w in widths), widths
+    assert sorted(widths)[-2:] == [520, 520]
     links = [pl for pl in at.get("page_link") if "compare" in pl.proto.page]
     assert links and all(f"model={task}/{arch}" in pl.proto.query_string
                          or f"model={task}%2F{arch}" in pl.proto.query_string for pl in links)

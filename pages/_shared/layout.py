@@ -81,6 +81,17 @@ def start_page(title: str) -> None:
     st.caption(NOT_FOR_CLINICAL_USE)
 
 
+#: a page of large images: the main column's side padding narrowed (only while that page is shown)
+WIDE_CSS = """<style>
+div[data-testid="stMainBlockContainer"] { max-width: none; padding-left: 2rem; padding-right: 2rem; }
+</style>"""
+
+
+def wide_page() -> None:
+    """More of the screen's width for a page's images (:data:`WIDE_CSS`)."""
+    st.html(WIDE_CSS)
+
+
 def class_mode() -> None:
     """A page for a projector: :data:`CLASS_CSS` (only while that page is shown)."""
     st.html(CLASS_CSS)

@@ -2,11 +2,13 @@
 misclassified images, most confident first (what the Errors page shows)."""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Collection, Sequence
 
 import numpy as np
 import pandas as pd
 
+from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.predictions import Predictions
 
 ANY = "any wrong class"
@@ -51,3 +53,41 @@ def largest_error_cell(cm: Sequence[Sequence[int]], true: int | None = None) -> 
         m[np.arange(len(m)) != true] = -1
     i, j = np.unravel_index(int(np.argmax(m)), m.shape)
     return (int(i), int(j)) if m[i, j] > 0 else None
+
+
+def decision_text(pred: Predictions, threshold: float | None) -> str:
+    """How the set's images were decided, in one line (the rule's wording from :mod:`selection`)."""
+    if pred.is_binary and threshold is not None:
+        return f"Decision: {selection.decision_rule(threshold, pred.classes[1])}."
+    return "Decision: the class of largest probability."
+
+
+def mistake_noun(pred: Predictions, true_class: str) -> str:
+    """What a mistake on ``true_class`` is called: false negatives / false positives for two classes."""
+    if not pred.is_binary:
+        return "errors"
+    return "false negatives" if true_class == pred.classes[1] else "false positives"
+
+
+@dataclass(frozen=True)
+class HeatmapChoice:
+    """The checkpoint that explains a prediction set's mistakes (its source key), or why there is none."""
+
+    key: str | None
+    reason: str = ""
+
+
+def heatmap_choice(arch: str, seed: int | None, key: str, *, combined: bool, own: bool,
+                   source_keys: Collection[str], source_seed: int | None) -> HeatmapChoice:
+    """Grad-CAM only from the very checkpoint that made the predictions: ``key`` (the architecture's best
+    checkpoint, ``task/arch``) must be in the sidebar source (``source_keys``), the source must be the one whose
+    prediction files these are (``own``), and the set's seed the one that checkpoint holds (``source_seed``).
+    An ensemble or the hierarchical model (``combined``) has no single heatmap."""
+    if combined:
+        return HeatmapChoice(None, "an ensemble has no single heatmap")
+    if not own:
+        return HeatmapChoice(None, "these predictions are not from the sidebar source's models")
+    if key not in source_keys or seed != source_seed:
+        holds = f"seed {source_seed}" if key in source_keys else f"no {key}"
+        return HeatmapChoice(None, f"no checkpoint of {arch} seed {seed} is loaded (the source holds {holds})")
+    return HeatmapChoice(key)
