@@ -2,14 +2,13 @@
 NORMAL images fall on each; both reliability diagrams; what the numbers show, in words."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import predictions_root, val_and_test
 from pneumo_core.errors import PneumoError
-from pneumo_core.evaluation.shift import SplitFigures, shift_figures, shift_paragraph, shift_rows
+from pneumo_core.evaluation.shift import SplitFigures, sets_line, shift_figures, shift_paragraph, shift_rows
 from pneumo_core.evaluation.predictions import Predictions
 from pneumo_core.files import escape_markdown
 from pneumo_core.visualize.charts import reliability_figure, split_histogram_figure
@@ -25,25 +24,19 @@ if not test.is_binary:
 
 
 @st.cache_data(show_spinner="Bootstrapping both splits…", max_entries=32)
-def figures_of(key: tuple, _val: Predictions, _test: Predictions, stamp: tuple) -> tuple[SplitFigures, SplitFigures]:
+def figures_of(key: tuple, _val: Predictions, _test: Predictions, probs: tuple) -> tuple[SplitFigures, SplitFigures]:
+    """Keyed on the choice and both sets' probabilities (hashed by Streamlit: a computed set can change)."""
     return shift_figures(_val, _test, n_boot=N_BOOT, seed=0)
 
 
-def stamp_of(p: Predictions) -> tuple:
-    """What the cache keys on besides the choice: the set's labels and probabilities (a computed set can change)."""
-    return len(p.frame), float(np.sum(p.probs)), int(np.sum(p.y_true))
-
-
 try:
-    v, t = figures_of((str(predictions_root()), *opt), val, test, (stamp_of(val), stamp_of(test)))
+    v, t = figures_of((str(predictions_root()), *opt), val, test, (val.probs, test.probs))
 except PneumoError as exc:  # e.g. a validation set of one class: no threshold is chosen there
     st.error(escape_markdown(exc))
     st.stop()
 
 st.info(shift_paragraph(v, t))  # pneumo_core's own words and numbers, nothing from outside
-st.markdown(f"Validation: {v.n_images} images ({v.n_normal} NORMAL, {v.n_pneumonia} PNEUMONIA) of "
-            f"{v.n_patients} patients · test: {t.n_images} images ({t.n_normal} NORMAL, {t.n_pneumonia} PNEUMONIA) "
-            f"of {t.n_patients} patients · threshold P(pneumonia) ≥ {v.threshold:.3f}")
+st.markdown(sets_line(v, t))
 st.table(pd.DataFrame(shift_rows(v, t)).round(3), hide_index=True)
 
 show_figure(split_histogram_figure({s.split: s.histogram() for s in (v, t)}, v.threshold), key="shift_hist")

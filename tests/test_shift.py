@@ -17,7 +17,7 @@ from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.artifacts import prediction_index
 from pneumo_core.evaluation.calibration import calibration_scores, temperature_on_splits, temperature_sentence
-from pneumo_core.evaluation.shift import (FIGURES, apart, choice_label, interval_text, resolve_choice,
+from pneumo_core.evaluation.shift import (FIGURES, apart, choice_label, interval_text, resolve_choice, sets_line,
                                           shift_figures, shift_paragraph, split_figures)
 from pneumo_core.files import ASSETS
 from pneumo_core.visualize.charts import split_histogram_figure
@@ -78,6 +78,16 @@ def test_the_paragraph_states_the_computed_numbers():
     assert "beyond their 95 % intervals: the test images are shifted" in text
     verdict = next(x for x in text.split(". ") if "beyond their 95 % intervals" in x).split(" differ")[0]
     assert all((name in verdict or name.lower() in verdict) == (name in differ) for name in FIGURES.values())
+
+
+def test_the_sets_line_counts_images_and_patients():
+    _, val, test = _sets("binary/resnet18")
+    v, t = shift_figures(val, test, n_boot=100)
+    n_normal = int((test.y_binary == 0).sum())
+    line = sets_line(v, t)
+    assert f"test: {len(test.frame)} images ({n_normal} NORMAL, {len(test.frame) - n_normal} PNEUMONIA)" in line
+    assert line.startswith(f"Validation: {len(val.frame)} images") and line.endswith(f"≥ {v.threshold:.3f}")
+    assert f"of {v.n_patients} patients" in line and v.n_patients < len(val.frame)
 
 
 def test_the_paragraph_says_no_shift_when_the_splits_agree_and_names_a_shift():

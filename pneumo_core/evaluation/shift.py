@@ -168,6 +168,13 @@ def shift_rows(val: SplitFigures, test: SplitFigures) -> list[dict]:
     return rows
 
 
+def sets_line(val: SplitFigures, test: SplitFigures) -> str:
+    """Both splits' sizes and the threshold in one line."""
+    def one(s: SplitFigures) -> str:
+        return (f"{s.n_images} images ({s.n_normal} NORMAL, {s.n_pneumonia} PNEUMONIA) of {s.n_patients} patients")
+    return f"Validation: {one(val)} · test: {one(test)} · threshold P(pneumonia) ≥ {val.threshold:.3f}"
+
+
 # ---------------------------------------------------------------- naming a model
 
 def choice_key(opt: tuple[str, str, int]) -> str:
