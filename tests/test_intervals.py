@@ -115,3 +115,24 @@ def test_bootstrap_blocks_draw_the_same_resamples_in_bounded_memory(monkeypatch)
     tracemalloc.stop()
     assert ci["auroc"]["low"] < ci["auroc"]["value"] < ci["auroc"]["high"]
     assert peak < 200 * 2**20, peak / 2**20
+
+
+def test_compare_keeps_the_default_run_unless_validation_clearly_prefers_the_other():
+    """``compare``'s kept column is the decision function's, not the lower point estimate: the distilled ResNet18
+    seed 2 has the lower validation log loss (-0.013) but its paired interval over validation patients holds 0, so
+    the progressive run (A, the default) is kept; the same pair reversed keeps the distilled one (the default)."""
+    from pneumo_core.evaluation.comparison import compare_runs
+    from pneumo_core.evaluation.decisions import decide
+    from pneumo_core.evaluation.artifacts import load_set
+    from pneumo_core.files import ASSETS
+
+    runs = ASSETS.parent / "experiments" / "zoo224" / "runs"
+    a, b = runs / "progressive_resnet18", runs / "distill1_resnet18"
+    r = compare_runs(a, b, "binary", "resnet18", seeds=[2], n_boot=1000)["runs"][0]
+    d = r["val_diff"]
+    assert d["diff"] == pytest.approx(r["val_loss"]["B"] - r["val_loss"]["A"])
+    assert d["diff"] < 0 < d["high"] and r["kept"] == "A"
+    ref = decide("x", [("A", load_set(a, "binary", "resnet18", 2, "val")),
+                       ("B", load_set(b, "binary", "resnet18", 2, "val"))])
+    assert (d["low"], d["high"]) == pytest.approx((ref.candidates[1].diff_low, ref.candidates[1].diff_high))
+    assert compare_runs(b, a, "binary", "resnet18", seeds=[2], n_boot=200)["runs"][0]["kept"] == "A"

@@ -30,10 +30,12 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--infer", metavar="DATA_DIR", default=None,
                    help="first run AdaBN on the test images of this Kermany folder (pixels only; minutes on a CPU) "
                         "and write its predictions under --adabn-root")
+    p.add_argument("--device", default="cpu", help="where --infer runs: cpu (default) or cuda (fp32, TF32 off)")
 
 
-def _infer(data_dir: str, out_root: Path, keys: list[str]) -> None:
+def _infer(data_dir: str, out_root: Path, keys: list[str], device: str = "cpu") -> None:
     import numpy as np
+    import torch
 
     from pneumo_core.data.datasets import for_task, load_dataset
     from pneumo_core.data.tasks import get_task
@@ -46,8 +48,9 @@ def _infer(data_dir: str, out_root: Path, keys: list[str]) -> None:
     frame = load_dataset(data_dir)
     frame = for_task(frame[frame["split"] == "test"], get_task("binary"))
     src = bundled_source()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # fp32 as on the CPU
     for key in keys:
-        base = Predictor(src.load(key))
+        base = Predictor(src.load(key), device=device)
         with tqdm_progress(f"{key}: AdaBN statistics") as progress:
             adapted = adabn_predictor(base, frame, progress=progress)
         with tqdm_progress(f"{key}: adapted predictions") as progress:
@@ -73,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     root, adabn_root = Path(args.root), Path(args.adabn_root)
     keys = [args.model] if args.model else adaptation.bundled_keys(root)
     if args.infer:
-        _infer(args.infer, adabn_root, [adaptation.source_key(k) for k in keys])
+        _infer(args.infer, adabn_root, [adaptation.source_key(k) for k in keys], args.device)
     methods = [args.method] if args.method else list(METHODS)
     if args.write_report:
         text = adaptation.report_markdown(root, adabn_root, n_boot=args.bootstrap)

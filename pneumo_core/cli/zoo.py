@@ -38,7 +38,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                    help="test metrics (default auroc accuracy); binary: also recall specificity f1; "
                         "three-class: also macro_f1 f1_<CLASS>")
     p.add_argument("--bootstrap", type=int_range(1, 100_000), default=1000, metavar="N",
-                   help="stratified resamples for the intervals and paired differences, 1..100000 (default 1000)")
+                   help="resamples of the patients for the intervals and paired differences, 1..100000 (default 1000)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -67,12 +67,14 @@ def _compare(args: argparse.Namespace) -> int:
     rule = (f"threshold by {selection.THRESHOLD_RULE_TEXT} (each run's own file)" if r["binary"]
             else "the largest probability decides")
     print(f"{args.task}/{args.arch}: A = {r['A']}, B = {r['B']}; test n={r['n_test']}, {rule}, "
-          f"{args.bootstrap} stratified resamples")
+          f"{args.bootstrap} resamples of the patients; the rule keeps A unless B's validation log loss is lower "
+          f"with a paired 95 % interval below 0")
     rows = [(f"seed {run['seed']}", run) for run in r["runs"]]
     if len(r["runs"]) > 1:
         rows.append((f"mean of seeds {', '.join(map(str, r['seeds']))}", r["mean"]))
     for label, run in rows:
-        kept = f" -> rule keeps {run['kept']}" if "kept" in run else ""
+        kept = (f"; B - A {_interval(run['val_diff'], 'diff', '+')} -> rule keeps {run['kept']}"
+                if "kept" in run else "")
         print(f"{label}: validation log loss A {run['val_loss']['A']:.4f}, B {run['val_loss']['B']:.4f}{kept}")
         for m in run["diff"]:
             print(f"  {m:<12} A {_interval(run['test']['A'][m])}  B {_interval(run['test']['B'][m])}  "

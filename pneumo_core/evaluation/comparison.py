@@ -3,9 +3,9 @@ without distillation): which one the validation rule keeps, each one's test figu
 and the paired bootstrap difference on the same test images, per seed and for the mean over the seeds.
 
 Both sides are scored as everywhere else: a binary run decides at Youden's J on its own validation file
-(:func:`~pneumo_core.evaluation.selection.threshold_on`), a three-class one by the largest probability; the
-rule is the lower validation log loss
-(:func:`~pneumo_core.evaluation.selection.val_loss`).
+(:func:`~pneumo_core.evaluation.selection.threshold_on`), a three-class one by the largest probability; which run
+the rule keeps is the one decision function's (:func:`~pneumo_core.evaluation.decisions.decide`): A, the default,
+stays unless the paired patient-clustered bootstrap of validation log loss puts B's difference wholly below 0.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation import artifacts
 from pneumo_core.evaluation.bootstrap import paired_mean_difference, patient_groups
+from pneumo_core.evaluation.decisions import decide
 from pneumo_core.evaluation.predictions import Predictions, align
 from pneumo_core.evaluation.results import test_figures
 from pneumo_core.evaluation.selection import threshold_on, val_loss
@@ -41,9 +42,10 @@ def compare_runs(root_a: str | Path, root_b: str | Path, task: str, arch: str, s
     """Seed-by-seed comparison of ``arch`` under ``root_a`` (A) and ``root_b`` (B); differences are B - A.
 
     Returns ``{"seeds": [...], "runs": [per seed], "mean": {...}}``. Per seed: ``val_loss`` and ``threshold``
-    of A and B, ``kept`` ("A" or "B": the lower validation log loss, A on a tie), ``test`` {A, B: {metric:
-    {value, low, high}}} and ``diff`` {metric: {diff, low, high}}. ``mean``: the same over the seeds (mean
-    validation log loss, mean test metric, paired difference of the means). A :class:`PredictionFileError`
+    of A and B, ``kept`` ("A" or "B": :func:`~pneumo_core.evaluation.decisions.decide` with A the default),
+    ``val_diff`` (B - A in validation log loss: {diff, low, high}, validation patients resampled), ``test``
+    {A, B: {metric: {value, low, high}}} and ``diff`` {metric: {diff, low, high}}. ``mean``: the same over the seeds
+    (mean validation log loss, mean test metric, paired difference of the means). A :class:`PredictionFileError`
     if a seed lacks files on either side, or the sets differ in images or labels."""
     seeds = list(dict.fromkeys(common_seeds(root_a, root_b, task, arch) if seeds is None else seeds))
     metrics = list(dict.fromkeys(metrics))
@@ -63,7 +65,10 @@ def compare_runs(root_a: str | Path, root_b: str | Path, task: str, arch: str, s
             pairs[side].append((val[side], test[side]))
             scored[side].append((test[side].probs, threshold[side]))
         loss = {side: val_loss(v) for side, v in val.items()}
-        runs.append({"seed": s, "val_loss": loss, "threshold": threshold, "kept": "B" if loss["B"] < loss["A"] else "A",
+        d = decide(f"{task} {arch} seed {s}: A or B", [("A", va), ("B", vb)], n_boot)
+        b = d.candidates[1]
+        runs.append({"seed": s, "val_loss": loss, "threshold": threshold, "kept": d.outcome,
+                     "val_diff": {"diff": b.diff, "low": b.diff_low, "high": b.diff_high},
                      "test": {side: _figures([pairs[side][-1]], metrics, n_boot) for side in "AB"},
                      "diff": _diffs(y, scored["B"][-1:], scored["A"][-1:], classes, metrics, n_boot, groups)})
     mean = {"val_loss": {side: float(np.mean([r["val_loss"][side] for r in runs])) for side in "AB"},

@@ -74,8 +74,9 @@ def adabn_predictor(predictor: Predictor, frame: pd.DataFrame, batch_size: int =
             if progress:
                 progress(done, len(images))
 
-    out = Predictor(predictor.ckpt, str(predictor.device), precision="fp32", channels_last=False, fast=False)
-    out.model = adapt_batchnorm(out.model, batches())
+    out = Predictor(predictor.ckpt, str(predictor.device), precision="fp32", channels_last=predictor.channels_last,
+                    fast=predictor.use_fast)
+    out.model = adapt_batchnorm(out.model, batches())  # before any forward pass: the fast copy folds these
     paths = hashlib.sha256("\n".join(sorted(map(str, frame["path"]))).encode()).hexdigest()[:16]
     out.fingerprint = f"{predictor.fingerprint}-adabn{seed}-{batch_size}-{paths}"
     out.name = f"{predictor.name} (AdaBN)"
