@@ -12,6 +12,7 @@ from pages._shared.models import SOURCES, current_source, model_keys, predictor
 from pneumo_core.models.sources import LocalSource, Source, bundled_source
 from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import selection
+from pneumo_core.evaluation.artifacts import has_predictions
 from pneumo_core.evaluation.predictions import Predictions
 from pneumo_core.files import ASSETS, escape_markdown
 
@@ -22,7 +23,7 @@ def predictions_root() -> Path:
     """Prediction files: the local folder's when it has some, else the committed ones in assets/."""
     if state("source_kind", SOURCES[0]) == SOURCES[1]:
         folder = Path(state("local_dir", "") or ".")
-        if list(folder.glob("predictions/*/*.csv")):
+        if has_predictions(folder):
             return folder
     return ASSETS
 
@@ -35,7 +36,7 @@ def source_predictions_root(source: Source) -> Path | None:
         return None
     if source.root == bundled_source().root:
         return ASSETS
-    return source.root if any(source.root.glob("predictions/*/*.csv")) else None
+    return source.root if has_predictions(source.root) else None
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -64,6 +64,11 @@ def has_checkpoint(root: str | Path, task: str, arch: str) -> bool:
                for base in (root, root / "models") for ext in (".pt", ".safetensors"))
 
 
+def has_predictions(root: str | Path) -> bool:
+    """Whether a folder holds prediction files (``predictions/<task>/*.csv``)."""
+    return any(Path(root).glob("predictions/*/*.csv"))
+
+
 #: what a run's recipe line shows, from its metrics.json config
 RECIPE_KEYS = ("init", "image_size", "head_epochs", "epochs", "freeze_fraction", "lr", "batch_size")
 _CURVE_KEYS = ("epoch", "train_loss", "val_loss", "val_auroc")
