@@ -12,9 +12,9 @@ from pneumo_core.evaluation.bootstrap import bootstrap_binary, patient_groups
 from pneumo_core.visualize.charts import confusion_figure, pr_figure, roc_figure
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.thresholds import (CELL_NAMES, CELLS, PRESETS, TABLE, Curves, ThresholdSweep,
-                                               at_prevalence, cell_images, choose, clicked_cell, curves,
-                                               curve_at_other_prevalence, operating_rows, pr_point, preset_note,
-                                               preset_rule, subtype_recall, threshold_from_link)
+                                               apply_preset, at_prevalence, cell_images, clicked_cell, curves,
+                                               curve_at_other_prevalence, operating_rows, pr_point, subtype_recall,
+                                               threshold_from_link)
 from pneumo_core.errors import PneumoError
 from pneumo_core.files import escape_markdown
 
@@ -66,14 +66,10 @@ with st.expander("Operating points chosen on validation", expanded=True):
         target = c2.number_input(preset.target, preset.low, preset.high, preset.default, preset.step,
                                  key=f"preset_x_{rule}", help=preset.help or None)
     if c3.button("Apply to the slider", key="apply_preset"):
-        try:
-            op = choose(val.y_binary, val.p_positive, preset_rule(rule, target), chosen_on="validation")
-            at_val = ThresholdSweep(val.y_binary, val.p_positive).at(op.threshold)
-            st.session_state["op_note"] = preset_note(op, at_val["sensitivity"], at_val["specificity"],
-                                                      st.session_state["threshold"])
-            st.session_state["threshold"] = round(op.threshold, 3)
-        except ValueError as exc:
-            st.session_state["op_note"] = f"{rule}: {exc}"
+        picked, st.session_state["op_note"] = apply_preset(val.y_binary, val.p_positive, rule, target,
+                                                           st.session_state["threshold"])
+        if picked is not None:
+            st.session_state["threshold"] = round(picked, 3)
     if "op_note" in st.session_state:
         st.caption(escape_markdown(st.session_state["op_note"]))
 

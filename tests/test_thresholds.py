@@ -7,9 +7,9 @@ from sklearn.metrics import average_precision_score, f1_score, precision_score, 
 
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.artifacts import prediction_index
-from pneumo_core.evaluation.thresholds import (CELL_NAMES, CELLS, ThresholdSweep, at_prevalence, cell_images, cell_mask,
-                                               clicked_cell, curve_at_other_prevalence, curves, operating_rows,
-                                               pr_point, subtype_recall, threshold_from_link)
+from pneumo_core.evaluation.thresholds import (CELL_NAMES, CELLS, ThresholdSweep, apply_preset, at_prevalence,
+                                               cell_images, cell_mask, choose, clicked_cell, curve_at_other_prevalence,
+                                               curves, operating_rows, pr_point, subtype_recall, threshold_from_link)
 from pneumo_core.files import ASSETS
 from pneumo_core.visualize.charts import confusion_figure
 from tests.browser_utils import CHROMIUM, DRIVER, app_server, body_text, chrome, wait_idle
@@ -92,6 +92,24 @@ def test_a_click_on_the_matrix_chooses_its_cell(test_set):
         == "TP"  # the last point
     assert clicked_cell([]) is None and clicked_cell([{"x": 0.3, "y": 0.9}]) is None
     assert len(confusion_figure([[1, 2], [3, 4]], ["NORMAL", "PNEUMONIA"]).data) == 1  # not clickable: no layer
+
+
+def test_a_preset_applied_on_validation(test_set):
+    opt = selection.set_choices(ASSETS, ("binary", "three_class"))[0]
+    val = selection.load_choice(ASSETS, *opt, "val")
+    y, p = val.y_binary, val.p_positive
+    youden = choose(y, p, "youden").threshold
+    assert youden == selection.pneumonia_threshold_on(val)
+    t, note = apply_preset(y, p, "Youden's J", None, 0.5)
+    at = ThresholdSweep(y, p).at(t)
+    assert t == youden and note == (f"youden on validation → threshold {t:.3f} (validation sensitivity "
+                                    f"{at['sensitivity']:.3f}, specificity {at['specificity']:.3f})")
+    assert apply_preset(y, p, "Youden's J", None, round(t, 3))[1].endswith("already at this threshold, nothing "
+                                                                           "to move.")
+    t90, _ = apply_preset(y, p, "sensitivity ≥", 0.9, 0.5)
+    assert ThresholdSweep(y, p).at(t90)["sensitivity"] >= 0.9
+    assert apply_preset(y, p, "minimum cost c·FP + FN", 20, 0.5) == (
+        None, "minimum cost c·FP + FN: cost ratio c 20 is outside 0.1..10")
 
 
 def test_a_links_threshold():

@@ -296,3 +296,15 @@ def threshold_from_link(text: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return t if 0 <= t <= 1 else None
+
+
+def apply_preset(y: np.ndarray, p: np.ndarray, label: str, target: float | None, current: float,
+                 chosen_on: str = "validation") -> tuple[float | None, str]:
+    """A preset applied on (y, p): the threshold it picks and :func:`preset_note`'s line, or None and the reason
+    when the preset cannot be met there (or its target is out of range)."""
+    try:
+        op = choose(y, p, preset_rule(label, target), chosen_on=chosen_on)
+    except ValueError as exc:
+        return None, f"{label}: {exc}"
+    at = ThresholdSweep(y, p).at(op.threshold)
+    return op.threshold, preset_note(op, at["sensitivity"], at["specificity"], current)
