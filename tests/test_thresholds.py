@@ -145,3 +145,18 @@ def test_clicking_a_cell_in_chromium_lists_its_images(test_set):
                 WebDriverWait(driver, 60).until(lambda d: expected in body_text(d))
         finally:
             driver.quit()
+
+
+def test_the_pages_matrix_is_clickable_and_the_chooser_stays():
+    """Without a browser: the matrix is drawn with its clickable layer and asks Streamlit for point selections;
+    the keyboard's chooser is still there."""
+    import json
+
+    from tests.app_utils import run_app
+
+    at = run_app("pages/thresholds.py")
+    assert not at.exception, [e.message for e in at.exception]
+    chart = next(c for c in at.get("plotly_chart") if "Confusion matrix" in c.proto.spec)
+    assert list(chart.proto.selection_mode)  # on_select="rerun", selection_mode="points"
+    assert [tr.get("name") for tr in json.loads(chart.proto.spec)["data"]][-1] == "cells"
+    assert [o.split(" ")[0] for o in at.button_group(key="cell").options] == list(CELLS)
