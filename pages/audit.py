@@ -7,12 +7,12 @@ import streamlit as st
 
 from pages._shared.images import data_dir, sample_images
 from pages._shared.layout import show_figure, start_page
-from pages._shared.models import cam, current_source, focus_table, loaded, model_keys
+from pages._shared.models import cam, current_source, focus_cached, focus_table, loaded, model_keys, predictor
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.explain.audit import (BORDER, RANDOMIZATION_HELP, TOP, agreement, least_focused,
                                        summarise, to_shape, top_region)
-from pneumo_core.explain.cams import METHODS, overlay
+from pneumo_core.explain.cams import METHODS, images_cost, overlay
 from pneumo_core.explain.lungs import draw_contours, lung_contours, lung_mask
 from pneumo_core.files import escape_markdown
 from pneumo_core.visualize.charts import lung_focus_figure
@@ -72,6 +72,19 @@ def unreadable(path: str) -> str | None:
         return str(exc)
 
 
+def bounded(paths: list[str]) -> None:
+    """The run's expected time, from each model's measured cost (as the slow methods'); refused above the cap.
+    Tables already computed (by any visitor) are not counted: they come back at once."""
+    todo = [k for k in chosen if not focus_cached(source, src_label, k, method, tuple(paths), sanity)]
+    if not todo:
+        return
+    cost = images_cost([predictor(source, src_label, k) for k in todo], method, len(paths), 2 if sanity else 1)
+    if not cost.allowed:
+        st.warning(escape_markdown(cost.message))
+        st.stop()
+    st.caption(escape_markdown(cost.message))
+
+
 def focus_tables(paths: list[str]) -> dict[str, pd.DataFrame]:
     tables = {}
     for k in chosen:
@@ -85,6 +98,7 @@ def focus_tables(paths: list[str]) -> dict[str, pd.DataFrame]:
     return tables
 
 
+bounded(paths)
 try:
     tables = focus_tables(paths)
 except ImageLoadError:  # an unreadable image in the sample: named, left out, the others audited

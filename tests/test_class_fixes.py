@@ -255,3 +255,47 @@ def test_predict_shows_the_summary_first_and_folds_the_table():
     probs = {k: Predictor(SOURCE.load(k)).predict_grays([gray])[0] for k in KEYS}
     s = verdict_summary(zoo_verdicts(ASSETS, KEYS, probs.__getitem__), best.key)
     assert line == s.sentence
+
+
+# ---------------------------------------------------------------- 5. the audit page's runs bounded too
+
+def test_an_audit_run_is_estimated_from_the_measured_cost_and_refused_above_the_cap():
+    import time
+
+    from pneumo_core.explain.audit import audit_images
+    from pneumo_core.explain.cams import images_cost, method_cost
+    from pneumo_core.inference.predictors import Predictor
+
+    small = Predictor(SOURCE.load("binary/custom_cnn"))
+    paths = [str(ASSETS / "examples" / SURE)] * 3
+    cost = images_cost([small], "layercam", len(paths))
+    assert cost.allowed and cost.seconds == pytest.approx(3 * method_cost(small, "layercam").seconds)
+    assert images_cost([small], "layercam", len(paths), repeats=2).seconds == pytest.approx(2 * cost.seconds)
+    start = time.perf_counter()
+    audit_images(small, paths, "layercam", sanity=False, curves=False)
+    took = time.perf_counter() - start
+    assert cost.seconds / 10 < took < 10 * cost.seconds + 3, (cost.seconds, took)  # the right order (lung masks too)
+    refused = images_cost([small, small], "layercam", 40, cap=cost.seconds)  # 2 models x 40 images >> 3 images
+    fit = int(cost.seconds // (2 * cost.seconds / 3))
+    assert not refused.allowed and "not run" in refused.message and f"at most {fit} images" in refused.message
+    assert "LayerCAM on 40 images with 2 models" in refused.message
+
+
+def test_the_audit_page_says_how_long_and_refuses_above_the_cap(monkeypatch):
+    from pneumo_core.explain import cams
+
+    monkeypatch.setattr(cams, "SLOW_CAP_S", 0.01)  # any run is past it
+    at = _app("pages/audit.py", data_dir="", audit_models=["binary/custom_cnn", "binary/resnet18"],
+              audit_method="layercam")
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("LayerCAM on 12 images with 2 models" in w.value and "not run" in w.value for w in at.warning)
+    assert not at.dataframe and not images_in(at)  # nothing computed
+    monkeypatch.setattr(cams, "SLOW_CAP_S", 1e9)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("LayerCAM on 12 images with 2 models: about" in c.value.replace("\\", "") for c in at.caption)
+    table = next(d.value for d in at.dataframe if "lung focus (mean)" in d.value.columns)
+    assert list(table["model"]) == ["binary/custom_cnn", "binary/resnet18"]
+    monkeypatch.setattr(cams, "SLOW_CAP_S", 0.01)
+    at.run()  # computed once: it comes back at once, nothing refused
+    assert not at.warning and next(d.value for d in at.dataframe if "lung focus (mean)" in d.value.columns) is not None

@@ -174,6 +174,14 @@ def focus_table(source: Source, source_label: str, key: str, method: str, paths:
     return table.copy()
 
 
+def focus_cached(source: Source, source_label: str, key: str, method: str, paths: tuple[str, ...],
+                 sanity: bool) -> bool:
+    """Whether :func:`focus_table` already holds this entry (it then returns at once, nothing to estimate)."""
+    store, lock = _focus_store()
+    with lock:
+        return (source_label, key, source.stamp(key), method, paths, sanity) in store
+
+
 def ood_score(image: str, gray: np.ndarray) -> float | None:
     """The out-of-distribution gate's score for one image (``image``: its content digest), cached; None without
     a gate."""

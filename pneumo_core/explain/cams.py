@@ -281,6 +281,26 @@ def method_cost(predictor: Predictor, method: str, cap: float | None = None) -> 
     return Cost(method, n, seconds, True, f"{head}.")
 
 
+def images_cost(predictors: list[Predictor], method: str, images: int, repeats: int = 1,
+                cap: float | None = None) -> Cost:
+    """The expected time of ``method`` over ``images`` images with each of ``predictors``: :func:`method_cost`
+    per map, added up; ``repeats`` maps per image and model (2 with the audit's sanity check, which explains a
+    randomised copy too). Above ``cap`` seconds (default :data:`SLOW_CAP_S`) it is refused, saying how many
+    images would fit."""
+    cap = SLOW_CAP_S if cap is None else cap
+    costs = [method_cost(p, method, cap=float("inf")) for p in predictors]
+    per_image = repeats * sum(c.seconds for c in costs)
+    seconds = images * per_image
+    models = predictors[0].meta.arch if len(predictors) == 1 else f"{len(predictors)} models"
+    head = f"{METHODS[method][1].split(' (')[0]} on {images} images with {models}: about {seconds:.0f} s here"
+    passes = images * repeats * sum(c.passes for c in costs)
+    if seconds > cap:
+        fit = int(cap // per_image) if per_image > 0 else images
+        return Cost(method, passes, seconds, False, f"{head}, above the {cap:.0f} s limit: not run. Choose at most "
+                                                    f"{fit} images, fewer models or a smaller one.")
+    return Cost(method, passes, seconds, True, f"{head}.")
+
+
 def shared_scale(raws: list[np.ndarray]) -> list[np.ndarray]:
     """Maps on one colour scale: each divided by the largest value over all of them."""
     top = max((float(r.max()) for r in raws), default=0.0)
