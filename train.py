@@ -19,7 +19,8 @@ from pneumo_core.models.checkpoints import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from pneumo_core.models.networks import ARCHS
 from pneumo_core.data.tasks import TASKS
 from pneumo_core.training.loop import TrainConfig, select_best_seed, train
-from pneumo_core.training.zoo import ZOO, export_best
+from pneumo_core.training.study import DEMO_ZOO, load_study, plan as study_plan
+from pneumo_core.training.zoo import export_best
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                        distill_alpha=a.distill_alpha)
     if a.zoo:
         # seed 0 of every model first, so a partial run already covers every architecture
-        plan = ([dict(e, seeds=e["seeds"][:1]) for e in ZOO]
-                + [dict(e, seeds=e["seeds"]) for e in ZOO if len(e["seeds"]) > 1])
+        zoo = study_plan(load_study(DEMO_ZOO))  # experiments/demo_zoo/study.toml
+        plan = ([dict(e, seeds=e["seeds"][:1]) for e in zoo]
+                + [dict(e, seeds=e["seeds"]) for e in zoo if len(e["seeds"]) > 1])
     else:
         init = a.init or ("imagenet" if a.arch == "efficientnet_lite0" else "scratch")
         plan = [dict(task=a.task, arch=a.arch, init=init, image_size=a.image_size, epochs=a.epochs,

@@ -1,5 +1,5 @@
-"""``compare``: two zoo folders' runs of one architecture, on the committed ResNet18 files at 128 px
-(``assets/zoo128``) and at 224 px by progressive resizing (``assets/zoo224_progressive``)."""
+"""``compare``: two zoo folders' runs of one architecture, on the committed ResNet18 files of the 224-px study at
+128 px (``experiments/zoo224/runs/low_resnet18``) and at 224 px by progressive resizing (``progressive_resnet18``)."""
 from __future__ import annotations
 
 import shutil
@@ -15,9 +15,9 @@ from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation.bootstrap import patient_groups, run_counts
 from pneumo_core.evaluation.comparison import common_seeds, compare_runs
 from pneumo_core.evaluation.thresholds import choose
-from pneumo_core.files import ASSETS
+from pneumo_core.training.study import EXPERIMENTS
 
-LOW, HIGH = ASSETS / "zoo128", ASSETS / "zoo224_progressive"
+LOW, HIGH = (EXPERIMENTS / "zoo224" / "runs" / stage for stage in ("low_resnet18", "progressive_resnet18"))
 
 
 def _cli(*args):

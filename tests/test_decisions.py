@@ -3,6 +3,8 @@ kept unless the interval of the difference excludes 0), the generated decision l
 the hierarchical model's stage B deciding at its validated threshold. Built on the committed prediction files."""
 from __future__ import annotations
 
+import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +15,7 @@ from pneumo_core.evaluation import artifacts, decisions, selection
 from pneumo_core.evaluation.predictions import read_predictions
 from pneumo_core.files import ASSETS
 from pneumo_core.inference.predictors import Hierarchical
+from pneumo_core.training import study
 
 PRED = ASSETS / "predictions"
 
@@ -96,7 +99,8 @@ def test_decision_switches_on_a_clearly_better_candidate():
 
 @pytest.fixture(scope="module")
 def log():
-    return decisions.decision_log(ASSETS)
+    return decisions.decision_log(ASSETS, [q for f in sorted(study.EXPERIMENTS.glob("*/study.toml"))
+                                           for q in study.questions(study.load_study(f))])
 
 
 def test_decision_log_picks_equal_the_bundle_or_say_why_not(log):
@@ -120,3 +124,39 @@ def test_decision_log_picks_equal_the_bundle_or_say_why_not(log):
 
 def test_committed_decision_log_is_the_generated_one(log):
     assert (ASSETS / "decisions.md").read_text() == decisions.decisions_markdown(log)
+
+
+def test_the_224_px_studys_picks_are_its_specs_candidates_in_order(log):
+    """The study's rows of the log come from experiments/zoo224/study.toml: each decision's candidates are its
+    pick's stages (the default first) read from their folders, and the rule's switch (ResNet18 seed 0 distilled
+    from Lite0 seed 2) is found there."""
+    spec = study.load_study(study.EXPERIMENTS / "zoo224" / "study.toml")
+    rows = {d.question: d for d in log}
+    for p in spec.picks:
+        first = spec.stage(p.options[0].stage)
+        for seed in first.seeds:
+            d = rows.get(f"{first.task} {first.arch} seed {seed}: {p.what}")
+            if d is None:
+                continue
+            names = [c.name for c in d.candidates]
+            assert names[0] == f"{p.options[0].label} (experiments/zoo224/runs/{first.name})"
+            assert all(any(n.startswith(f"{o.label} (experiments/zoo224/runs/{o.stage})") for o in p.options)
+                       for n in names)
+            assert d.constraint == p.constraint
+    switched = [d.question for d in log if d.switched and "seed 0: distillation" in d.question]
+    assert switched == ["binary resnet18 seed 0: distillation"]
+    assert rows["binary resnet18 seed 0: distillation"].outcome.endswith("(experiments/zoo224/runs/distill1_resnet18)")
+
+
+def test_pick_writes_the_studys_decisions_and_picks(tmp_path):
+    """``zoo pick`` on the committed 224-px runs: the same rows as the log, and each bundled pick's seed and runs."""
+    spec = study.load_study(study.EXPERIMENTS / "zoo224" / "study.toml")
+    out = tmp_path / "zoo224"
+    shutil.copytree(spec.folder / "runs", out / "runs")
+    rows, picked = study.pick_study(spec, out, ASSETS, n_boot=200)
+    assert len(rows) == 14 and (out / "decisions.md").read_text().count("\n| ") == 14 + 1
+    plan = json.loads((out / "picked.json").read_text())
+    assert plan["binary/resnet18"]["seed"] == 0 and plan["binary/resnet18"]["runs"]["0"].endswith("distill1_resnet18")
+    assert plan["binary/densenet121"]["seed"] == 0
+    assert plan["three_class/densenet121"] == {"seed": 0, "runs": {"0": str(out / "runs" / "low_three_class")}}
+    assert "binary/efficientnet_lite0" not in plan  # the teacher is trained, never bundled

@@ -1,5 +1,9 @@
-"""The zoo's bundling on real tiny runs: fp32 re-prediction, best-seed export, hierarchical model, results table."""
+"""The zoo's bundling on real tiny runs (fp32 re-prediction, best-seed export, hierarchical model, results table)
+and studies as specs: the parser's one-line errors, the two committed specs, a tiny demo zoo trained, picked and
+bundled from its spec."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -11,6 +15,11 @@ from pneumo_core.training.loop import select_best_seed
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.artifacts import prediction_index
 from pneumo_core.models.checkpoints import load_checkpoint
+from pneumo_core.cli.main import main as cli_main
+from pneumo_core.evaluation import artifacts
+from pneumo_core.files import ASSETS
+from pneumo_core.models.sources import checkpoint_relpath
+from pneumo_core.training import study
 from pneumo_core.training.zoo import bundle, repredict
 from tests.zoo_fixture import train_tiny
 
@@ -41,15 +50,14 @@ def test_repredict_agrees_with_the_training_loop(zoo, data_dir):
     shared = trained.index
     # training reads its images cached as uint8 at the model's size: a quantisation step apart, no more
     np.testing.assert_allclose(again.loc[shared, "prob_PNEUMONIA"], trained["prob_PNEUMONIA"], atol=2e-3)
-    bv = read_predictions(zoo / "predictions" / "bacteria_virus" / "custom_cnn_bacteria_virus_seed0_test.csv")
+    bv = read_predictions(zoo / "predictions" / "bacteria_virus" / "custom_cnn_seed0_test.csv")
     assert set(bv.classes) == {"BACTERIA", "VIRUS"} and len(bv.frame) == 390
 
 
 def test_bundle_exports_models_hierarchical_and_table(zoo, data_dir, tmp_path):
     table = bundle(zoo, data_dir, tmp_path, leave_out=["binary/resnet18"])
     models = sorted(p.relative_to(tmp_path / "models").as_posix() for p in (tmp_path / "models").rglob("*.safetensors"))
-    assert models == ["checkpoints/binary/custom_cnn.safetensors",
-                      "checkpoints/hierarchical/custom_cnn_bacteria_virus.safetensors",
+    assert models == ["checkpoints/bacteria_virus/custom_cnn.safetensors", "checkpoints/binary/custom_cnn.safetensors",
                       "checkpoints/three_class/custom_cnn.safetensors"]
     hier = read_predictions(tmp_path / "predictions" / "three_class" / "hierarchical_test.csv")
     np.testing.assert_allclose(hier.probs.sum(axis=1), 1.0, atol=1e-5)
@@ -82,3 +90,148 @@ def test_bundle_exports_models_hierarchical_and_table(zoo, data_dir, tmp_path):
     assert md.count("\n") == len(table) + 2 and "custom_cnn (2-seed ensemble)" in md
     assert len(pd.read_csv(tmp_path / "results.csv")) == len(table)
     assert set(prediction_index(tmp_path).task) == {"binary", "bacteria_virus", "three_class"}
+
+
+# ---------------------------------------------------------------- studies as specs (issue 27)
+
+STUDY_224 = study.EXPERIMENTS / "zoo224" / study.SPEC
+GOOD = """
+[study]
+name = "s"
+
+[[stage]]
+name = "a"
+task = "binary"
+arch = "resnet18"
+init = "scratch"
+image_size = 128
+epochs = 8
+seeds = [0, 1]
+
+[[stage]]
+name = "b"
+task = "binary"
+arch = "resnet18"
+init = "stage:a"
+image_size = 224
+epochs = 3
+seeds = [0, 1]
+
+[[pick]]
+candidates = ["a", { stage = "b", label = "224 px" }]
+"""
+
+
+def test_a_good_spec_reads_as_stages_and_picks(tmp_path):
+    (tmp_path / "study.toml").write_text(GOOD)
+    s = study.load_study(tmp_path)
+    assert [st.name for st in s.stages] == ["a", "b"] and s.stage("b").parent == "a"
+    assert s.stage("b").config == {"image_size": 224, "epochs": 3}
+    assert [(o.stage, o.label) for o in s.picks[0].options] == [("a", "a"), ("b", "224 px")]
+    cfg = study.run_config(s, s.stage("b"), 1, tmp_path / "out", "data")
+    assert (cfg.seed, cfg.image_size, cfg.epochs) == (1, 224, 3)
+    assert cfg.init == str(tmp_path / "out/runs/a/checkpoints/binary/resnet18_seed1.pt")  # its own seed's run
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('name = "s"', 'name = "S s"', "[study] name: must be a folder name"),
+    ("epochs = 8", 'epochs = "8"', "[[stage]] 'a' epochs: must be a non-negative int, not '8'"),
+    ("epochs = 8", "epoch = 8", "[[stage]] 'a': unknown field 'epoch'"),
+    ("epochs = 8", "lr = -1.0", "[[stage]] 'a' lr: must be a non-negative int or float"),
+    ('task = "binary"', 'task = "binray"', "[[stage]] 'a' task: must be one of"),
+    ("seeds = [0, 1]", "seeds = []", "[[stage]] 'a' seeds: must be a non-empty list"),
+    ('init = "stage:a"', 'init = "stage:c"', "[[stage]] 'b' init: stage 'c' is not an earlier stage"),
+    ('init = "stage:a"', 'init = "hf://only-a-repo"', "[[stage]] 'b' init: a Hub file is hf://"),
+    ("epochs = 3", 'epochs = 3\nteacher = { stage = "b" }', "[[stage]] 'b' teacher stage: 'b' is not an earlier"),
+    ('candidates = ["a"', 'candidates = ["z"', "[[pick]] 1 candidates: 'z' is not a stage"),
+    ("[[pick]]", "[[pik]]", "the file: unknown field 'pik'"),
+    ('name = "s"', 'name = "s', "not TOML"),
+])
+def test_a_bad_spec_fails_in_one_line_naming_the_field(tmp_path, old, new, message):
+    assert old in GOOD
+    f = tmp_path / "study.toml"
+    f.write_text(GOOD.replace(old, new, 1))
+    with pytest.raises(study.StudyError) as err:
+        study.load_study(f)
+    assert message in str(err.value) and str(err.value).startswith(str(f)) and "\n" not in str(err.value)
+
+
+def test_a_missing_starting_checkpoint_fails_in_one_line_before_any_training(tmp_path, capsys, data_dir):
+    (tmp_path / "study.toml").write_text(GOOD.replace('init = "scratch"', 'init = "low/resnet18_seed{seed}.pt"'))
+    assert cli_main(["zoo", "train", str(tmp_path), "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path / 'study.toml'}: stage 'a' seed 0: starting checkpoint "
+                   f"{tmp_path / 'low/resnet18_seed0.pt'} not found")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_py_zoo_trains_the_demo_spec():
+    """The demo spec holds one stage per model of the committed zoo (assets/predictions), each task/arch once."""
+    plan = study.plan(study.load_study(study.DEMO_ZOO))
+    keys = [(e["task"], e["arch"]) for e in plan]
+    committed = {(t, a) for t in ("binary", "three_class", "bacteria_virus") for a in artifacts.archs_of(ASSETS, t)}
+    assert len(keys) == len(set(keys)) and set(keys) == committed
+    for e in plan:  # each stage's seeds are the committed ones (ResNet18 / DenseNet121 binary: then 224 px)
+        assert set(e["seeds"]) <= set(artifacts.seeds_of(ASSETS, e["task"], e["arch"]))
+
+
+def test_the_224_px_spec_restates_its_committed_runs():
+    """Every committed run under experiments/zoo224/runs/<stage> was trained with its stage's recipe: seed,
+    resolution, epochs, learning rate, init (a checkpoint for a stage that starts from another) and teacher."""
+    s = study.load_study(STUDY_224)
+    seen = set()
+    for st in s.stages:
+        root = study.stage_root(s, None, st.name)
+        for f in sorted(root.glob(f"runs/{st.task}/*/metrics.json")):
+            cfg = json.loads(f.read_text())["config"]
+            want = study.run_config(s, st, cfg["seed"], None, "data")
+            assert cfg["seed"] in st.seeds and (cfg["task"], cfg["arch"]) == (st.task, st.arch), f
+            for k in ("image_size", "epochs", "head_epochs", "freeze_fraction", "lr"):
+                assert cfg[k] == getattr(want, k), (f, k)
+            assert (cfg["init"] in ("scratch", "imagenet")) == (st.parent is None), f
+            if st.parent is None:
+                assert cfg["init"] == st.init, f
+            assert len(cfg.get("teacher") or []) == (len(st.teacher.seeds) if st.teacher else 0), f
+            seen.add(st.name)
+    assert seen == {st.name for st in s.stages}
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The demo spec, one stage per task, as custom_cnn at 32 px for one epoch on a handful of images."""
+    demo = study.load_study(study.DEMO_ZOO)
+    tiny = demo.overridden(["binary_efficientnet_lite0", "three_class_efficientnet_lite0",
+                            "bacteria_virus_densenet121"], arch="custom_cnn", init="scratch", seeds=[0, 1],
+                           image_size=32, epochs=1, head_epochs=0, freeze_fraction=0.0, limit=24, batch_size=8,
+                           cache_dir=str(tmp_path_factory.mktemp("cache")))
+    assert tiny.repredict  # seeds limited to a few images each are re-predicted on whole splits to be bundled
+    return tiny, tmp_path_factory.mktemp("study")
+
+
+@pytest.mark.slow  # six tiny runs, each re-predicted on the whole val and test splits: ~1.5 min of CPU
+def test_a_tiny_demo_zoo_trains_picks_and_bundles(tiny_study, data_dir, tmp_path):
+    s, out = tiny_study
+    assert len(s.picks) == 3
+    ran = study.train_study(s, data_dir, out, log=lambda m: None)
+    assert len(ran) == 6
+    assert study.train_study(s, data_dir, out, log=lambda m: None) == []  # done runs are skipped
+    for st in s.stages:
+        assert (study.stage_root(s, out, st.name) / checkpoint_relpath(st.task, "custom_cnn")).is_file()  # best
+
+    rows, picked = study.pick_study(s, out, tmp_path)
+    assert {(k.task, k.arch) for k in picked} == {("binary", "custom_cnn"), ("three_class", "custom_cnn"),
+                                                  ("bacteria_virus", "custom_cnn")}
+    plan = json.loads((out / "picked.json").read_text())
+    assert {k: v["seed"] for k, v in plan.items()} == {f"{k.task}/{k.arch}": k.seed for k in picked}
+    assert (out / "decisions.md").is_file() and (out / "decisions.csv").is_file()
+
+    assets = tmp_path / "assets"
+    table = study.bundle_study(s, data_dir, out, assets)
+    models = sorted(p.relative_to(assets / "models").as_posix() for p in (assets / "models").rglob("*.safetensors"))
+    assert models == ["checkpoints/bacteria_virus/custom_cnn.safetensors", "checkpoints/binary/custom_cnn.safetensors",
+                      "checkpoints/three_class/custom_cnn.safetensors"]
+    for k in picked:  # the bundle holds what the pick chose
+        meta = load_checkpoint(assets / "models" / checkpoint_relpath(k.task, k.arch, suffix=".safetensors")).meta
+        assert meta.seed == k.seed
+    assert len(read_predictions(assets / "predictions" / "three_class" / "hierarchical_test.csv").frame) == 624
+    assert "hierarchical" in set(table["model"]) and (assets / "results.md").is_file()

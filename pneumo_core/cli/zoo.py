@@ -28,7 +28,8 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root_a", help="zoo folder A (train.py --out, assets/, or one of the assets/zoo* folders)")
+    p.add_argument("root_a", help="zoo folder A (train.py --out, assets/, or a study's "
+                                  "experiments/<study>/runs/<stage>)")
     p.add_argument("root_b", help="zoo folder B; differences are B - A")
     p.add_argument("--task", default="binary", help="binary | three_class | bacteria_virus (default binary)")
     p.add_argument("--arch", required=True, help="the architecture to compare, e.g. resnet18")
@@ -131,7 +132,9 @@ def _refresh(args: argparse.Namespace) -> int:
 
 
 def _decisions_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root", nargs="?", default=None, help="assets/ (default): its predictions/ and zoo* folders")
+    p.add_argument("root", nargs="?", default=None, help="assets/ (default): its bundle and predictions/")
+    p.add_argument("--spec", nargs="*", default=None, metavar="SPEC",
+                   help="the studies whose picks to re-decide (default: every experiments/*/study.toml)")
     p.add_argument("--write", action="store_true", help="write assets/decisions.md and assets/decisions.csv")
     p.add_argument("--bootstrap", type=int_range(100, 100_000), default=1000, metavar="N",
                    help="resamples of the validation patients, 100..100000 (default 1000)")
@@ -140,14 +143,17 @@ def _decisions_args(p: argparse.ArgumentParser) -> None:
 @command("decisions", _decisions_args)
 def _decisions(args: argparse.Namespace) -> int:
     """The decision log: every choice between runs re-decided by the one rule on validation log loss (default kept
-    unless a patient-clustered paired bootstrap's 95 % interval excludes 0), with what the bundle holds."""
+    unless a patient-clustered paired bootstrap's 95 % interval excludes 0): the studies' picks
+    (experiments/*/study.toml), then the seed of each bundled architecture, with what the bundle holds."""
     from pathlib import Path
 
     from pneumo_core.evaluation.decisions import decision_log, decisions_frame, decisions_markdown
     from pneumo_core.files import ASSETS, atomic_write
+    from pneumo_core.training.study import EXPERIMENTS, SPEC, load_study, questions
 
     root = Path(args.root or ASSETS)
-    log = decision_log(root, args.bootstrap)
+    specs = args.spec if args.spec is not None else sorted(EXPERIMENTS.glob(f"*/{SPEC}"))
+    log = decision_log(root, [q for f in specs for q in questions(load_study(f))], args.bootstrap)
     md = decisions_markdown(log)
     if args.write:
         csv = decisions_frame(log).to_csv(index=False)
@@ -155,4 +161,41 @@ def _decisions(args: argparse.Namespace) -> int:
         atomic_write(root / "decisions.csv", lambda tmp: Path(tmp).write_text(csv))
         print(f"wrote {root / 'decisions.md'} and {root / 'decisions.csv'}")
     print(md)
+    return 0
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["train", "pick", "bundle"],
+                   help="train: every run of the spec, resumably; pick: the spec's choices on validation, "
+                        "written as decisions.md and picked.json; bundle: the picked runs into assets/")
+    p.add_argument("spec", help="a study spec, e.g. experiments/demo_zoo/study.toml (or its folder)")
+    p.add_argument("--out", default=None,
+                   help="where the study's runs/, decisions and picks go (default: the spec's folder)")
+    p.add_argument("--data-dir", default="../shared/data/chest_xray")
+    p.add_argument("--assets", default=None, help="bundle into this folder (default: the repo's assets/)")
+    p.add_argument("--bootstrap", type=int_range(100, 100_000), default=1000, metavar="N",
+                   help="pick: resamples of the validation patients, 100..100000 (default 1000)")
+
+
+@command("zoo", _study_args)
+def _study(args: argparse.Namespace) -> int:
+    """Run a study spec: train its runs (resumable), pick among them on validation, bundle the picks into
+    assets/."""
+    from pneumo_core.evaluation.decisions import decisions_markdown
+    from pneumo_core.files import ASSETS
+    from pneumo_core.training.study import bundle_study, load_study, pick_study, train_study
+
+    study = load_study(args.spec)
+    assets = args.assets or ASSETS
+    if args.action == "train":
+        ran = train_study(study, args.data_dir, args.out)
+        print(f"{study.name}: {len(ran)} run(s) trained; every run of the spec is done")
+    elif args.action == "pick":
+        rows, picked = pick_study(study, args.out, assets, args.bootstrap)
+        print(decisions_markdown(rows))
+        for k in picked:
+            print(f"picked {k.task}/{k.arch}: seed {k.seed}" + (f" ({k.runs[k.seed]})" if k.seed is not None else ""))
+    else:
+        with tqdm_progress("hierarchical model") as progress:
+            print(bundle_study(study, args.data_dir, args.out, assets, progress).to_markdown(index=False))
     return 0

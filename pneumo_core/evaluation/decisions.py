@@ -5,7 +5,8 @@ the 95 % interval of a challenger's difference in log loss excludes 0 (the chall
 challengers that clear it, the lowest validation log loss wins.
 
 Pure functions over prediction tables (:class:`~pneumo_core.evaluation.predictions.Predictions`); validation
-tables only. :func:`decision_log` re-applies the rule to the committed runs under ``assets/`` (issue 26).
+tables only. :func:`answer` decides a study's question (its spec's ``[[pick]]``, ``experiments/*/study.toml``);
+:func:`decision_log` re-applies the rule to the committed runs (issue 26).
 """
 from __future__ import annotations
 
@@ -77,6 +78,11 @@ class Decision:
         return min(self.candidates, key=lambda c: c.val_loss).name
 
 
+def selection_loss(val: Predictions) -> float:
+    """Validation log loss (the mean of :func:`per_image_loss`)."""
+    return float(per_image_loss(val.labelled()).mean())
+
+
 def per_image_loss(val: Predictions, eps: float = 1e-12) -> np.ndarray:
     """Each image's negative log-likelihood of its true class (their mean is the log loss)."""
     p = np.clip(val.probs[np.arange(len(val.frame)), val.y_true], eps, 1.0)
@@ -113,21 +119,51 @@ def decide(question: str, candidates: Sequence[tuple[str, Predictions]], n_boot:
                     len(sets[0].frame), len(set(groups.tolist())), constraint, note)
 
 
-# ---------------------------------------------------------------- the committed runs, re-decided
+# ---------------------------------------------------------------- a study's choices, re-decided
 
-#: the zoo folders of assets/ (docs/results.md, "Where the files are")
-ZOO128, PROGRESSIVE, DISTILL, DISTILL3 = "zoo128", "zoo224_progressive", "zoo224_distill", "zoo224_distill3"
-CAM_CONSTRAINT = ("product constraint, not a validation result: the Compare pair (binary ResNet18 and "
-                  "DenseNet121) runs at 224 px for its 7 x 7 CAM grid")
 NOT_REBUNDLED = "not re-bundled: its checkpoint is not in the repository"
 
 
-def _load(assets: Path, folder: str, task: str, arch: str, seed: int, split: str = "val") -> Predictions:
-    return artifacts.load_set(assets / folder if folder else assets, task, arch, seed, split)
+@dataclass(frozen=True)
+class Runs:
+    """One candidate of a study's choice: a folder of runs (``train``'s ``--out``) and its name in the log."""
+
+    name: str
+    root: Path
 
 
-def _has(assets: Path, folder: str, task: str, arch: str, seed: int) -> bool:
-    return seed in artifacts.seeds_of(assets / folder if folder else assets, task, arch)
+@dataclass(frozen=True)
+class Question:
+    """A study's choice between folders of runs of one task and architecture (the default first), made seed by
+    seed over ``seeds``; with ``then_seed``, then the seed among each seed's picked run. ``constraint``: a product
+    constraint that imposes a candidate whatever validation says, with ``note`` saying which."""
+
+    what: str
+    task: str
+    arch: str
+    candidates: tuple[Runs, ...]
+    seeds: tuple[int, ...]
+    then_seed: bool = True
+    constraint: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Picked:
+    """What a :class:`Question` picked: each seed's run (its folder) and the seed among them (None: no runs)."""
+
+    task: str
+    arch: str
+    runs: dict[int, Path]
+    seed: int | None
+
+
+def _load(root: Path, task: str, arch: str, seed: int, split: str = "val") -> Predictions:
+    return artifacts.load_set(root, task, arch, seed, split)
+
+
+def _has(root: Path, task: str, arch: str, seed: int) -> bool:
+    return seed in artifacts.seeds_of(root, task, arch)
 
 
 def bundled_seed(assets: str | Path, task: str, arch: str) -> int | None:
@@ -153,7 +189,7 @@ def seed_decision(root: str | Path, task: str, arch: str, n_boot: int = N_BOOT) 
     seeds = artifacts.seeds_of(root, task, arch)
     if not seeds:
         return None
-    return decide(f"{task} {arch}: seed", [(f"seed {s}", _load(Path(root), "", task, arch, s)) for s in seeds],
+    return decide(f"{task} {arch}: seed", [(f"seed {s}", _load(Path(root), task, arch, s)) for s in seeds],
                   n_boot)
 
 
@@ -162,66 +198,88 @@ def decided_seed(d: Decision) -> int:
     return int(d.outcome.removeprefix("seed "))
 
 
-def decision_log(assets: str | Path, n_boot: int = N_BOOT) -> list[Decision]:
-    """The rule re-applied to the committed runs under ``assets`` (prediction files only, validation only):
-    per architecture and seed, 112/128 px -> 224 px and progressive -> distilled; the ensemble teacher; then per
-    task and architecture, the seed among the bundled seeds' candidates (default: seed 0); each decision says
+def _committed_note(assets: Path, q: Question, seed: int, cands: list[tuple[str, Predictions]], outcome: str) -> str:
+    """Where ``assets/predictions`` holds another candidate's run of this seed than the rule picks: what it holds."""
+    if not _has(assets, q.task, q.arch, seed):
+        return ""
+    here = _load(assets, q.task, q.arch, seed)
+    committed = [n for n, p in cands if _same(p, here)]
+    if not committed or committed[0] == outcome:
+        return ""
+    if bundled_seed(assets, q.task, q.arch) == seed:
+        return f"assets/predictions holds {committed[0]}: {NOT_REBUNDLED}"
+    return f"assets/predictions holds {committed[0]} (seed not bundled; its files would change)"
+
+
+def answer(q: Question, assets: str | Path, n_boot: int = N_BOOT) -> tuple[list[Decision], Picked]:
+    """The rule applied to one study question on validation files only: a decision per seed where two or more
+    candidates hold that seed's run (a constraint's candidate is then used), then (``then_seed``, two or more
+    seeds) the seed among each seed's picked run. Notes say where ``assets`` holds another run."""
+    assets = Path(assets)
+    rows: list[Decision] = []
+    picked: dict[int, tuple[str, Predictions, Path]] = {}
+    for s in q.seeds:
+        cands = [(c.name, c.root) for c in q.candidates if _has(c.root, q.task, q.arch, s)]
+        if not cands or cands[0][1] != q.candidates[0].root:
+            continue  # no default run of this seed: nothing to decide from
+        sets = [(n, _load(root, q.task, q.arch, s)) for n, root in cands]
+        if len(cands) == 1:
+            picked[s] = (cands[0][0], sets[0][1], cands[0][1])
+            continue
+        d = decide(f"{q.task} {q.arch} seed {s}: {q.what}", sets, n_boot, constraint=q.constraint)
+        if q.constraint:
+            d = replace(d, note=q.note)
+            used = len(cands) - 1  # the constraint's candidate: the last, the run the study goes on from
+        else:
+            d = replace(d, note=_committed_note(assets, q, s, sets, d.outcome))
+            used = [n for n, _ in cands].index(d.outcome)
+        rows.append(d)
+        picked[s] = (cands[used][0], sets[used][1], cands[used][1])
+    runs = {s: root for s, (_, _, root) in picked.items()}
+    if not picked:
+        return rows, Picked(q.task, q.arch, runs, None)
+    if len(picked) == 1 or not q.then_seed:
+        return rows, Picked(q.task, q.arch, runs, min(picked))
+    many = len(q.candidates) > 1
+    try:
+        d = decide(f"{q.task} {q.arch}: seed" + (" (each seed's run as the rule picks it)" if many else ""),
+                   [(f"seed {s}: {n}" if many else f"seed {s}", p) for s, (n, p, _) in picked.items()], n_boot)
+    except PredictionFileError:  # seeds validated on different images (runs limited to a few): no pairing,
+        seed = min(picked, key=lambda s: (selection_loss(picked[s][1]), s))  # the lowest log loss, as selection
+        return rows, Picked(q.task, q.arch, runs, seed)
+    seed = int(d.outcome.split(":")[0].removeprefix("seed "))
+    bundled = bundled_seed(assets, q.task, q.arch)
+    if bundled is not None and _has(assets, q.task, q.arch, bundled):
+        same = _same(picked[seed][1], _load(assets, q.task, q.arch, bundled)) and bundled == seed
+        d = replace(d, note=f"bundled: seed {bundled}" + ("" if same else
+                    f" (the run in assets/predictions); the rule picks {d.outcome}, {NOT_REBUNDLED}"),
+                    extra={"bundled_seed": bundled, "rule_seed": seed})
+    rows.append(d)
+    return rows, Picked(q.task, q.arch, runs, seed)
+
+
+def decision_log(assets: str | Path, questions: Sequence[Question] = (), n_boot: int = N_BOOT,
+                 seed_rows: bool = True) -> list[Decision]:
+    """The rule re-applied to committed runs (prediction files only, validation only): each study question
+    (:func:`answer`; the studies' specs state them, ``experiments/*/study.toml``), then (``seed_rows``) per task
+    and architecture the seed among the seeds ``assets/predictions`` holds (default: seed 0); each decision says
     what the bundle holds where the rule picks another run."""
     assets = Path(assets)
     out: list[Decision] = []
-    # 1. resolution: the low-resolution run (default, the one the 224-px run was fine-tuned from) vs 224 px
-    for task, arch, seeds, low in (("binary", "resnet18", (0, 1, 2), 128), ("binary", "densenet121", (0, 1), 112),
-                                   ("three_class", "densenet121", (0,), 112),
-                                   ("bacteria_virus", "densenet121", (0,), 112)):
-        for s in seeds:
-            hi_folder = PROGRESSIVE if task == "binary" else ""
-            if not (_has(assets, ZOO128, task, arch, s) and _has(assets, hi_folder, task, arch, s)):
-                continue
-            hi_name = (f"224 px (assets/{PROGRESSIVE})" if hi_folder else "224 px (assets/predictions)")
-            d = decide(f"{task} {arch} seed {s}: resolution", [
-                (f"{low} px (assets/{ZOO128})", _load(assets, ZOO128, task, arch, s)),
-                (hi_name, _load(assets, hi_folder, task, arch, s))], n_boot,
-                constraint=CAM_CONSTRAINT if task == "binary" else "")
-            if task == "binary":
-                d = replace(d, note="224 px is used (the constraint), the distillation decision below starts there")
-            elif d.outcome != hi_name and bundled_seed(assets, task, arch) == s:
-                d = replace(d, note=f"bundled: the 224-px run; the rule keeps the {low}-px run, {NOT_REBUNDLED}")
-            out.append(d)
-    # 2. distillation: the progressive run (default, the simpler recipe) vs distilled from Lite0 seed 2 /
-    #    from the three-seed Lite0 ensemble; then the seed among each seed's picked run (default seed 0)
-    for arch, seeds in (("resnet18", (0, 1, 2)), ("densenet121", (0, 1))):
-        picked = []
-        for s in seeds:
-            cands = [(f"224 px progressive (assets/{PROGRESSIVE})", _load(assets, PROGRESSIVE, "binary", arch, s))]
-            for folder, what in ((DISTILL, "distilled, teacher Lite0 seed 2"),
-                                 (DISTILL3, "distilled, teacher Lite0 x3")):
-                if _has(assets, folder, "binary", arch, s):
-                    cands.append((f"224 px {what} (assets/{folder})", _load(assets, folder, "binary", arch, s)))
-            d = decide(f"binary {arch} seed {s}: distillation", cands, n_boot)
-            here = _load(assets, "", "binary", arch, s)
-            committed = [n for n, p in cands if _same(p, here)]
-            if committed and committed[0] != d.outcome:
-                d = replace(d, note=f"assets/predictions holds {committed[0]}: {NOT_REBUNDLED}" if
-                            bundled_seed(assets, "binary", arch) == s else
-                            f"assets/predictions holds {committed[0]} (seed not bundled; its files would change)")
-            out.append(d)
-            picked.append((f"seed {s}: {d.outcome}", dict(cands)[d.outcome]))
-        d = decide(f"binary {arch}: seed (each seed's run as the rule picks it)", picked, n_boot)
-        bundled = bundled_seed(assets, "binary", arch)
-        if bundled is not None:
-            here = _load(assets, "", "binary", arch, bundled)
-            _, chosen = picked[[n for n, _ in picked].index(d.outcome)]
-            same = _same(chosen, here)
-            d = replace(d, note=f"bundled: seed {bundled}" + ("" if same else
-                        f" (the run in assets/predictions); the rule picks {d.outcome}, {NOT_REBUNDLED}"),
-                        extra={"bundled_seed": bundled, "rule_seed": int(d.outcome.split(":")[0][5:])})
-        out.append(d)
-    # 3. the seed of each architecture (default: seed 0, the first trained), over the committed seeds
+    studied = set()
+    for q in questions:
+        rows, _ = answer(q, assets, n_boot)
+        out += rows
+        if q.then_seed and len(q.candidates) > 1:
+            studied.add((q.task, q.arch))
+    if not seed_rows:
+        return out
     for task in ("binary", "three_class", "bacteria_virus"):
         for arch in artifacts.archs_of(assets, task):
             if len(artifacts.seeds_of(assets, task, arch)) < 2:
                 continue
-            out.append(_with_bundle(seed_decision(assets, task, arch, n_boot), assets, task, arch))
+            out.append(_with_bundle(seed_decision(assets, task, arch, n_boot), assets, task, arch,
+                                    (task, arch) in studied))
     return out
 
 
@@ -234,7 +292,7 @@ def _same(a: Predictions, b: Predictions) -> bool:
     return bool(np.allclose(x.probs, y.probs, atol=1e-6))
 
 
-def _with_bundle(d: Decision, assets: Path, task: str, arch: str) -> Decision:
+def _with_bundle(d: Decision, assets: Path, task: str, arch: str, studied: bool = False) -> Decision:
     bundled = bundled_seed(assets, task, arch)
     if bundled is None:
         note = "not bundled (assets/models)"
@@ -242,7 +300,7 @@ def _with_bundle(d: Decision, assets: Path, task: str, arch: str) -> Decision:
         note = f"bundled: seed {bundled}"
     else:
         note = f"bundled: seed {bundled}; the rule picks {d.outcome}, {NOT_REBUNDLED}"
-    if task == "binary" and arch in ("resnet18", "densenet121"):
+    if studied:
         note += "; over the runs assets/predictions holds (see the row above for the rule's runs)"
     return replace(d, note=note, extra={"bundled_seed": bundled, "rule_seed": decided_seed(d)})
 

@@ -1,8 +1,8 @@
-"""The model zoo: what ``train.py --zoo`` trains, and turning a trained zoo into ``assets/`` (fp32
-re-prediction, the rule's best checkpoints as fp16 safetensors with the rule's thresholds, the
-hierarchical model's predictions, the results table).
+"""Turning a trained zoo into ``assets/``: fp32 re-prediction, the rule's best checkpoints as fp16 safetensors
+with the rule's thresholds, the hierarchical model's predictions, the results table.
 
-Which seed, which members and which threshold is decided in :mod:`pneumo_core.evaluation.selection`.
+Which seed, which members and which threshold is decided in :mod:`pneumo_core.evaluation.selection`. What a
+zoo trains is a study's spec (:mod:`pneumo_core.training.study`; the demo zoo: ``experiments/demo_zoo/study.toml``).
 """
 from __future__ import annotations
 
@@ -22,27 +22,10 @@ from pneumo_core.inference.predictors import Hierarchical, Predictor, predict_fr
 from pneumo_core.models.checkpoints import export_safetensors, load_checkpoint
 from pneumo_core.models.sources import LocalSource, checkpoint_relpath
 
-# The demo zoo: what each model costs on the 2-core CPU decided its resolution, epochs and seeds
-# (bench/train_bench.py). ImageNet weights exist offline only for EfficientNet-Lite0; the others
-# train from scratch at 128 px unless torchvision can get their ImageNet weights. The bundled binary
-# ResNet18 and DenseNet121 are then fine-tuned at 224 px (scripts/progressive_224.sh) for 7 x 7 heatmaps.
-ZOO: list[dict] = [
-    dict(task="binary", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=3,
-         freeze_fraction=0.4, seeds=[0, 1, 2]),
-    dict(task="three_class", arch="efficientnet_lite0", init="imagenet", image_size=224, head_epochs=3, epochs=2,
-         freeze_fraction=0.6, seeds=[0, 1, 2]),
-    dict(task="binary", arch="resnet18", init="scratch", image_size=128, epochs=8, seeds=[0, 1, 2]),
-    dict(task="binary", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
-    dict(task="binary", arch="custom_cnn", init="scratch", image_size=128, epochs=10, lr=1e-3, seeds=[0, 1, 2]),
-    dict(task="bacteria_virus", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
-    dict(task="three_class", arch="resnet18", init="scratch", image_size=128, epochs=8, seeds=[0, 1, 2]),
-    dict(task="three_class", arch="densenet121", init="scratch", image_size=112, epochs=5, seeds=[0]),
-]
-
 HIERARCHICAL_SPLITS = ("val", "test")
 
 
-def _predict_split(predictor, frame: pd.DataFrame, split: str, progress, **labels) -> Predictions:
+def predict_split(predictor, frame: pd.DataFrame, split: str, progress, **labels) -> Predictions:
     """Fresh (uncached) predictions of one split, as a table fit to commit: image ids as paths, ``labels``
     (model, task, seed, checkpoint) as given."""
     t = predict_frame(predictor, frame, split=split, progress=progress, use_cache=False)
@@ -61,7 +44,7 @@ def hierarchical_sets(root: str | Path, source: LocalSource, data_dir: str | Pat
     hier = Hierarchical(Predictor(source.load(plan.stage_a.key)), Predictor(source.load(plan.stage_b.key)),
                         threshold_b=plan.threshold_b)
     splits = kermany_splits(data_dir)
-    return tuple(_predict_split(hier, splits[split], split, progress, model="hierarchical", task="three_class",
+    return tuple(predict_split(hier, splits[split], split, progress, model="hierarchical", task="three_class",
                                 seed=None, checkpoint=hier.key) for split in HIERARCHICAL_SPLITS)
 
 
@@ -77,7 +60,7 @@ def repredict(zoo: str | Path, data_dir: str | Path, progress=None) -> list[Path
             continue
         predictor = Predictor(src.load(ref), precision="fp32")
         for split in ("val", "test"):
-            table = _predict_split(predictor, splits[split], split, progress, model=ref.arch, task=ref.task,
+            table = predict_split(predictor, splits[split], split, progress, model=ref.arch, task=ref.task,
                                    seed=ref.seed, checkpoint=predictor.fingerprint)
             dst = zoo / "predictions" / ref.task / f"{Path(ref.relpath).stem}_{split}.csv"
             write_predictions(table, dst)
