@@ -26,7 +26,7 @@ st.caption("The lung mask (green outline) is approximate: a classical segmentati
            "(scikit-image), not a clinical one. Dense consolidations are bright and may fall outside it.")
 
 source, src_label = current_source()
-keys = [k for k in model_keys(source) if "/seed" not in k]
+keys = model_keys(source, best_only=True)
 preferred = [k for k in ("binary/resnet18",) if k in keys]  # one model first: a quick first look
 c1, c2, c3 = st.columns([3, 2, 2])
 chosen = c1.multiselect("Models", keys, default=preferred or keys[:1], key="audit_models")

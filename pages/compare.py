@@ -17,7 +17,7 @@ from pneumo_core.visualize.charts import colorbar_figure
 
 start_page("Compare heatmaps")
 source, src_label = current_source()
-keys = [k for k in model_keys(source) if "/seed" not in k]
+keys = model_keys(source, best_only=True)
 preferred = [k for k in ("binary/resnet18", "binary/densenet121") if k in keys]
 linked = st.query_params.get("model")  # a link from the Errors page: the model whose error it was, first
 if linked in keys:

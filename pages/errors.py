@@ -16,6 +16,7 @@ from pneumo_core.evaluation.mistakes import (ANY, HeatmapChoice, confusion, deci
 from pneumo_core.explain.cams import overlay
 from pneumo_core.files import escape_html, escape_markdown
 from pneumo_core.visualize.charts import confusion_figure
+from pneumo_core.models.keys import ModelKey
 
 PER_PAGE = 12
 THUMB = 300  # px: each thumbnail's width (three to a row)
@@ -28,12 +29,11 @@ source, src_label = current_source()
 own = source_predictions_root(source) == predictions_root()  # the source's checkpoints made these predictions
 
 
-def heatmap(opt: tuple[str, str, int]) -> HeatmapChoice:
+def heatmap(opt: ModelKey) -> HeatmapChoice:
     """The source's checkpoint behind a prediction set, or why there is none."""
-    task, arch, seed = opt
-    return heatmap_choice(arch, seed, f"{task}/{arch}", combined=arch in (selection.ENSEMBLE, "hierarchical"),
-                          own=own, source_keys=model_keys(source),
-                          source_seed=selection.best_seed(predictions_root(), task, arch))
+    return heatmap_choice(opt.arch, opt.seed, opt.best.source_key, combined=opt.combined, own=own,
+                          source_keys=model_keys(source),
+                          source_seed=selection.best_seed(predictions_root(), opt.task, opt.arch))
 
 
 if "err_model" not in st.session_state and not st.query_params.get("model"):  # open on a model with a heatmap
@@ -73,7 +73,7 @@ if image_path(shown["image_id"].iloc[0]) is None:
     st.stop()
 
 task, arch, seed = opt
-key = f"{task}/{arch}"
+key = opt.best.source_key
 choice = heatmap(opt)
 cam_key = choice.key
 if cam_key is not None and not loaded(source, src_label, [cam_key]):

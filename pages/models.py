@@ -38,17 +38,14 @@ for task in t["task"].unique() if t is not None else []:
     st.dataframe(part.loc[:, (part != "").any()], hide_index=True, key=f"results_{task}", width="stretch")
 
 st.subheader("Learning curves")
-by_model: dict[tuple[str, str], list[str]] = {}
-for task, stem in runs(root):
-    by_model.setdefault((task, stem.rsplit("_seed", 1)[0]), []).append(stem)
+by_model = runs(root)
 if by_model:
-    labels = [f"{task} · {model}" for task, model in by_model]
+    labels = [k.label for k in by_model]
     pick = st.selectbox("Model (every seed overlaid)", labels, key="lc_run")
-    task, model = list(by_model)[labels.index(pick)]
     infos = {}
-    for stem in by_model[(task, model)]:
+    for run in by_model[list(by_model)[labels.index(pick)]]:
         try:
-            infos[stem.rsplit("_", 1)[-1]] = run_info(root, task, stem)
+            infos[f"seed{run.seed}"] = run_info(root, run)
         except PneumoError as exc:  # a malformed run log: named, the other seeds still drawn
             st.error(escape_markdown(exc))
     show_figure(learning_curve_figure({k: v["history"] for k, v in infos.items() if "history" in v},

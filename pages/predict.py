@@ -56,7 +56,7 @@ from pneumo_core.explain.conclusions import verdict_summary  # noqa: E402
 from pneumo_core.explain.ood import default_gate  # noqa: E402
 from pneumo_core.inference.verdicts import stored_verdicts, verdict_rows, zoo_verdicts  # noqa: E402
 
-keys = [k for k in model_keys(source) if "/seed" not in k]
+keys = model_keys(source, best_only=True)
 keys = loaded(source, src_label, keys)  # a checkpoint that does not load is named and skipped
 if not keys:
     st.warning("No models available from this source.")

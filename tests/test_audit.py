@@ -10,10 +10,11 @@ from scipy import ndimage as ndi
 
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.explain.audit import (agreement, border_band, deletion_insertion, lung_focus, randomized_copy,
-                                       randomization_spearman, spearman, summarise, top_region)
+                                       randomized_layers, randomization_spearman, spearman, summarise, top_region)
 from pneumo_core.explain.cams import explain
 from pneumo_core.explain.lungs import draw_contours, lung_contours, lung_mask
 from pneumo_core.inference.predictors import Predictor
+from pneumo_core.models.networks import ARCHS, build_model, get_arch
 from pneumo_core.models.sources import resolve_checkpoint
 
 
@@ -108,6 +109,21 @@ def test_randomisation_correlation_of_a_trained_model_is_below_self(resnet, gray
         assert spearman(c.raw, c.raw) == pytest.approx(1.0)
         assert r < 0.99
     assert np.mean(rhos) < 0.9
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_randomised_layers_are_the_archs(arch):
+    """The sanity check re-initialises what the architecture's Arch entry names, and those modules only."""
+    from pneumo_core.models.checkpoints import Checkpoint, CheckpointMeta
+
+    model = build_model(arch, 1).eval()
+    meta = CheckpointMeta(arch=arch, task="binary", classes=["NORMAL", "PNEUMONIA"], n_outputs=1)
+    p = Predictor(Checkpoint(model.state_dict(), meta, fingerprint=arch))
+    assert randomized_layers(arch) == get_arch(arch).sanity_layers
+    orig, new = p.model.state_dict(), randomized_copy(p, seed=1).model.state_dict()
+    changed = {k for k in orig if not torch.equal(orig[k], new[k])}
+    inside = {k for k in orig if any(k.startswith(n + ".") for n in randomized_layers(arch))}
+    assert changed and changed <= inside
 
 
 def test_randomised_copy_touches_only_the_last_block_and_head(resnet):

@@ -116,6 +116,38 @@ def test_local_and_hub_sources_predict_identically(published_repo, tmp_path, nor
         assert np.allclose(a.sum(1), 1)
 
 
+def test_bacteria_virus_models_read_from_our_layout_and_the_hubs(tmp_path, monkeypatch, normal_image):
+    """Our layout names the folder after the task (checkpoints/bacteria_virus/<arch>.pt); a Hub repo in the
+    published layout (checkpoints/hierarchical/<arch>_bacteria_virus.pt) still reads, offline from its cache."""
+    import huggingface_hub.constants as hc
+
+    ours = tmp_path / "ours"
+    model = _published(ours / checkpoint_relpath("bacteria_virus", "custom_cnn"), "custom_cnn", 1)
+    assert checkpoint_relpath("bacteria_virus", "custom_cnn") == "checkpoints/bacteria_virus/custom_cnn.pt"
+    hub_rel = "checkpoints/hierarchical/custom_cnn_bacteria_virus.pt"
+    cache = tmp_path / "hf-cache"
+    make_hub_cache(cache, "someone/published", {hub_rel: ours / checkpoint_relpath("bacteria_virus", "custom_cnn")})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    local, hub = LocalSource(ours), HubSource("someone/published", cache_dir=cache)
+    assert [(r.key, r.relpath) for r in local.list()] == [("bacteria_virus/custom_cnn",
+                                                           "checkpoints/bacteria_virus/custom_cnn.pt")]
+    assert [(r.key, r.relpath) for r in hub.list()] == [("bacteria_virus/custom_cnn", hub_rel)]
+    assert "offline" in hub.status
+    assert local.stamp("bacteria_virus/custom_cnn").startswith("custom_cnn.pt:")
+    expected = _predict(model, [normal_image])
+    for src in (local, hub):
+        c = src.load("bacteria_virus/custom_cnn")
+        assert (c.meta.task, c.meta.classes) == ("bacteria_virus", ["BACTERIA", "VIRUS"])
+        np.testing.assert_allclose(_predict(c.build(), [normal_image]), expected, atol=1e-6)
+
+
+def test_a_binary_model_in_the_bacteria_virus_folder_is_refused(tmp_path):
+    path = tiny_checkpoint(tmp_path / "checkpoints/bacteria_virus/custom_cnn.pt")
+    with pytest.raises(CheckpointError, match="metadata says task binary"):
+        load_checkpoint(path)
+
+
 def test_hub_source_offline_without_cache_is_a_clear_error(tmp_path):
     hub = HubSource("someone/not-cached", cache_dir=tmp_path / "empty-cache")
     with pytest.raises(SourceUnavailableError, match="not in the local cache"):

@@ -8,7 +8,8 @@ import torch
 
 from pneumo_core.models.checkpoints import CheckpointMeta, infer_arch, save_checkpoint
 from pneumo_core.errors import ModelError, WeightsUnavailableError
-from pneumo_core.models.networks import ARCHS, build_model, cam_layer_of, head_of, imagenet_weights_file
+from pneumo_core.models.networks import (ARCHS, DEFAULT_ARCH, FEATURE_ARCH, arch_of_state, build_model, cam_layer_of,
+                                        get_arch, head_of, imagenet_weights_file)
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -21,6 +22,39 @@ def test_every_arch_builds_predicts_and_is_recognised(arch):
     assert isinstance(cam_layer_of(model, arch), torch.nn.Module)
     # the architecture can be told from the tensors alone (published files)
     assert infer_arch(model.state_dict()) == arch
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_each_arch_entry_describes_its_network(arch):
+    """What the package knows about an architecture comes from its Arch: the state-dict signature picks it
+    alone, the sanity check's layers are modules of it (its head among them), its default init loads
+    offline, and a published file of it is read at its resolution."""
+    a, model = get_arch(arch), build_model(arch, 1)
+    sd = model.state_dict()
+    assert [b.name for b in ARCHS.values() if b.matches(sd)] == [arch] and arch_of_state(sd) == arch
+    names = dict(model.named_modules())
+    assert all(n in names for n in a.sanity_layers) and any(a.head == n or a.head.startswith(n + ".")
+                                                             for n in a.sanity_layers)
+    if a.default_init == "imagenet":
+        assert a.imagenet_loader is not None  # weights that ship with a package: no download
+    assert a.display_name and a.display_name != arch or arch == "custom_cnn"
+    assert isinstance(a.channels_last, bool) and 16 <= a.image_size <= 2048
+    assert DEFAULT_ARCH in ARCHS and FEATURE_ARCH in ARCHS
+
+
+def test_a_published_file_gets_its_arch_resolution(tmp_path):
+    path = tmp_path / "checkpoints" / "binary" / "resnet18.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"model_state_dict": build_model("resnet18", 1).state_dict()}, path)
+    from pneumo_core.models.checkpoints import load_checkpoint
+
+    assert load_checkpoint(path).meta.prep.image_size == get_arch("resnet18").image_size
+
+
+def test_a_state_dict_of_no_zoo_arch_matches_none():
+    assert arch_of_state({"conv.weight": torch.zeros(1)}) is None
+    with pytest.raises(Exception, match="cannot tell the architecture"):
+        infer_arch({"conv.weight": torch.zeros(1)})
 
 
 def test_custom_cnn_matches_the_published_layout():

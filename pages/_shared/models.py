@@ -47,13 +47,14 @@ def current_source() -> tuple[Source, str]:
     return bundled_source(), BUNDLED_LABEL
 
 
-def model_keys(source: Source, task: str | None = None) -> list[str]:
-    """The source's checkpoint keys (``task/arch`` or ``task/arch/seedN``), of one task if given."""
+def model_keys(source: Source, task: str | None = None, best_only: bool = False) -> list[str]:
+    """The source's checkpoint keys (``task/arch`` or ``task/arch/seedN``), of one task if given; with
+    ``best_only`` each architecture's best checkpoint only (no seeded ones)."""
     try:
         refs = source.list()
     except PneumoError:
         return []
-    return [r.key for r in refs if task is None or r.task == task]
+    return [r.key for r in refs if (task is None or r.task == task) and not (best_only and r.seed is not None)]
 
 
 def predictor(_source: Source, source_label: str, key: str):

@@ -15,8 +15,18 @@ from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.artifacts import has_predictions
 from pneumo_core.evaluation.predictions import Predictions
 from pneumo_core.files import ASSETS, escape_markdown
+from pneumo_core.models.keys import ModelKey
 
-COMPUTED = -2  # seed marker: predictions computed now from a source model on the dataset folder
+
+
+class Computed(ModelKey):
+    """A source model's predictions computed now on the dataset folder, not read from a prediction file."""
+
+    __slots__ = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.task} · {self.arch} · computed on the dataset folder"
 
 
 def predictions_root() -> Path:
@@ -40,32 +50,29 @@ def source_predictions_root(source: Source) -> Path | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def prediction_set(root: str, task: str, arch: str, seed: int, split: str) -> Predictions:
+def prediction_set(root: str, task: str, arch: str, seed: int | None, split: str) -> Predictions:
     return selection.load_choice(root, task, arch, seed, split)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def set_options(root: str, tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
-    """(task, arch, seed) choices, best first (pneumo_core.evaluation.selection)."""
+def set_options(root: str, tasks: tuple[str, ...]) -> list[ModelKey]:
+    """The prediction sets, best first (pneumo_core.evaluation.selection)."""
     return selection.set_choices(root, tasks)
 
 
-def label(opt: tuple[str, str, int]) -> str:
-    task, arch, seed = opt
-    if seed == COMPUTED:
-        return f"{task} · {arch} · computed on the dataset folder"
-    return f"{task} · {arch}" + (f" · seed {seed}" if seed >= 0 else "")
+def label(opt: ModelKey) -> str:
+    return opt.label
 
 
-def source_options(tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
+def source_options(tasks: tuple[str, ...]) -> list[Computed]:
     """With a dataset folder set, every model of the current source can be evaluated on it (models that
     failed to load this session are left out)."""
     if data_dir() is None:
         return []
     source, src_label = current_source()
     broken = st.session_state.get("broken_models", set())
-    return [(k.split("/")[0], k.split("/")[1], COMPUTED) for k in model_keys(source)
-            if "/seed" not in k and k.split("/")[0] in tasks and (src_label, k) not in broken]
+    return [Computed(*ModelKey.parse(k)) for k in model_keys(source, best_only=True)
+            if ModelKey.parse(k).task in tasks and (src_label, k) not in broken]
 
 
 def computed_set(task: str, arch: str, split: str) -> Predictions:
@@ -84,7 +91,7 @@ def computed_set(task: str, arch: str, split: str) -> Predictions:
     return table
 
 
-def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> tuple[str, str, int] | None:
+def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> ModelKey | None:
     """The page's model selectbox (best first; a deep link's ``?model=`` preselected, or named if unknown)."""
     for line in st.session_state.pop("skipped_note", []):
         st.error(line)
@@ -109,19 +116,19 @@ def choose_set(root: Path, tasks: tuple[str, ...], key: str) -> tuple[str, str, 
     return opts[labels.index(choice)]
 
 
-def val_and_test(tasks: tuple[str, ...], key: str) -> tuple[tuple[str, str, int], Predictions, Predictions]:
-    """The page's chosen prediction set: (task, arch, seed), its validation and test tables; stops the page
+def val_and_test(tasks: tuple[str, ...], key: str) -> tuple[ModelKey, Predictions, Predictions]:
+    """The page's chosen prediction set: its key, its validation and test tables; stops the page
     when there is none. A source model that cannot be used is named, left out of the list, and the page
     goes on with the others."""
     root = predictions_root()
     opt = choose_set(root, tasks, key)
     if opt is None:
         st.stop()
-    if opt[2] == COMPUTED:
+    if isinstance(opt, Computed):
         try:
-            return opt, computed_set(opt[0], opt[1], "val"), computed_set(opt[0], opt[1], "test")
+            return opt, computed_set(opt.task, opt.arch, "val"), computed_set(opt.task, opt.arch, "test")
         except PneumoError as exc:
-            model = f"{opt[0]}/{opt[1]}"
+            model = opt.source_key
             st.session_state.setdefault("broken_models", set()).add((current_source()[1], model))
             st.session_state["skipped_note"] = [escape_markdown(f"{model} skipped: {exc}")]
             st.session_state.pop(key, None)

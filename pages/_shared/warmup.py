@@ -35,7 +35,7 @@ def precompute_samples() -> dict[str, float]:
 
     t0 = time.perf_counter()
     source = bundled_source()
-    keys = [k for k in model_keys(source) if "/seed" not in k]
+    keys = model_keys(source, best_only=True)
     best = selection.best_model(ASSETS, "binary", with_checkpoint=True)
     cam_keys = list(dict.fromkeys(([best.key] if best is not None and best.key in keys else [])
                                   + [k for k in COMPARE_PAIR if k in keys]))

@@ -52,13 +52,13 @@ def _interval(v: dict, key: str = "value", sign: str = "") -> str:
 @command("compare", _compare_args)
 def _compare(args: argparse.Namespace) -> int:
     """Two folders' runs of one architecture, seed by seed: validation rule, test figures, paired differences."""
-    from pneumo_core.data.tasks import TASK_FOLDERS
+    from pneumo_core.data.tasks import TASKS
     from pneumo_core.evaluation.comparison import METRICS, compare_runs
     from pneumo_core.evaluation import selection
     from pneumo_core.files import dumps
 
-    if args.task not in TASK_FOLDERS:
-        print(f"error: unknown task {args.task!r}; one of: {', '.join(TASK_FOLDERS)}", file=sys.stderr)
+    if args.task not in TASKS:
+        print(f"error: unknown task {args.task!r}; one of: {', '.join(TASKS)}", file=sys.stderr)
         return 2
     r = compare_runs(args.root_a, args.root_b, args.task, args.arch, args.seeds, args.metrics or METRICS,
                      args.bootstrap)

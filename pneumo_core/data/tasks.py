@@ -36,8 +36,6 @@ THREE_CLASS = Task("three_class", ("NORMAL", "BACTERIA", "VIRUS"),
 BACTERIA_VIRUS = Task("bacteria_virus", ("BACTERIA", "VIRUS"), {"BACTERIA": 0, "VIRUS": 1}, 1)
 
 TASKS: dict[str, Task] = {t.name: t for t in (BINARY, THREE_CLASS, BACTERIA_VIRUS)}
-#: the folder names of the published Hub layout
-TASK_FOLDERS = {"binary": "binary", "three_class": "three_class", "bacteria_virus": "hierarchical"}
 
 
 def get_task(name: str) -> Task:

@@ -2,66 +2,78 @@
 files, run logs and which best checkpoints it holds.
 
 Layout under a root: ``predictions/<task>/<stem>_{val,test}.csv``, ``runs/<task>/<stem>/{history,metrics}.json``,
-``checkpoints/<folder>/<stem>.pt`` (a local zoo) or ``models/checkpoints/<folder>/<stem>.safetensors`` (assets).
+``checkpoints/<task>/<stem>.pt`` (a local zoo) or ``models/checkpoints/<task>/<stem>.safetensors`` (assets); the
+names are :class:`~pneumo_core.models.keys.ModelKey`'s.
 """
 from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import pandas as pd
 
-from pneumo_core.data.tasks import TASK_FOLDERS
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation.predictions import Predictions, read_predictions
 from pneumo_core.files import ASSETS
-from pneumo_core.models.sources import checkpoint_stem, parse_stem
+from pneumo_core.models.keys import SPLITS, ModelKey, parse_prediction_file
 
-_PRED = re.compile(r"^(?P<stem>.+?)_(?P<split>val|test)$")
-COMBINED = -1  # the seed of sets that combine models (the hierarchical model)
+
+def prediction_files(root: str | Path = ASSETS) -> dict[ModelKey, dict[str, Path]]:
+    """Every prediction set under ``root``: its key (seed None for a set that combines models, such as the
+    hierarchical model) -> {split: file}."""
+    out: dict[ModelKey, dict[str, Path]] = {}
+    for f in sorted(Path(root).glob("predictions/*/*.csv")):
+        if (parsed := parse_prediction_file(str(f))) is not None:
+            out.setdefault(parsed[0], {})[parsed[1]] = f
+    return out
 
 
 def prediction_index(root: str | Path = ASSETS) -> pd.DataFrame:
-    """One row per prediction file: task, arch, seed (-1 for combined sets), split, path."""
-    rows = []
-    for f in sorted(Path(root).glob("predictions/*/*.csv")):
-        m = _PRED.match(f.stem)
-        if not m:
-            continue
-        arch, _, seed = parse_stem(m.group("stem"))
-        rows.append({"task": f.parent.name, "arch": arch, "seed": COMBINED if seed is None else seed,
-                     "split": m.group("split"), "path": str(f)})
-    return pd.DataFrame(rows, columns=["task", "arch", "seed", "split", "path"])
+    """One row per prediction file: task, arch, seed (<NA> for combined sets), split, path."""
+    rows = [{"task": k.task, "arch": k.arch, "seed": k.seed, "split": split, "path": str(f)}
+            for k, files in prediction_files(root).items() for split, f in files.items()]
+    df = pd.DataFrame(rows, columns=["task", "arch", "seed", "split", "path"])
+    df["seed"] = df["seed"].astype("Int64")
+    return df
 
 
-def load_set(root: str | Path, task: str, arch: str, seed: int, split: str) -> Predictions:
-    idx = prediction_index(root)
-    hit = idx[(idx.task == task) & (idx.arch == arch) & (idx.seed == seed) & (idx.split == split)]
-    if hit.empty:
-        raise FileNotFoundError(f"no {split} predictions for {task}/{arch} seed {seed} under {root}")
-    return read_predictions(hit.path.iloc[0])
+def complete_sets(root: str | Path = ASSETS) -> list[ModelKey]:
+    """The keys with both a validation and a test file."""
+    return [k for k, files in prediction_files(root).items() if set(files) >= set(SPLITS)]
+
+
+def load_set(root: str | Path, task: str, arch: str, seed: int | None, split: str) -> Predictions:
+    """One prediction set; ``seed`` None for a combined one (``load_set(root, *key, split)``)."""
+    key = ModelKey(task, arch, None if seed is None else int(seed))
+    f = prediction_files(root).get(key, {}).get(split)
+    if f is None:
+        raise FileNotFoundError(f"no {split} predictions for {key.source_key} under {root}")
+    return read_predictions(f)
 
 
 def seeds_of(root: str | Path, task: str, arch: str) -> list[int]:
     """The seeds of one architecture with both a val and a test file."""
-    idx = prediction_index(root)
-    g = idx[(idx.task == task) & (idx.arch == arch) & (idx.seed >= 0)]
-    return sorted(int(s) for s, h in g.groupby("seed") if set(h.split) >= {"val", "test"})
+    return sorted(k.seed for k in complete_sets(root) if k[:2] == (task, arch) and k.seed is not None)
 
 
 def archs_of(root: str | Path, task: str) -> list[str]:
-    idx = prediction_index(root)
-    return sorted(a for a in idx[(idx.task == task) & (idx.seed >= 0)].arch.unique() if seeds_of(root, task, a))
+    """The architectures of a task with at least one seeded run."""
+    return sorted({k.arch for k in complete_sets(root) if k.task == task and k.seed is not None})
+
+
+def combined_sets(root: str | Path, task: str) -> list[ModelKey]:
+    """The task's sets that combine models (no seed), e.g. ``three_class/hierarchical``."""
+    return sorted(k for k in complete_sets(root) if k.task == task and k.seed is None)
 
 
 def has_checkpoint(root: str | Path, task: str, arch: str) -> bool:
-    """Whether the folder holds the architecture's best checkpoint (``<arch>.pt`` or the fp16 bundle)."""
-    stem = checkpoint_stem(task, arch)
+    """Whether the folder holds the architecture's best checkpoint (``<arch>.pt`` or the fp16 bundle), in our
+    layout or the published one."""
     root = Path(root)
-    return any((base / "checkpoints" / TASK_FOLDERS[task] / f"{stem}{ext}").is_file()
-               for base in (root, root / "models") for ext in (".pt", ".safetensors"))
+    key = ModelKey(task, arch)
+    return any((base / rel).is_file() for base in (root, root / "models") for ext in (".pt", ".safetensors")
+               for rel in key.checkpoint_relpaths(ext))
 
 
 def has_predictions(root: str | Path) -> bool:
@@ -93,10 +105,10 @@ def _check_run_file(name: str, obj, where: Path) -> None:
         raise PredictionFileError(f"{where}: not a run's metrics (an object with a config object)")
 
 
-def run_info(root: str | Path, task: str, stem: str) -> dict:
+def run_info(root: str | Path, key: ModelKey) -> dict:
     """history (learning curve) and metrics of a run, as far as they exist; a file that is not valid JSON
     of the shape train.py writes is a :class:`PredictionFileError` naming it."""
-    d = Path(root) / "runs" / task / stem
+    d = next((Path(root) / r for r in key.run_dirs() if (Path(root) / r).is_dir()), Path(root) / key.run_dirs()[0])
     out = {}
     for name in ("history", "metrics"):
         f = d / f"{name}.json"
@@ -121,7 +133,10 @@ def recipe_line(metrics: dict) -> str:
     return ", ".join(parts)
 
 
-def runs(root: str | Path) -> list[tuple[str, str]]:
-    """(task, stem) of every seeded run with prediction files, e.g. ("binary", "resnet18_seed2")."""
-    idx = prediction_index(root)
-    return sorted({(r.task, checkpoint_stem(r.task, r.arch, int(r.seed))) for r in idx.itertuples() if r.seed >= 0})
+def runs(root: str | Path) -> dict[ModelKey, list[ModelKey]]:
+    """Every seeded run with prediction files, grouped by architecture: ``(binary, resnet18)`` -> its seeds'
+    keys, in order."""
+    out: dict[ModelKey, list[ModelKey]] = {}
+    for k in sorted(k for k in complete_sets(root) if k.seed is not None):
+        out.setdefault(k.best, []).append(k)
+    return out

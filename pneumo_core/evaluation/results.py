@@ -17,7 +17,7 @@ from pneumo_core.evaluation import artifacts, selection
 from pneumo_core.evaluation.bootstrap import bootstrap_runs, patient_groups, resampled_metrics
 from pneumo_core.evaluation.predictions import Predictions, ensemble
 from pneumo_core.files import ASSETS
-from pneumo_core.models.sources import checkpoint_stem
+from pneumo_core.models.keys import HIERARCHICAL, ModelKey
 
 COLUMNS = ["task", "model", "seeds", "best_seed", "init", "image_size", "epochs", "threshold", "accuracy", "recall",
            "specificity", "f1", "macro_f1", "f1_NORMAL", "f1_BACTERIA", "f1_VIRUS", "auroc"]
@@ -66,7 +66,7 @@ def _row(task: str, model: str, runs: list[tuple[Predictions, Predictions]], n_b
 
 def _recipe(root: str | Path, task: str, arch: str, seed: int) -> dict:
     try:
-        cfg = artifacts.run_info(root, task, checkpoint_stem(task, arch, seed)).get("metrics", {}).get("config", {})
+        cfg = artifacts.run_info(root, ModelKey(task, arch, seed)).get("metrics", {}).get("config", {})
     except PneumoError:  # a malformed run log costs its recipe cells, not the table
         cfg = {}
     if not cfg:
@@ -99,12 +99,11 @@ def results_table(root: str | Path = ASSETS, n_boot: int = 1000) -> pd.DataFrame
             rows.append(_row(task, selection.ensemble_name(members), [ens], n_boot, best_seed="",
                              init="best seed of each: " + ", ".join(f"{m.arch} {m.seed}" for m in members),
                              image_size="", epochs=""))
-    if not idx[idx.arch == "hierarchical"].empty:
+    if not idx[idx.arch == HIERARCHICAL].empty:
         plan = selection.hierarchical_plan(root)
         try:
-            runs = [tuple(artifacts.load_set(root, "three_class", "hierarchical", artifacts.COMBINED, sp)
-                          for sp in ("val", "test"))]
-            rows.append(_row("three_class", "hierarchical", runs, n_boot, best_seed="",
+            runs = [tuple(artifacts.load_set(root, "three_class", HIERARCHICAL, None, sp) for sp in ("val", "test"))]
+            rows.append(_row("three_class", HIERARCHICAL, runs, n_boot, best_seed="",
                              init=plan.description if plan else "", image_size="", epochs=""))
         except FileNotFoundError:
             pass

@@ -29,6 +29,7 @@ from pneumo_core.evaluation import artifacts, decisions
 from pneumo_core.evaluation.metrics import log_loss
 from pneumo_core.evaluation.predictions import Predictions, ensemble
 from pneumo_core.evaluation.thresholds import choose
+from pneumo_core.models.keys import ENSEMBLE, ModelKey
 
 SEED_RULE = "validation log loss, the default seed kept unless clearly beaten"
 THRESHOLD_RULE = "youden"
@@ -52,7 +53,7 @@ class Member:
     @property
     def key(self) -> str:
         """The source key of the architecture's best checkpoint, e.g. ``binary/resnet18``."""
-        return f"{self.task}/{self.arch}"
+        return ModelKey(self.task, self.arch).source_key
 
 
 def _val(root: str | Path, m: Member) -> Predictions:
@@ -226,29 +227,23 @@ def _zoo_models(root: str, task: str, stamp: float) -> tuple[ZooModel, ...]:
     return tuple(z for _, z in sorted(scored, key=lambda t: t[0]))
 
 
-ENSEMBLE = "ensemble"
-
-
-def set_choices(root: str | Path, tasks: tuple[str, ...]) -> list[tuple[str, str, int]]:
-    """Every prediction set a page can show, as (task, arch, seed): per task (in the order given) the
-    task's models best first by validation log loss (the ensemble as ``(task, "ensemble", -1)``, each
-    architecture's best seed), the hierarchical model, then every other seed."""
-    out: list[tuple[str, str, int]] = []
+def set_choices(root: str | Path, tasks: tuple[str, ...]) -> list[ModelKey]:
+    """Every prediction set a page can show: per task (in the order given) the task's models best first by
+    validation log loss (the ensemble as ``ModelKey(task, ENSEMBLE)``, each architecture's best seed), the
+    sets that combine models (the hierarchical model), then every other seed."""
+    out: list[ModelKey] = []
     for task in tasks:
         for z in zoo_models(root, task):
-            out.append((task, ENSEMBLE, artifacts.COMBINED) if z.kind == "ensemble"
-                       else (task, z.members[0].arch, z.members[0].seed))
-        idx = artifacts.prediction_index(root)
-        combined = idx[(idx.task == task) & (idx.seed == artifacts.COMBINED)]
-        out += [(task, a, artifacts.COMBINED) for a in sorted(combined.arch.unique())
-                if set(combined[combined.arch == a].split) >= {"val", "test"}]
+            out.append(ModelKey(task, ENSEMBLE) if z.kind == "ensemble"
+                       else ModelKey(task, z.members[0].arch, z.members[0].seed))
+        out += artifacts.combined_sets(root, task)
         for arch in artifacts.archs_of(root, task):
-            out += [(task, arch, s) for s in artifacts.seeds_of(root, task, arch) if (task, arch, s) not in out]
+            out += [k for s in artifacts.seeds_of(root, task, arch) if (k := ModelKey(task, arch, s)) not in out]
     return out
 
 
-def load_choice(root: str | Path, task: str, arch: str, seed: int, split: str) -> Predictions:
-    """The prediction set of a choice of :func:`set_choices` on one split."""
+def load_choice(root: str | Path, task: str, arch: str, seed: int | None, split: str) -> Predictions:
+    """The prediction set of a choice of :func:`set_choices` on one split (``load_choice(root, *key, split)``)."""
     if arch == ENSEMBLE:
         return ensemble_set(root, ensemble_members(root, task), split)
     return artifacts.load_set(root, task, arch, seed, split)

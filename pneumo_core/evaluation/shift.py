@@ -7,7 +7,6 @@ bundle stores); ECE and the reliability diagram use 15 bins of equal width.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.bootstrap import bootstrap_binary, patient_groups
 from pneumo_core.evaluation.calibration import Reliability, binary_reliability
 from pneumo_core.evaluation.predictions import Predictions
+from pneumo_core.models.keys import ModelKey
 
 #: the figures compared, in the order shown, with their names in words
 FIGURES: dict[str, str] = {"sensitivity": "Sensitivity", "specificity": "Specificity", "auroc": "AUROC", "ece": "ECE"}
@@ -177,31 +177,27 @@ def sets_line(val: SplitFigures, test: SplitFigures) -> str:
 
 # ---------------------------------------------------------------- naming a model
 
-def choice_key(opt: tuple[str, str, int]) -> str:
+def choice_key(opt: ModelKey) -> str:
     """``task/arch`` (an ensemble or combined model) or ``task/arch/seedN``."""
-    task, arch, seed = opt
-    return f"{task}/{arch}" + (f"/seed{seed}" if seed >= 0 else "")
+    return ModelKey(*opt).source_key
 
 
-def choice_label(opt: tuple[str, str, int]) -> str:
+def choice_label(opt: ModelKey) -> str:
     """The name the app's pages give a prediction set: ``task · arch`` or ``task · arch · seed N``."""
-    task, arch, seed = opt
-    return f"{task} · {arch}" + (f" · seed {seed}" if seed >= 0 else "")
+    return ModelKey(*opt).label
 
 
-def resolve_choice(root: str | Path, key: str, tasks: tuple[str, ...] = TASKS) -> tuple[str, str, int]:
+def resolve_choice(root: str | Path, key: str, tasks: tuple[str, ...] = TASKS) -> ModelKey:
     """The prediction set a key names: ``binary/resnet18`` (that architecture's first set, best first: its best
     seed), ``binary/resnet18/seed1``, ``binary/ensemble``, or a page's name (``binary · resnet18 · seed 2``).
     A :class:`PneumoError` listing the keys there are when none matches."""
     choices = selection.set_choices(root, tasks)
-    parts = [x.strip() for x in re.split(r"[/·]", key.strip().lower()) if x.strip()]
-    if len(parts) in (2, 3):
-        seed = None
-        if len(parts) == 3:
-            m = re.fullmatch(r"(?:seed)?\s*(\d+)", parts[2])
-            seed = int(m.group(1)) if m else -99
-        for opt in choices:
-            if opt[0] == parts[0] and opt[1] == parts[1] and (seed is None or opt[2] == seed):
-                return opt
+    try:
+        want = ModelKey.parse(key.lower())
+    except PneumoError:
+        want = None
+    for opt in choices if want is not None else ():
+        if opt[:2] == want[:2] and (want.seed is None or opt.seed == want.seed):
+            return opt
     keys = list(dict.fromkeys(choice_key(o) for o in choices))
     raise PneumoError(f"no prediction set {key[:80]!r} of {', '.join(tasks)}; there are: {', '.join(keys) or 'none'}")

@@ -33,14 +33,11 @@ from pneumo_core.errors import IncompatibleModelsError
 from pneumo_core.explain.cams import CamResult, explain
 from pneumo_core.explain.lungs import lung_mask
 from pneumo_core.inference.predictors import Predictor
+from pneumo_core.models.networks import get_arch
 
 BORDER = 0.08  # the border band: this fraction of the image on each side
 TOP = 0.2  # agreement: the hottest fraction of pixels compared by IoU
 
-DELETION_HELP = ("Deletion: blur the hottest pixels first; the class probability should fall fast "
-                 "(a low area under the curve is faithful).")
-INSERTION_HELP = ("Insertion: restore the hottest pixels first onto a blurred image; the probability should "
-                  "rise fast (a high area under the curve is faithful).")
 RANDOMIZATION_HELP = ("Randomisation: Spearman correlation between the map and the map of the same network with its "
                       "last block and head re-initialised; near 0 means the map depends on what the model learned.")
 
@@ -195,21 +192,9 @@ def perturbation_steps(gray: np.ndarray, heat: np.ndarray, kind: str, steps: int
 
 # ---------------------------------------------------------------- with a model
 
-def randomized_layers(model: torch.nn.Module, arch: str) -> list[str]:
+def randomized_layers(arch: str) -> tuple[str, ...]:
     """The modules re-initialised by the sanity check: the block holding the CAM layer, and the head."""
-    if arch in ("resnet18", "resnet50"):
-        return ["layer4", "fc"]
-    if arch == "densenet121":
-        return ["features.denseblock4", "features.norm5", "classifier"]
-    if arch == "efficientnet_lite0":
-        return [f"_blocks.{len(model._blocks) - 1}", "_conv_head", "_bn1", "_fc"]
-    if arch == "custom_cnn":
-        return ["features.2", "classifier.3"]
-    if arch == "mobilenet_v3_small":
-        return ["features.12", "classifier"]
-    if arch == "mobilenet_v3_large":
-        return ["features.16", "classifier"]
-    raise ValueError(f"no randomisation rule for architecture {arch!r}")
+    return get_arch(arch).sanity_layers
 
 
 def randomized_copy(predictor: Predictor, seed: int = 0) -> Predictor:
@@ -224,7 +209,7 @@ def randomized_copy(predictor: Predictor, seed: int = 0) -> Predictor:
     twin.name = f"{predictor.name} (randomized)"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for name in randomized_layers(twin.model, predictor.meta.arch):
+        for name in randomized_layers(predictor.meta.arch):
             for m in twin.model.get_submodule(name).modules():
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from pneumo_core.data.datasets import subtype_of
+from pneumo_core.errors import ModelError
+from pneumo_core.models.keys import ModelKey
 
 LABELS = ("NORMAL", "PNEUMONIA")
 RIGHT, WRONG = "✓", "✗"
@@ -36,15 +38,16 @@ GLOSSARY: dict[str, str] = {
                    "80 % should really show pneumonia.",
 }
 
-#: the lesson's arch names as people write them
-DISPLAY_NAMES = {"resnet18": "ResNet18", "resnet50": "ResNet50", "densenet121": "DenseNet121",
-                 "efficientnet_lite0": "EfficientNet-Lite0", "custom_cnn": "the small custom network"}
-
-
 def display_name(key: str) -> str:
-    """``binary/resnet18`` or ``resnet18`` -> ``ResNet18`` (an unknown arch keeps its name)."""
-    arch = key.split("/")[-1].split("/seed")[0]
-    return DISPLAY_NAMES.get(arch, arch)
+    """``binary/resnet18``, ``binary/resnet18/seed2``, a page's label or ``resnet18`` -> ``ResNet18`` (the
+    architecture's :attr:`~pneumo_core.models.networks.Arch.display_name`; an unknown one keeps its name)."""
+    from pneumo_core.models.networks import ARCHS
+
+    try:
+        arch = ModelKey.parse(key).arch
+    except ModelError:  # a bare architecture name
+        arch = key
+    return ARCHS[arch].display_name if arch in ARCHS else arch
 
 
 def pct(x: float) -> str:

@@ -19,7 +19,7 @@ from sklearn.decomposition import PCA
 
 from pneumo_core.data.images import MIN_SIDE
 from pneumo_core.files import ASSETS, atomic_write
-from pneumo_core.models.networks import build_model
+from pneumo_core.models.networks import FEATURE_ARCH, build_model
 from pneumo_core.data.preprocessing import Preprocessing, to_tensor
 
 DEFAULT_PATH = ASSETS / "models" / "ood_gate.npz"
@@ -28,7 +28,7 @@ _EXTRACTOR: dict[str, torch.nn.Module] = {}
 
 def _extractor() -> torch.nn.Module:
     if "m" not in _EXTRACTOR:
-        m = build_model("efficientnet_lite0", 1, "imagenet").eval()
+        m = build_model(FEATURE_ARCH, 1, "imagenet").eval()
         _EXTRACTOR["m"] = m
     return _EXTRACTOR["m"]
 

