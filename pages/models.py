@@ -8,7 +8,7 @@ from pages._shared.predictions import predictions_root
 from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.artifacts import recipe_line, run_info, runs
-from pneumo_core.evaluation.results import load_results
+from pneumo_core.evaluation.results import load_results, task_table
 from pneumo_core.files import escape_html, escape_markdown
 from pneumo_core.visualize.charts import learning_curve_figure
 
@@ -34,8 +34,7 @@ st.caption(escape_markdown(f"Test set; binary thresholds by {selection.THRESHOLD
                            "there are several; [low, high] = 95 % bootstrap interval of that figure."))
 for task in t["task"].unique() if t is not None else []:
     st.subheader(task.replace("_", " "))
-    part = t[t["task"] == task].drop(columns=["task"])
-    st.dataframe(part.loc[:, (part != "").any()], hide_index=True, key=f"results_{task}", width="stretch")
+    st.dataframe(task_table(t, task), hide_index=True, key=f"results_{task}", width="stretch")
 
 st.subheader("Learning curves")
 by_model = runs(root)

@@ -120,3 +120,10 @@ def load_results(root: str | Path = ASSETS, n_boot: int = 1000) -> pd.DataFrame:
     if csv.is_file() and preds and csv.stat().st_mtime >= max(p.stat().st_mtime for p in preds):
         return pd.read_csv(csv, dtype=str, keep_default_na=False)
     return results_table(root, n_boot)
+
+
+def task_table(table: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One task's rows of the results table, without the task column and the columns empty in every row (the
+    three-class scores of a binary model, say)."""
+    part = table[table["task"] == task].drop(columns=["task"])
+    return part.loc[:, (part != "").any()]
