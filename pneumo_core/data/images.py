@@ -130,11 +130,6 @@ def _read_bytes(source: ImageSource) -> tuple[bytes, str]:
     return _read_capped(source.read, name), name
 
 
-def is_dicom(data: bytes, name: str = "") -> bool:
-    """True for a DICOM Part-10 file (``DICM`` magic) or a name ending in .dcm."""
-    return data[128:132] == b"DICM" or Path(name).suffix.lower() in DICOM_SUFFIXES
-
-
 def load_grayscale(source: ImageSource, name: str | None = None) -> np.ndarray:
     """Read ``source`` (path, bytes or file object) as a grayscale float32 array in [0, 1], at most
     :data:`MAX_SIDE` px on its long side."""

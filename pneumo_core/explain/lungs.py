@@ -95,10 +95,3 @@ def draw_contours(rgb: np.ndarray, contours: list[np.ndarray], color: tuple[int,
         pts = np.round(c[:, ::-1]).astype(np.int32).reshape(-1, 1, 2)  # (x, y) for OpenCV
         cv2.polylines(out, [pts], isClosed=True, color=tuple(int(v) for v in color), thickness=width)
     return out
-
-
-def scale_contours(contours: list[np.ndarray], from_shape: tuple[int, int],
-                   to_shape: tuple[int, int]) -> list[np.ndarray]:
-    """Contours of a mask of ``from_shape`` in the pixels of a picture of ``to_shape``."""
-    f = np.array([to_shape[0] / from_shape[0], to_shape[1] / from_shape[1]])
-    return [(c + 0.5) * f - 0.5 for c in contours]
