@@ -202,11 +202,6 @@ class TemperatureShift:
     test_scaled: np.ndarray
     scores: dict[str, dict[str, dict[str, float]]]  # split ("validation", "test") -> "before"/"after" -> scores
 
-    def delta(self, split: str, score: str) -> float:
-        """after - before (negative: scaling lowered the score, i.e. helped)."""
-        s = self.scores[split]
-        return s["after"][score] - s["before"][score]
-
     @property
     def hurts_test(self) -> bool:
         """Whether scaling raises test NLL (the score the temperature is fitted to lower) at three decimals."""
