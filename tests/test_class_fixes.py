@@ -227,7 +227,8 @@ def test_the_summary_is_the_rules_best_model_with_its_threshold_and_how_many_agr
         verdicts = zoo_verdicts(ASSETS, KEYS, probs)
         s = verdict_summary(verdicts, best.key)
         assert s.model == f"{best.arch} (seed {best.seed})" and s.threshold == pytest.approx(t)
-        assert s.label == ("PNEUMONIA" if p_best >= t else "NORMAL") and "validation" in s.threshold_origin
+        assert s.label == ("PNEUMONIA" if p_best >= t else "NORMAL")
+        assert "validation" in s.threshold_origin and "≥" not in s.threshold_origin and s.sentence.count("≥") <= 1
         pneumonia = [v.label != "NORMAL" for v in verdicts if "NORMAL" in v.classes]
         assert s.total == len(pneumonia) and s.total < len(verdicts)  # bacteria-vs-virus rows say nothing of it
         assert s.agree == sum(x == (s.label != "NORMAL") for x in pneumonia)

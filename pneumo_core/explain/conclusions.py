@@ -306,7 +306,7 @@ def verdict_summary(verdicts: list, best_key: str | None) -> VerdictSummary | No
         return None
     mine = says_pneumonia(top)
     agree = sum(says_pneumonia(v) == mine for v in rows)
-    origin = top.decided_by.split("(", 1)[1].rstrip(")") if "(" in top.decided_by else top.decided_by
+    origin = top.decided_by.rsplit(" (", 1)[-1].rstrip(")")  # "P(PNEUMONIA) ≥ 0.641 (Youden's J on validation)"
     p, t = top.p_pneumonia, top.threshold
     if t is not None and p is not None:
         rule = f"P(pneumonia) {p:.3f} {'≥' if p >= t else '<'} its threshold {t:.3f} ({origin})"
