@@ -136,3 +136,21 @@ def test_compare_keeps_the_default_run_unless_validation_clearly_prefers_the_oth
                        ("B", load_set(b, "binary", "resnet18", 2, "val"))])
     assert (d["low"], d["high"]) == pytest.approx((ref.candidates[1].diff_low, ref.candidates[1].diff_high))
     assert compare_runs(b, a, "binary", "resnet18", seeds=[2], n_boot=200)["runs"][0]["kept"] == "A"
+
+
+def test_stage_a_is_chosen_by_the_decision_function_and_logged():
+    """The hierarchical model's stage A goes through the one decision function (default ResNet18, stated in
+    advance), over the bundled binary models' validation files; the plan uses its outcome and the log shows it."""
+    from pneumo_core.evaluation import decisions, selection
+    from pneumo_core.files import ASSETS
+
+    d = decisions.stage_a_decision(ASSETS, n_boot=300)
+    assert d.default.startswith(decisions.STAGE_A_DEFAULT + " seed ")
+    assert {c.name.split(" seed ")[0] for c in d.candidates} == {"custom_cnn", "densenet121", "efficientnet_lite0",
+                                                                 "resnet18"}
+    plan = selection.hierarchical_plan(ASSETS)
+    assert plan.stage_a.arch == decisions.stage_a_arch(d)
+    if not d.switched:  # a challenger replaces the default only when its interval lies below 0
+        assert not any(c.clears for c in d.candidates[1:])
+    log = decisions.decision_log(ASSETS, n_boot=200, seed_rows=True)
+    assert log[-1].question == d.question and log[-1].outcome == d.outcome

@@ -198,6 +198,31 @@ def decided_seed(d: Decision) -> int:
     return int(d.outcome.removeprefix("seed "))
 
 
+#: the hierarchical model's stage A by default, stated before its decision was first run: ResNet18, the stage A the
+#: earlier rule (the lowest validation log loss alone) picked since the 224-px study
+STAGE_A_DEFAULT = "resnet18"
+
+
+def stage_a_decision(assets: str | Path, n_boot: int = N_BOOT) -> Decision | None:
+    """The hierarchical model's stage A among the bundled binary models, each at its bundled seed (default:
+    :data:`STAGE_A_DEFAULT`); None without that default or a challenger."""
+    assets = Path(assets)
+    seeds = {a: bundled_seed(assets, "binary", a) for a in artifacts.archs_of(assets, "binary")}
+    archs = [a for a, s in seeds.items() if s is not None and s in artifacts.seeds_of(assets, "binary", a)]
+    if STAGE_A_DEFAULT not in archs or len(archs) < 2:
+        return None
+    order = [STAGE_A_DEFAULT, *(a for a in archs if a != STAGE_A_DEFAULT)]
+    return decide("three-class hierarchical: stage A (the bundled binary models)",
+                  [(f"{a} seed {seeds[a]}", _load(assets, "binary", a, seeds[a])) for a in order], n_boot,
+                  note="default: the incumbent stage A, stated before this decision was run; "
+                       "selection.hierarchical_plan takes the outcome")
+
+
+def stage_a_arch(d: Decision) -> str:
+    """The architecture a :func:`stage_a_decision` chose."""
+    return d.outcome.split(" seed ")[0]
+
+
 def _committed_note(assets: Path, q: Question, seed: int, cands: list[tuple[str, Predictions]], outcome: str) -> str:
     """Where ``assets/predictions`` holds another candidate's run of this seed than the rule picks: what it holds."""
     if not _has(assets, q.task, q.arch, seed):
@@ -280,7 +305,8 @@ def decision_log(assets: str | Path, questions: Sequence[Question] = (), n_boot:
                 continue
             out.append(_with_bundle(seed_decision(assets, task, arch, n_boot), assets, task, arch,
                                     (task, arch) in studied))
-    return out
+    stage_a = stage_a_decision(assets, n_boot)
+    return out + ([stage_a] if stage_a else [])
 
 
 def _same(a: Predictions, b: Predictions) -> bool:

@@ -13,8 +13,9 @@ test split:
 - **best model** of a task: the architecture whose best seed has the lowest validation log loss;
 - **ensemble** of a task: the probability mean of the best seed of every architecture whose best
   checkpoint the folder holds (so the app can run every member);
-- **hierarchical** three-class model: stage A = the best binary model, stage B = the best
-  BACTERIA-vs-VIRUS model, deciding at its own validation threshold (below);
+- **hierarchical** three-class model: stage A = the decision function's pick among the bundled binary models
+  (default ResNet18, ``decisions.stage_a_decision``), stage B = the best BACTERIA-vs-VIRUS model, deciding at its
+  own validation threshold (below);
 - **threshold** of a two-class model or ensemble: Youden's J on its own validation predictions.
 """
 from __future__ import annotations
@@ -149,14 +150,17 @@ class HierarchicalPlan:
 
 
 def hierarchical_plan(root: str | Path, with_checkpoint: bool = True) -> HierarchicalPlan | None:
-    """Stage A = the best binary model, stage B = the best BACTERIA-vs-VIRUS model (validation log loss), stage B
+    """Stage A = the decision function's pick among the bundled binary models (default ResNet18; without a bundle,
+    the best binary model), stage B = the best BACTERIA-vs-VIRUS model (validation log loss), stage B
     deciding at its own threshold (Youden's J on its validation predictions, what its checkpoint stores)."""
     return _hierarchical_plan(str(root), with_checkpoint, _stamp(root, "binary") + _stamp(root, "bacteria_virus"))
 
 
 @lru_cache(maxsize=64)
 def _hierarchical_plan(root: str, with_checkpoint: bool, stamp: float) -> HierarchicalPlan | None:
-    a = best_model(root, "binary", with_checkpoint)
+    d = decisions.stage_a_decision(root) if with_checkpoint else None  # stage A by the one decision function
+    a = (Member("binary", decisions.stage_a_arch(d), best_seed(root, "binary", decisions.stage_a_arch(d))) if d
+         else best_model(root, "binary", with_checkpoint))
     b = best_model(root, "bacteria_virus", with_checkpoint)
     if not (a and b):
         return None
