@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -16,13 +14,13 @@ from pneumo_core.evaluation.bootstrap import patient_groups, run_counts
 from pneumo_core.evaluation.comparison import common_seeds, compare_runs
 from pneumo_core.evaluation.thresholds import choose
 from pneumo_core.training.study import EXPERIMENTS
+from tests.cli_utils import cli_result
 
 LOW, HIGH = (EXPERIMENTS / "zoo224" / "runs" / stage for stage in ("low_resnet18", "progressive_resnet18"))
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "pneumo_core", "compare", *map(str, args)],
-                          capture_output=True, text=True)
+    return cli_result("compare", *args)
 
 
 def _csv(root, seed, split):
@@ -142,10 +140,12 @@ def test_other_images_are_refused(tmp_path):
 def test_cli_prints_the_table_and_one_line_errors(tmp_path):
     ok = _cli(LOW, HIGH, "--arch", "resnet18", "--seeds", "2", "--bootstrap", "100")
     assert ok.returncode == 0, ok.stderr
-    assert "seed 2: validation log loss A 0.0523, B 0.0688 -> rule keeps A" in ok.stdout
+    line = next(x for x in ok.stdout.splitlines() if x.startswith("seed 2:"))
+    assert line.startswith("seed 2: validation log loss A 0.0523, B 0.0688; B - A +0.016 [")
+    assert line.endswith("-> rule keeps A")  # the interval of B - A contains 0: the default, A, stays
     assert "auroc" in ok.stdout and "B - A +0.031" in ok.stdout
     for args, message in [(("--arch", "vgg16"), "no seed of binary/vgg16"),
-                          (("--arch", "resnet18", "--seeds", "7"), "no val predictions for binary/resnet18 seed 7"),
+                          (("--arch", "resnet18", "--seeds", "7"), "no val predictions for binary/resnet18"),
                           (("--arch", "resnet18", "--metrics", "macro_f1"), "unknown metric 'macro_f1'"),
                           (("--arch", "resnet18", "--task", "four_class"), "unknown task 'four_class'")]:
         r = _cli(LOW, HIGH, *args, "--bootstrap", "10")
@@ -158,3 +158,30 @@ def test_cli_prints_the_table_and_one_line_errors(tmp_path):
     v[v.y_true == 1].to_csv(f, index=False)
     r = _cli(one_class, one_class, "--arch", "resnet18", "--seeds", "2", "--bootstrap", "10")
     assert r.returncode == 2 and "resnet18_seed2_val.csv" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_ensembles_are_the_paired_test_differences_of_the_rules_ensembles(capsys):
+    """``compare ROOT ROOT --ensembles`` (what scripts/paired_rows.py printed): the point differences equal sklearn's
+    on the committed files, inside their patient-resampled intervals."""
+    from pneumo_core.cli.main import main
+    from pneumo_core.evaluation import artifacts, selection
+    from pneumo_core.evaluation.comparison import ensemble_differences
+    from pneumo_core.evaluation.predictions import align, ensemble, read_predictions
+    from pneumo_core.files import ASSETS
+
+    rows = {(r["name"].split(":")[0], r["metric"]): r for r in ensemble_differences(ASSETS, n_boot=200)}
+    assert set(rows) == {("binary", "auroc"), ("binary", "accuracy"), ("three-class", "macro_f1"),
+                         ("three-class", "f1_VIRUS")}
+    lite = ensemble([artifacts.load_set(ASSETS, "binary", "efficientnet_lite0", s, "test")
+                     for s in artifacts.seeds_of(ASSETS, "binary", "efficientnet_lite0")])
+    a, b = align([lite, selection.ensemble_set(ASSETS, selection.ensemble_members(ASSETS, "binary"), "test")])
+    auc = skm.roc_auc_score(a.y_true, a.probs[:, 1]) - skm.roc_auc_score(b.y_true, b.probs[:, 1])
+    h, t = align([read_predictions(ASSETS / "predictions" / "three_class" / "hierarchical_test.csv"),
+                  selection.ensemble_set(ASSETS, selection.ensemble_members(ASSETS, "three_class"), "test")])
+    f1 = (skm.f1_score(h.y_true, h.probs.argmax(1), average="macro")
+          - skm.f1_score(t.y_true, t.probs.argmax(1), average="macro"))
+    for key, want in ((("binary", "auroc"), auc), (("three-class", "macro_f1"), f1)):
+        r = rows[key]
+        assert r["diff"] == pytest.approx(want, abs=1e-9) and r["low"] <= r["diff"] <= r["high"]
+    assert main(["compare", str(ASSETS), str(ASSETS)]) == 2
+    assert "--arch" in capsys.readouterr().err

@@ -32,7 +32,11 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                                   "experiments/<study>/runs/<stage>)")
     p.add_argument("root_b", help="zoo folder B; differences are B - A")
     p.add_argument("--task", default="binary", help="binary | three_class | bacteria_virus (default binary)")
-    p.add_argument("--arch", required=True, help="the architecture to compare, e.g. resnet18")
+    p.add_argument("--arch", default=None, help="the architecture to compare, e.g. resnet18")
+    p.add_argument("--ensembles", action="store_true",
+                   help="instead of --arch: in ROOT_A, EfficientNet-Lite0's seed ensemble against the binary ensemble "
+                        "and the hierarchical model against the three-class ensemble (the results discussion's "
+                        "paired differences)")
     p.add_argument("--seeds", type=int_range(0, 10_000), nargs="+", default=None,
                    help="default: every seed with val and test files under both folders")
     p.add_argument("--metrics", nargs="+", default=None,
@@ -49,6 +53,23 @@ def _interval(v: dict, key: str = "value", sign: str = "") -> str:
     return f"{v[key]:{sign}.3f} [{v['low']:{sign}.3f}, {v['high']:{sign}.3f}]"
 
 
+def _ensembles(args: argparse.Namespace) -> int:
+    from pneumo_core.evaluation.comparison import ensemble_differences
+    from pneumo_core.files import dumps
+
+    rows = ensemble_differences(args.root_a, args.bootstrap)
+    if args.json:
+        print(dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"error: {args.root_a} holds neither ensemble's prediction files", file=sys.stderr)
+        return 2
+    for r in rows:
+        print(f"{r['name']}, {r['metric']}: {_interval(r, 'diff', '+')} (test, {args.bootstrap} resamples of the "
+              "patients)")
+    return 0
+
+
 @command("compare", _compare_args)
 def _compare(args: argparse.Namespace) -> int:
     """Two folders' runs of one architecture, seed by seed: validation rule, test figures, paired differences."""
@@ -59,6 +80,11 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.task not in TASKS:
         print(f"error: unknown task {args.task!r}; one of: {', '.join(TASKS)}", file=sys.stderr)
+        return 2
+    if args.ensembles:
+        return _ensembles(args)
+    if args.arch is None:
+        print("error: name the architecture to compare (--arch), or use --ensembles", file=sys.stderr)
         return 2
     r = compare_runs(args.root_a, args.root_b, args.task, args.arch, args.seeds, args.metrics or METRICS,
                      args.bootstrap)

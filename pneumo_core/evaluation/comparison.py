@@ -93,3 +93,38 @@ def _diffs(y: np.ndarray, b: list, a: list, classes: Sequence[str], metrics: Seq
     """Paired differences mean(B) - mean(A) of each metric over (probs, validation threshold) runs: patients and,
     over several seeds, seeds resampled."""
     return {m: paired_mean_difference(y, b, a, classes, m, n_boot, groups=groups) for m in metrics}
+
+
+def ensemble_differences(root: str | Path, n_boot: int = 1000) -> list[dict]:
+    """The paired test differences the results discussion quotes, through the zoo's rules (selection): binary,
+    EfficientNet-Lite0's seed ensemble minus the rule's ensemble (AUROC; accuracy at each one's validation
+    threshold); three-class, the hierarchical model minus the three-class ensemble (macro-F1, VIRUS F1). Test
+    patients resampled. One ``{"name", "metric", "diff", "low", "high"}`` per figure."""
+    from pneumo_core.evaluation import selection
+    from pneumo_core.evaluation.predictions import ensemble, read_predictions
+
+    out = []
+
+    def add(name: str, a: tuple[Predictions, float | None], b: tuple[Predictions, float | None], metrics) -> None:
+        x, y = align([a[0], b[0]])
+        groups = patient_groups(x.frame["image_id"])
+        for m in metrics:
+            d = paired_mean_difference(x.y_true, [(x.probs, a[1])], [(y.probs, b[1])], x.classes, m, n_boot,
+                                       groups=groups)
+            out.append({"name": name, "metric": m, **d})
+
+    seeds = artifacts.seeds_of(root, "binary", "efficientnet_lite0")
+    members = selection.ensemble_members(root, "binary")
+    if seeds and members:
+        lite = {sp: ensemble([artifacts.load_set(root, "binary", "efficientnet_lite0", s, sp) for s in seeds])
+                for sp in ("val", "test")}
+        ens = {sp: selection.ensemble_set(root, members, sp) for sp in ("val", "test")}
+        add(f"binary: EfficientNet-Lite0 seed ensemble - {selection.ensemble_name(members)}",
+            (lite["test"], threshold_on(lite["val"])), (ens["test"], threshold_on(ens["val"])), ("auroc", "accuracy"))
+    members = selection.ensemble_members(root, "three_class")
+    hier_file = Path(root) / "predictions" / "three_class" / "hierarchical_test.csv"
+    if members and hier_file.is_file():
+        hier = read_predictions(hier_file)
+        add(f"three-class: hierarchical - {selection.ensemble_name(members)}", (hier, None),
+            (selection.ensemble_set(root, members, "test"), None), ("macro_f1", "f1_VIRUS"))
+    return out
