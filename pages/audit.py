@@ -112,7 +112,8 @@ except ImageLoadError:  # an unreadable image in the sample: named, left out, th
 
 summaries = {k: summarise(t) for k, t in tables.items()}
 even = next(iter(summaries.values()))["lung_area"]
-show_figure(lung_focus_figure({k: t["lung_share"] for k, t in tables.items()}, even), key="audit_hist")
+show_figure(lung_focus_figure({k: t["lung_share"] for k, t in tables.items()}, even,  # short: a phone's width
+                              title="Lung focus of each heatmap"), key="audit_hist")
 cols = {"lung_share": "lung focus (mean)", "lung_share_median": "lung focus (median)",
         "border_share": "border share (mean)", "lung_area": "evenly spread map"}
 if sanity:
@@ -131,11 +132,12 @@ st.subheader("Least lung focus: likely shortcuts")
 k_show = st.slider("Images per model", 3, 12, 6, key="audit_k")
 for tab, k in zip(st.tabs(chosen), chosen):
     worst = least_focused(tables[k], k_show)
-    for col, (_, row) in zip(tab.columns(3) * ((len(worst) + 2) // 3), worst.iterrows()):
+    cells = [c for _ in range(0, len(worst), 2) for c in tab.columns(2)]  # two a row: large enough to read
+    for col, (_, row) in zip(cells, worst.iterrows()):
         path = paths[int(row["image"])]
         gray, mask = lungs_of(path)
         r = cam(source, src_label, k, path, method, None, gray)
-        col.image(picture(gray, mask, r.normalised), clamp=True,
+        col.image(picture(gray, mask, r.normalised), clamp=True, width="stretch",
                   caption=escape_markdown(f"{path.rsplit('/', 1)[-1]} · {row['cam_class']} {row['probability']:.2f} · "
                                           f"lungs {row['lung_share']:.0%} · border {row['border_share']:.0%}"))
 
@@ -153,4 +155,5 @@ if len(chosen) >= 2:
     for col, k, r in zip(st.columns(2), (ka, kb), (ra, rb)):
         hot = lung_contours(top_region(to_shape(r.raw, gray.shape)))
         col.image(draw_contours(picture(gray, mask, r.normalised), hot, color=(255, 255, 255)), clamp=True,
+                  width="stretch",
                   caption=escape_markdown(f"{k}: {r.class_name} · white outline: its hottest {TOP:.0%}"))

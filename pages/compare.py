@@ -52,11 +52,12 @@ def maps() -> None:
     scaled = shared_scale([r.raw for r in results]) if shared else [own_scale(r.raw) for r in results]
     st.caption("Colours: red = the regions that raised the model's score for the class it predicted most; blue = "
                "those that did not. " + ("All maps share one scale." if shared else "Each map on its own scale."))
-    first, *cols = st.columns(len(chosen) + 1)
-    first.image(gray, caption=escape_markdown(f"original · {name}"), clamp=True)
+    cells = [c for _ in range(0, len(chosen) + 1, 2) for c in st.columns(2)]  # two a row: ~650 px each at 1440
+    first, cols = cells[0], cells[1:len(chosen) + 1]
+    first.image(gray, caption=escape_markdown(f"original · {name}"), clamp=True, width="stretch")
     for col, k, r, m in zip(cols, chosen, results, scaled):
         p = predictor(source, src_label, k)
-        col.image(overlay(gray, m), caption=escape_markdown(k), clamp=True)
+        col.image(overlay(gray, m), caption=escape_markdown(k), clamp=True, width="stretch")
         col.markdown(f"**{escape_markdown(r.class_name)}** ({max(r.probs):.3f})")
         g = cam_grid(p)
         col.caption(f"{p.meta.arch} sees {p.prep.image_size} × {p.prep.image_size} px; its {r.method} grid is "

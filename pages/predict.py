@@ -51,7 +51,7 @@ import pandas as pd  # noqa: E402
 from pages._shared.predictions import source_predictions_root  # noqa: E402
 from pneumo_core.evaluation import selection  # noqa: E402
 from pneumo_core.explain.cams import (COLORMAPS, FAITHFULNESS_HELP, METHODS, faithfulness_sentence,  # noqa: E402
-                                      method_cost, overlay)
+                                      method_cost, overlay, start_explain)
 from pneumo_core.explain.conclusions import verdict_summary  # noqa: E402
 from pneumo_core.explain.ood import default_gate  # noqa: E402
 from pneumo_core.inference.verdicts import stored_verdicts, verdict_rows, zoo_verdicts  # noqa: E402
@@ -110,6 +110,57 @@ if best is not None and best.key in cam_keys:
     cam_keys.insert(0, best.key)
 
 
+KEPT_SLOW_RUNS = 4  # finished slow maps a session keeps (a 224-px map pair is ~0.4 MB)
+
+
+@st.fragment(run_every=1.0)
+def slow_progress(run: tuple) -> None:
+    """A running slow method's progress and its Stop button, redrawn every second on its own; the page reruns
+    once the map is ready (or the run has stopped)."""
+    job = st.session_state.get("cam_slow_runs", {}).get(run)
+    if job is None:
+        return
+    if job.done:
+        st.rerun()
+    label = METHODS[job.method][1].split(" (")[0]
+    st.progress(min(job.elapsed / job.seconds, 0.99) if job.seconds > 0 else 0.0,
+                text=f"{label}: {job.elapsed:.0f} s of about {job.seconds:.0f} s")
+    if job.halt.is_set():
+        st.caption("Stopping after the current batch…")
+    else:
+        st.button(f"Stop {label}", key="cam_slow_stop", on_click=job.stop)
+
+
+def slow_map(run: tuple, p, gray, method: str, target: int | None):
+    """A slow method's map (Score-CAM, Ablation-CAM): its expected time first, refused above the cap; once the
+    visitor confirms, computed in the background (the other widgets stay live) and stoppable; None until done."""
+    cost = method_cost(p, method)
+    if not cost.allowed:
+        st.warning(escape_markdown(cost.message))
+        return None
+    runs = st.session_state.setdefault("cam_slow_runs", {})
+    for other, job in runs.items():  # a choice changed: the run it left is stopped (it holds the model's lock)
+        if other != run and not job.done:
+            job.stop()
+    job = runs.get(run)
+    if job is None or (job.done and job.result is None):
+        if job is not None and job.stopped:
+            st.info("Stopped before it finished.")
+        elif job is not None:  # failed (e.g. NaN outputs): named in one line
+            st.error(escape_markdown(str(job.error)))
+        st.info(escape_markdown(cost.message))
+        if not st.button(f"Run {METHODS[method][1].split(' (')[0]} (about {cost.seconds:.0f} s)", key="cam_slow_run"):
+            return None
+        finished = [k for k, j in runs.items() if j.done]
+        for k in finished[:max(0, len(finished) - KEPT_SLOW_RUNS + 1)]:
+            del runs[k]
+        runs[run] = job = start_explain(p, gray, method, target, cost.seconds)
+    if not job.done:
+        slow_progress(run)
+        return None
+    return job.result
+
+
 @st.fragment
 def heatmap() -> None:
     st.subheader("Heatmap")
@@ -125,33 +176,25 @@ def heatmap() -> None:
     h, gray = images[img_name]
     target = None if cls == "predicted" else list(p.classes).index(cls)
     slow = METHODS[method][2]
-    if slow:  # Score-CAM / Ablation-CAM: the expected time first, refused above the cap, run once confirmed
-        cost = method_cost(p, method)
-        if not cost.allowed:
-            st.warning(escape_markdown(cost.message))
+    if slow:
+        r = slow_map((src_label, model_key, h, method, target), p, gray, method, target)
+        if r is None:
             return
-        confirmed = st.session_state.setdefault("cam_confirmed", set())
-        run = (model_key, h, method, target)
-        if run not in confirmed:
-            st.info(escape_markdown(cost.message))
-            if not st.button(f"Run {METHODS[method][1].split(' (')[0]} (about {cost.seconds:.0f} s)",
-                             key="cam_slow_run"):
-                return
-            confirmed.add(run)
-    try:
-        with st.spinner(f"{METHODS[method][1]}…"):
-            r = cam(source, src_label, model_key, h, method, target, gray)
-    except PneumoError as exc:  # e.g. a model with NaN outputs: named, not a traceback
-        st.error(escape_markdown(str(exc)))
-        return
+    else:
+        try:
+            with st.spinner(f"{METHODS[method][1]}…"):
+                r = cam(source, src_label, model_key, h, method, target, gray)
+        except PneumoError as exc:  # e.g. a model with NaN outputs: named, not a traceback
+            st.error(escape_markdown(str(exc)))
+            return
     if r.degenerate:
         st.warning(escape_markdown(r.message))
     view = shrink(gray, VIEW_SIDE)  # drawn at screen size: a 2048-px overlay costs ~250 MB to compose
     pic = overlay(view, r.normalised, opacity, cmap)
-    a, b = st.columns(2)
-    a.image(view, caption=escape_markdown(img_name), clamp=True)
+    a, b = st.columns(2)  # the same size, each half the page's width (stacked on a phone)
+    a.image(view, caption=escape_markdown(img_name), clamp=True, width="stretch")
     b.image(pic, caption=escape_markdown(f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px"),
-            clamp=True)
+            clamp=True, width="stretch")
     if slow:
         st.caption("No faithfulness score for a slow method: it would run the method again.")
     elif st.toggle("Faithfulness score", key="cam_faith", help=FAITHFULNESS_HELP):

@@ -206,7 +206,53 @@ def test_predict_asks_before_a_slow_method_and_refuses_one_above_the_cap(monkeyp
     assert len(images_in(at)) == 0  # nothing runs before the visitor confirms
     at.button(key="cam_slow_run").click().run()
     assert not at.exception, [e.message for e in at.exception]
+    assert at.get("progress") and at.button(key="cam_slow_stop")  # running in the background, stoppable
+    for job in at.session_state["cam_slow_runs"].values():
+        job.thread.join(120)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
     assert len(images_in(at)) == 2  # the X-ray and its Score-CAM
+
+
+def test_a_running_slow_method_can_be_stopped_and_leaves_the_model_clean():
+    import threading
+
+    from pneumo_core.data.images import load_grayscale
+    from pneumo_core.explain.cams import explain, start_explain
+    from pneumo_core.inference.predictors import Predictor
+
+    p = Predictor(SOURCE.load("binary/resnet18"))
+    gray = load_grayscale(ASSETS / "examples" / SURE)
+    job = start_explain(p, gray, "scorecam", seconds=60.0)
+    job.stop()  # at once: it stops at its next forward pass
+    job.thread.join(120)
+    assert job.done and job.stopped and job.result is None
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in p.model.modules())
+    assert all(q.requires_grad for q in p.model.parameters())  # the gradient trick undone too
+    small = Predictor(SOURCE.load("binary/custom_cnn"))
+    job = start_explain(small, gray, "ablationcam")
+    job.thread.join(120)
+    want = explain(small, gray, "ablationcam", faithfulness=False, stop=threading.Event())  # an unset stop: no effect
+    assert job.error is None and np.allclose(job.result.raw, want.raw) and job.result.class_name == want.class_name
+
+
+def test_predict_stops_a_running_slow_method_and_offers_it_again():
+    at = _app("pages/predict.py", query={"image": SURE})
+    at.selectbox(key="cam_model").set_value("binary/resnet18").run()
+    at.selectbox(key="cam_method").set_value("scorecam").run()
+    if not at.button(key="cam_slow_run"):  # past the cap on this machine's load: nothing to stop
+        assert any("not run" in w.value for w in at.warning)
+        return
+    at.button(key="cam_slow_run").click().run()
+    assert at.button(key="cam_slow_stop")
+    at.button(key="cam_slow_stop").click().run()
+    for job in at.session_state["cam_slow_runs"].values():
+        job.thread.join(120)
+        assert job.stopped
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("Stopped before it finished" in i.value for i in at.info) and at.button(key="cam_slow_run")
+    assert len(images_in(at)) == 0
 
 
 # ---------------------------------------------------------------- 6. Predict: a readable summary first
@@ -300,3 +346,21 @@ def test_the_audit_page_says_how_long_and_refuses_above_the_cap(monkeypatch):
     monkeypatch.setattr(cams, "SLOW_CAP_S", 0.01)
     at.run()  # computed once: it comes back at once, nothing refused
     assert not at.warning and next(d.value for d in at.dataframe if "lung focus (mean)" in d.value.columns) is not None
+
+
+# ---------------------------------------------------------------- 6. images large, nothing cut off on a phone
+
+@pytest.mark.slow
+def test_images_are_large_at_1440_and_nothing_is_cut_off_on_a_phone(tmp_path):
+    from bench.screenshot import VIEWS, pages
+    from tests.browser_utils import CHROMIUM, DRIVER
+
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them with apt-get)")
+    views = [v for v in VIEWS if v[0] in ("predict", "compare", "audit")]
+    found = pages(tmp_path, views, [(1440, 1000), (400, 850)])
+    for name, r in found.items():
+        assert not r["cut_off"], (name, r["cut_off"])
+        widths = r["images"]
+        assert widths and len(set(widths)) == 1, (name, widths)  # the original and its overlays the same size
+        assert widths[0] >= (500 if "1440" in name else 330), (name, widths)

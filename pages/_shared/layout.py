@@ -11,11 +11,16 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 PLOT_CONFIG = {"displayModeBar": False}  # no plotly toolbar: it covers titles on small screens
-#: below ~1000 px, columns stack so charts and the confusion matrix keep their width
+#: below ~1000 px, columns stack so charts and the confusion matrix keep their width; above, the main column's
+#: side margins are 2rem instead of 5rem, so that at 1440 px an X-ray and its heatmap side by side are each ~525
+#: px wide next to the open sidebar (477 before)
 NARROW_CSS = """<style>
 @media (max-width: 1000px) {
   div[data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
   div[data-testid="stHorizontalBlock"] > div[data-testid="stColumn"] { min-width: 100%; }
+}
+@media (min-width: 1001px) {
+  div[data-testid="stMainBlockContainer"] { padding-left: 2rem; padding-right: 2rem; }
 }
 </style>"""
 

@@ -5,9 +5,10 @@ the predictor's lock, because hooks on a shared model would see another session'
 """
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import cv2
@@ -26,6 +27,7 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
+from pneumo_core.errors import PneumoError
 from pneumo_core.inference.predictors import Predictor
 from pneumo_core.models.networks import cam_layer_of
 
@@ -118,10 +120,31 @@ def _gradients_from(layer: torch.nn.Module, model: torch.nn.Module) -> Iterator[
             p.requires_grad_(True)
 
 
+class Stopped(PneumoError):
+    """A CAM stopped before it finished (its visitor pressed Stop)."""
+
+
+@contextmanager
+def _stoppable(model: torch.nn.Module, stop: threading.Event | None) -> Iterator[None]:
+    """Every forward pass of ``model`` first checks ``stop``: a slow method's next batch raises :class:`Stopped`
+    once it is set. Inside the predictor's lock only: no other thread's pass can see the hook."""
+    def check(module, inputs) -> None:
+        if stop.is_set():
+            raise Stopped("stopped before it finished")
+
+    hook = model.register_forward_pre_hook(check) if stop is not None else None
+    try:
+        yield
+    finally:
+        if hook is not None:
+            hook.remove()
+
+
 def explain(predictor: Predictor, gray: np.ndarray, method: str = "gradcam", target: int | None = None,
-            faithfulness: bool = True) -> CamResult:
+            faithfulness: bool = True, stop: threading.Event | None = None) -> CamResult:
     """A CAM for ``target`` (default: the predicted class) on one grayscale image; its ``probs`` come from
-    the CAM's own forward pass (the eager model, like :meth:`Predictor.predict_grays`)."""
+    the CAM's own forward pass (the eager model, like :meth:`Predictor.predict_grays`). With ``stop``, it
+    raises :class:`Stopped` at its next forward pass once ``stop`` is set (a slow method: its next batch)."""
     if method not in METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
     cls_, label, _ = METHODS[method]
@@ -134,7 +157,7 @@ def explain(predictor: Predictor, gray: np.ndarray, method: str = "gradcam", tar
         model = predictor.model
         layer = cam_layer_of(model, predictor.meta.arch)
         raw_maps: list[np.ndarray] = []
-        with torch.enable_grad(), cls_(model=model, target_layers=[layer]) as cam:
+        with torch.enable_grad(), _stoppable(model, stop), cls_(model=model, target_layers=[layer]) as cam:
             original = cam.get_cam_image
 
             def recording(*args, **kwargs):
@@ -299,6 +322,50 @@ def images_cost(predictors: list[Predictor], method: str, images: int, repeats: 
         return Cost(method, passes, seconds, False, f"{head}, above the {cap:.0f} s limit: not run. Choose at most "
                                                     f"{fit} images, fewer models or a smaller one.")
     return Cost(method, passes, seconds, True, f"{head}.")
+
+
+@dataclass
+class SlowRun:
+    """A CAM computed in a background thread (a slow method: the page stays live), stoppable between its
+    batches with :meth:`stop`. Read :attr:`result` or :attr:`error` once :attr:`done`."""
+    method: str
+    seconds: float  # expected (:func:`method_cost`)
+    halt: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.perf_counter)
+    thread: threading.Thread | None = None
+    result: CamResult | None = None
+    error: Exception | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.thread is not None and not self.thread.is_alive()
+
+    @property
+    def stopped(self) -> bool:
+        return isinstance(self.error, Stopped)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def stop(self) -> None:
+        self.halt.set()
+
+
+def start_explain(predictor: Predictor, gray: np.ndarray, method: str, target: int | None = None,
+                  seconds: float = float("nan")) -> SlowRun:
+    """:func:`explain` (no faithfulness score) in a daemon thread; returns at once."""
+    run = SlowRun(method, seconds)
+
+    def work() -> None:
+        try:
+            run.result = explain(predictor, gray, method, target, faithfulness=False, stop=run.halt)
+        except Exception as exc:  # noqa: BLE001 - handed to the page, which names it in one line
+            run.error = exc
+
+    run.thread = threading.Thread(target=work, name=f"pneumo-{method}", daemon=True)
+    run.thread.start()
+    return run
 
 
 def shared_scale(raws: list[np.ndarray]) -> list[np.ndarray]:
