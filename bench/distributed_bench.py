@@ -65,9 +65,9 @@ def main() -> None:
     a = ap.parse_args()
     from pneumo_core.data.datasets import for_task, kermany_splits
     from pneumo_core.data.tasks import get_task
-    from pneumo_core.training.loop import _subset
+    from pneumo_core.training.inputs import subset
 
-    n_train = len(_subset(for_task(kermany_splits(a.data_dir)["train"], get_task("binary")), a.limit, 0))
+    n_train = len(subset(for_task(kermany_splits(a.data_dir)["train"], get_task("binary")), a.limit, 0))
     tmp = Path(tempfile.mkdtemp(prefix="distributed_bench_"))
     try:
         _run(1, a, tmp / "warm", tmp / "cache", epochs=0)  # decode the images once, outside the timings

@@ -23,7 +23,8 @@ def test_an_unknown_cam_method_is_named_before_any_model_loads(capsys):
     ("--lr", "nan", "not a finite number above 0"),
     ("--lr", "-1", "not a finite number above 0"),
     ("--distill-alpha", "2", "not a probability"),
-    ("--epochs", "-3", "outside 0..10000"),
+    ("--epochs", "-3", "not a whole number in 0..10000"),
+    ("--image-size", "abc", "'abc' is not a whole number"),
 ])
 def test_train_refuses_impossible_numbers(capsys, flag, value, words):
     import train

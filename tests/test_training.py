@@ -1,7 +1,10 @@
 """train.py / pneumo_core.training: real tiny runs on the shared data."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -19,7 +22,7 @@ from pneumo_core.training.distill import DistillationLoss, teacher_targets
 from pneumo_core.models.sources import LocalSource
 from pneumo_core.training.loop import TrainConfig, augment_batch, freeze, loss_fn, stages, train
 from pneumo_core.data.tasks import BINARY, THREE_CLASS
-from tests.training_utils import interrupt_after_epoch
+from tests.training_utils import REFERENCE_FILE, interrupt_after_epoch, reference_config, run_digest
 from tests.zoo_fixture import TINY, train_tiny
 
 
@@ -159,9 +162,9 @@ def test_a_distilled_student_follows_its_teacher(tmp_path, data_dir):
 
 def test_resume_keeps_early_stopping_patience(tmp_path, data_dir, monkeypatch):
     """Improvement only in epoch 1, patience 2: stop after epoch 3, interrupted after epoch 2 or not."""
-    from pneumo_core.training import loop
+    from pneumo_core.training import loop, resume
 
-    monkeypatch.setattr(loop, "_better", lambda selection, new, best: best is None)
+    monkeypatch.setattr(resume, "better", lambda selection, new, best: best is None)
     cfg = loop.TrainConfig(task="binary", arch="custom_cnn", init="scratch", data_dir=str(data_dir),
                            out=str(tmp_path / "r"), cache_dir=str(tmp_path / "cache"), image_size=64, epochs=6,
                            limit=40, batch_size=20, patience=2)
@@ -169,3 +172,73 @@ def test_resume_keeps_early_stopping_patience(tmp_path, data_dir, monkeypatch):
     resumed = loop.train(cfg, resume=True, log=lambda s: None)
     straight = loop.train(loop.TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "s")}), log=lambda s: None)
     assert straight["epochs_run"] == 3 and resumed["epochs_run"] == 3
+
+
+def test_the_same_seed_gives_the_same_weights(tmp_path, data_dir):
+    """The reference run (head epochs, frozen stages, flips) trained twice, and a third time interrupted after
+    its first epoch and resumed, gives the same weights; its history and prediction files are those recorded
+    before training/loop.py was split by step (bit for bit on the machine and torch that recorded them)."""
+    cache = tmp_path / "cache"
+    a, b, c = (reference_config(tmp_path / name, data_dir, cache) for name in "abc")
+    train(a, log=lambda s: None)
+    train(b, log=lambda s: None)
+    interrupt_after_epoch(train, c, 1)
+    train(c, resume=True, log=lambda s: None)
+    got = run_digest(a)
+    assert got["state_sha256"] == run_digest(b)["state_sha256"] == run_digest(c)["state_sha256"]
+    ref = json.loads(REFERENCE_FILE.read_text())
+    assert [(h["phase"], h["epoch"]) for h in got["history"]] == [("head", 1), ("finetune", 1), ("finetune", 2)]
+    for key in ("val_loss", "val_auroc", "train_loss"):
+        np.testing.assert_allclose([h.get(key, 0) for h in got["history"]], [h.get(key, 0) for h in ref["history"]],
+                                   rtol=1e-4, err_msg=key)
+    for split in ("val", "test"):
+        np.testing.assert_allclose(got["probs"][split], ref["probs"][split], atol=1e-4, err_msg=split)
+    if (got["torch"], got["cpu"]) == (ref["torch"], ref["cpu"]):
+        assert got["state_sha256"] == ref["state_sha256"]
+
+
+# train.py's flags before they came from TrainConfig (#27), with their defaults
+TRAIN_PY_FLAGS = {"--task": "binary", "--arch": "efficientnet_lite0", "--init": None, "--seed": [0],
+                  "--data-dir": "../shared/data/chest_xray", "--out": "checkpoints", "--image-size": 224,
+                  "--epochs": 5, "--head-epochs": 0, "--patience": 3, "--lr": 1e-4, "--batch-size": 32,
+                  "--freeze-fraction": 0.0, "--select": "auto", "--no-augment": True, "--hflip": False,
+                  "--device": "auto", "--limit": None, "--resume": False, "--zoo": False, "--sync-bn": False,
+                  "--lr-scaling": "none", "--teacher": [], "--distill-alpha": 0.5, "--bundle": None}
+
+
+def test_train_py_flags_come_from_train_config(capsys):
+    import train as cli
+
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--help"])
+    shown = set(re.findall(r"^  (--[a-z][a-z-]*)", capsys.readouterr().out, re.M))
+    assert shown == set(TRAIN_PY_FLAGS)
+    args = vars(cli.parse_args([]))
+    for flag, default in TRAIN_PY_FLAGS.items():
+        name = flag[2:].replace("-", "_")
+        assert (args["augment"] if name == "no_augment" else args[name]) == default, flag
+    # the help line and the default are the dataclass's
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    parser = argparse.ArgumentParser()
+    cli.add_config_arguments(parser)
+    lr = next(a for a in parser._actions if a.dest == "lr")
+    assert lr.default == fields["lr"].default and lr.help.startswith(fields["lr"].metadata["help"])
+    assert not any(a.dest in ("head_lr", "bf16", "cache_dir", "extra") for a in parser._actions)  # cli=False
+    cfg = TrainConfig(**{k: v for k, v in vars(cli.parse_args(["--lr", "0.01", "--no-augment", "--teacher", "t.csv"]))
+                         .items() if k in fields and k != "seed"})
+    assert (cfg.lr, cfg.augment, cfg.teacher) == (0.01, False, ("t.csv",))
+
+
+def test_train_config_checks_itself():
+    with pytest.raises(PneumoError, match="lr must be a finite number above 0, not -1"):
+        TrainConfig(lr=-1)
+    with pytest.raises(PneumoError, match="arch must be one of custom_cnn, "):
+        TrainConfig(arch="vgg")
+    with pytest.raises(PneumoError, match="limit must be a whole number in 1..10000000, not 0"):
+        TrainConfig(limit=0)
+    with pytest.raises(PneumoError, match="image_size must be"):
+        TrainConfig(image_size=True)  # a bool is no size
+    # init left unsaid: the architecture's own
+    assert TrainConfig(arch="custom_cnn").init == "scratch"
+    assert TrainConfig(arch="efficientnet_lite0").init == "imagenet"
+    assert TrainConfig(arch="custom_cnn", init="imagenet").init == "imagenet"
