@@ -8,6 +8,7 @@ import streamlit as st
 from pages._shared.layout import show_figure, start_page
 from pages._shared.predictions import predictions_root, val_and_test
 from pneumo_core.errors import PneumoError
+from pneumo_core.evaluation.adaptation import ADABN_ROOT, CAVEAT, adabn_for, adaptation_rows
 from pneumo_core.evaluation.shift import SplitFigures, sets_line, shift_figures, shift_paragraph, shift_rows
 from pneumo_core.evaluation.predictions import Predictions
 from pneumo_core.files import escape_markdown
@@ -45,3 +46,15 @@ with a:
     show_figure(reliability_figure(v.reliability, "Reliability on validation (P(pneumonia))"), key="shift_rel_val")
 with b:
     show_figure(reliability_figure(t.reliability, "Reliability on test (P(pneumonia))"), key="shift_rel_test")
+
+
+@st.cache_data(show_spinner="Bootstrapping the adaptation experiment…", max_entries=8)
+def adaptation_of(root: str, task: str, arch: str, seed: int | None):
+    return adabn_for(root, ADABN_ROOT, task, arch, seed, n_boot=N_BOOT)
+
+
+ada = adaptation_of(str(predictions_root()), opt.task, opt.arch, getattr(opt, "seed", None))
+if ada is not None:  # the bundled binary models, where experiments/adaptation ran AdaBN on the test images
+    st.subheader("Adapt to these images, no labels (AdaBN)")
+    st.caption(CAVEAT)
+    st.table(pd.DataFrame(adaptation_rows(ada)), hide_index=True)

@@ -95,3 +95,32 @@ def test_adabn_changes_batchnorm_statistics_and_nothing_else(data_dir):
     assert stats and all(not torch.allclose(after[k], before[k]) for k in stats)
     assert not adapted.model.training and not any(m.training for m in batchnorm_layers(adapted.model))
     assert adapted.key != base.key
+
+
+@pytest.mark.parametrize("method", ["saerens", "adabn"])
+def test_the_experiments_figures_equal_sklearn_on_the_committed_files(method):
+    import pandas as pd
+    from sklearn.metrics import accuracy_score, recall_score
+
+    from pneumo_core.evaluation.thresholds import choose
+
+    r = adaptation.evaluate(ASSETS, adaptation.ADABN_ROOT, "binary/resnet18/seed2", method, n_boot=50)
+    val = pd.read_csv(ASSETS / "predictions/binary/resnet18_seed2_val.csv")
+    test = pd.read_csv(ASSETS / "predictions/binary/resnet18_seed2_test.csv").sort_values("image_id")
+    adabn = adaptation.ADABN_ROOT / "predictions/binary/resnet18_seed2_test.csv"
+    adapted = test if method == "saerens" else pd.read_csv(adabn).sort_values("image_id")
+    assert list(adapted.image_id) == list(test.image_id)
+    youden = choose(val.y_true.to_numpy(), val.prob_PNEUMONIA.to_numpy(), "youden").threshold
+    assert r.threshold == pytest.approx(youden)
+    for p, t, figs in ((test.prob_PNEUMONIA, r.threshold, r.at_validation),
+                       (adapted.prob_PNEUMONIA, r.adapted_threshold, r.adapted)):
+        pred = (p >= t).astype(int)
+        assert figs["accuracy"]["value"] == pytest.approx(accuracy_score(test.y_true, pred))
+        assert figs["sensitivity"]["value"] == pytest.approx(recall_score(test.y_true, pred))
+        assert figs["specificity"]["value"] == pytest.approx(recall_score(test.y_true, pred, pos_label=0))
+    acc = r.adapted["accuracy"]["value"] - r.at_validation["accuracy"]["value"]
+    assert r.diff["accuracy"]["diff"] == pytest.approx(acc)
+    if method == "saerens":
+        assert r.priors["validation"] == pytest.approx(val.y_true.mean())
+        assert r.adapted_threshold == pytest.approx(adjusted_threshold(r.threshold, r.priors["validation"],
+                                                                       r.priors["test_estimate"]))

@@ -195,3 +195,19 @@ def test_the_calibration_page_shows_test_and_says_when_scaling_makes_it_worse():
                 assert got.loc[split, f"{k} {w}"] == pytest.approx(ts.scores[split][w][k], abs=1e-4)
     assert temperature_sentence(ts) in [w.value for w in at.warning]
     assert "raises test NLL 0.592 -> 0.732" in temperature_sentence(ts)
+
+
+def test_the_shift_page_offers_the_adabn_experiment_with_its_caveat():
+    """AdaBN helped the bundled ResNet18 on test (experiments/adaptation/report.md): the page shows that experiment's
+    figures, equal to pneumo_core's, with the caveat; a model it was not run for shows no such section."""
+    from pneumo_core.evaluation.adaptation import ADABN_ROOT, CAVEAT, adabn_for, adaptation_rows
+
+    at = _page("pages/shift.py")
+    for key, shown in (("binary/resnet18/seed1", False), ("binary/resnet18/seed2", True)):  # seed 2 is bundled
+        at.selectbox(key="shift_model").set_value(choice_label(resolve_choice(ASSETS, key))).run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert any(CAVEAT == c.value for c in at.caption) == shown, key
+    table = next(d.value for d in at.table if "adapted" in d.value.columns)
+    want = pd.DataFrame(adaptation_rows(adabn_for(ASSETS, ADABN_ROOT, "binary", "resnet18", 2)))
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), want, check_dtype=False)
+    assert adabn_for(ASSETS, ADABN_ROOT, "binary", "resnet18", 1) is None  # not the bundled seed: not run

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from pneumo_core.cli.registry import command, int_range, tqdm_progress
+from pneumo_core.evaluation.adaptation import ADABN_ROOT
 from pneumo_core.files import ASSETS, atomic_write, dumps
 
-EXPERIMENT = ASSETS.parent / "experiments" / "adaptation"
+EXPERIMENT = ADABN_ROOT.parent
 METHODS = ("saerens", "adabn")
 
 
@@ -20,7 +21,7 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "default: every bundled binary model")
     p.add_argument("--method", choices=METHODS, default=None, help="default: both")
     p.add_argument("--root", default=str(ASSETS), help="folder with predictions/binary/*.csv (default assets/)")
-    p.add_argument("--adabn-root", default=str(EXPERIMENT / "adabn"),
+    p.add_argument("--adabn-root", default=str(ADABN_ROOT),
                    help="folder with the AdaBN test predictions (default experiments/adaptation/adabn)")
     p.add_argument("--bootstrap", type=int_range(1, 100_000), default=1000, metavar="N",
                    help="resamples of the test patients for the 95%% intervals, 1..100000 (default 1000)")
@@ -56,6 +57,7 @@ def _infer(data_dir: str, out_root: Path, keys: list[str], device: str = "cpu") 
         with tqdm_progress(f"{key}: adapted predictions") as progress:
             table = predict_frame(adapted, frame, "test", progress=progress, use_cache=False)
         stem = f"{base.meta.arch}_seed{base.meta.seed}_test.csv"
+        table.frame["path"] = table.frame["image_id"]  # relative, as in assets/predictions: no machine's folders
         write_predictions(table, out_root / "predictions" / "binary" / stem)
         # the same images, the unadapted model: its committed file must match (same pixels, same path)
         committed = load_set(ASSETS, "binary", base.meta.arch, base.meta.seed, "test")

@@ -29,8 +29,11 @@ from pneumo_core.evaluation import artifacts, selection
 from pneumo_core.evaluation.bootstrap import bootstrap_binary, paired_difference, patient_groups
 from pneumo_core.evaluation.decisions import bundled_seed
 from pneumo_core.evaluation.predictions import Predictions, align, ensemble
+from pneumo_core.files import ASSETS
 
 EPS = 1e-6
+#: where ``adapt --infer`` writes the AdaBN test predictions (``predictions/binary/<arch>_seed<N>_test.csv``)
+ADABN_ROOT = ASSETS.parent / "experiments" / "adaptation" / "adabn"
 METRICS = ("sensitivity", "specificity", "accuracy")
 _PAIRED = {"sensitivity": "recall", "specificity": "specificity", "accuracy": "accuracy"}  # resampled_metrics' names
 RULES = {
@@ -228,6 +231,35 @@ def evaluate(root: str | Path, adabn_root: str | Path, key: str, method: str, n_
                       diff, priors)
 
 
+CAVEAT = ("An experiment, not a setting. AdaBN re-estimated this model's BatchNorm statistics on the test X-rays "
+          "themselves (their pixels, never their labels) and then predicted them at the same validation threshold: "
+          "adapt to these images, no labels. It needs a batch of X-rays from the new place, was measured once on one "
+          "test set, and is judged here with that set's labels; check it on labelled X-rays from the new place "
+          "before trusting it.")
+
+
+def adabn_for(root: str | Path, adabn_root: str | Path, task: str, arch: str, seed: int | None,
+              n_boot: int = 1000) -> Adaptation | None:
+    """The AdaBN experiment of one zoo model where it was run (a binary architecture's bundled seed, in the bundled
+    zoo whose checkpoints it adapted); None elsewhere."""
+    if task != "binary" or seed is None or Path(root).resolve() != ASSETS.resolve():
+        return None
+    if bundled_seed(root, task, arch) != seed:
+        return None
+    try:
+        return evaluate(root, adabn_root, f"binary/{arch}/seed{seed}", "adabn", n_boot)
+    except FileNotFoundError:
+        return None
+
+
+def adaptation_rows(r: Adaptation) -> list[dict]:
+    """The page's table: each figure at the validation threshold and adapted, with intervals and the difference."""
+    return [{"figure": m.capitalize(), "at the validation threshold": _cell(r.at_validation[m]),
+             "adapted": _cell(r.adapted[m]),
+             "adapted − validation threshold": f"{r.diff[m]['diff']:+.3f} [{r.diff[m]['low']:+.3f}, "
+                                               f"{r.diff[m]['high']:+.3f}]"} for m in METRICS]
+
+
 def _iv(d: dict, key: str = "value", sign: str = "") -> str:
     return f"{d[key]:{sign}.3f} [{d['low']:{sign}.3f}, {d['high']:{sign}.3f}]"
 
@@ -245,3 +277,120 @@ def row_text(r: Adaptation) -> str:
                      f"adapted - validation {_iv(r.diff[m], 'diff', '+')}")
     lines.append(f"  helps ({HELPS}): {'yes' if r.helps else 'no'}")
     return "\n".join(lines)
+
+
+def report_keys(root: str | Path, adabn_root: str | Path) -> list[tuple[str, str]]:
+    """(key, method) of the report: Saerens for every binary seed, each architecture's seed ensemble and the task's
+    ensemble; AdaBN for every model whose adapted test predictions are under ``adabn_root``."""
+    out = []
+    for arch in artifacts.archs_of(root, "binary"):
+        seeds = artifacts.seeds_of(root, "binary", arch)
+        out += [(f"binary/{arch}/seed{s}", "saerens") for s in seeds]
+        if len(seeds) > 1:
+            out.append((f"binary/{arch}/ensemble", "saerens"))
+    if selection.ensemble_members(root, "binary"):
+        out.append(("binary/ensemble", "saerens"))
+    idx = artifacts.prediction_index(adabn_root)  # test files only
+    idx = idx[(idx.task == "binary") & (idx.split == "test") & (idx.seed >= 0)]
+    out += [(f"binary/{a}/seed{s}", "adabn") for a, s in sorted(set(zip(idx.arch, idx.seed.astype(int))))]
+    return out
+
+
+def _cell(d: dict) -> str:
+    return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+
+def _table(rows: list[Adaptation], priors: bool) -> list[str]:
+    head = ["model", "seeds", "threshold: validation → adapted"]
+    head += ["pneumonia prior: validation → EM estimate (actual)"] if priors else []
+    for m in METRICS:
+        head += [f"{m}: at validation threshold", f"{m}: adapted"]
+    head += ["accuracy: adapted − validation", "helps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.key, ", ".join(map(str, r.seeds)), f"{r.threshold:.3f} → {r.adapted_threshold:.3f}"]
+        if priors:
+            p = r.priors
+            cells.append(f"{p['validation']:.3f} → {p['test_estimate']:.3f} ({p['test_actual']:.3f})")
+        for m in METRICS:
+            cells += [_cell(r.at_validation[m]), _cell(r.adapted[m])]
+        d = r.diff["accuracy"]
+        cells += [f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]", "yes" if r.helps else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def findings(rows: list[Adaptation]) -> list[str]:
+    """What the rows show, one sentence per method, from the numbers alone."""
+    out = []
+    for method, name in (("saerens", "Saerens prior adjustment"), ("adabn", "AdaBN")):
+        mine = [r for r in rows if r.method == method]
+        if not mine:
+            out.append(f"{name}: not run (no adapted predictions).")
+            continue
+        helped = [r.key for r in mine if r.helps]
+        hurt = [r.key for r in mine if r.diff["accuracy"]["high"] < 0]
+        spec = [r.diff["specificity"]["diff"] for r in mine]
+        s = (f"{name}: test accuracy clearly higher at the adapted operating point for {len(helped)} of {len(mine)} "
+             f"models{' (' + ', '.join(helped) + ')' if helped else ''}, clearly lower for {len(hurt)}; test "
+             f"specificity moved by {min(spec):+.3f} to {max(spec):+.3f}.")
+        if method == "saerens":
+            val, actual = mine[0].priors["validation"], mine[0].priors["test_actual"]
+            est = [r.priors["test_estimate"] for r in mine]
+            s += (f" The EM's pneumonia prior on the test images: {min(est):.3f} to {max(est):.3f}, against "
+                  f"validation's {val:.3f} and the test set's actual {actual:.3f}.")
+            if min(est) > val > actual:
+                s += (" Every estimate moved the wrong way: the test NORMAL images score like pneumonia, which a "
+                      "prior adjustment can only read as more pneumonia; its assumption (a change of class shares "
+                      "with the images of each class unchanged) does not hold for this shift.")
+        out.append(s)
+    return out
+
+
+def report_markdown(root: str | Path, adabn_root: str | Path, n_boot: int = 1000) -> str:
+    """``experiments/adaptation/report.md``: the rules, both methods' tables and what they show."""
+    rows = [evaluate(root, adabn_root, k, m, n_boot) for k, m in report_keys(root, adabn_root)]
+    r0 = rows[0]
+    k = KERMANY_2018
+    lines = [
+        "# Label-free adaptation to the test images (issue 26, item 8)",
+        "",
+        "Generated by `python -m pneumo_core adapt --write-report` from the committed prediction files "
+        "(`assets/predictions/binary`) and the AdaBN test predictions in `experiments/adaptation/adabn/` (written "
+        "once by `python -m pneumo_core adapt --method adabn --infer $PNEUMO_DATA`). Do not edit by hand.",
+        "",
+        "**Question.** The test split is shifted from train/validation (NORMAL images score higher P(pneumonia); "
+        "specificity at the validation threshold falls). Can the operating point follow that move using the test "
+        "images only, never their labels?",
+        "",
+        "**Rules, fixed and committed before any test figure was computed** (`pneumo_core/evaluation/adaptation.py`):",
+        "",
+        *[f"- {m}: {RULES[m]}." for m in RULES],
+        f"- A method **helps** a model when {HELPS}.",
+        "",
+        f"Test: {r0.n_images} images of {r0.n_patients} patients; every interval is 95 %, {r0.n_boot} resamples of the "
+        "test patients (`pneumo_core/evaluation/bootstrap.py`); differences are paired (the same resamples). The "
+        "validation threshold is Youden's J on each model's validation predictions (for an ensemble, on the "
+        "ensemble's). Test labels are read only to score the two operating points (and, in the prior column, to "
+        "show the actual share next to the estimate).",
+        "",
+        f"Anchors: the best binary accuracy here, EfficientNet-Lite0's 3-seed ensemble, 0.881 [0.850, 0.908] "
+        f"(`assets/results.md`); Kermany et al. (Cell 2018) reported {k['accuracy']:.1%} accuracy, "
+        f"{k['sensitivity']:.1%} sensitivity and {k['specificity']:.1%} specificity on this test set.",
+        "",
+        "## What the figures show",
+        "",
+        *[f"- {s}" for s in findings(rows)],
+        "",
+        "## Saerens et al. (2002): EM prior adjustment",
+        "",
+        *_table([r for r in rows if r.method == "saerens"], priors=True),
+        "",
+        "## AdaBN: BatchNorm statistics re-estimated on the test images",
+        "",
+    ]
+    adabn = [r for r in rows if r.method == "adabn"]
+    lines += _table(adabn, priors=False) if adabn else ["No AdaBN predictions under `experiments/adaptation/adabn`."]
+    lines += ["", "Rows are the bundled checkpoints (`assets/models`), the only ones whose weights are in the "
+              "repository; the custom CNN's is there too. One test set, one shuffle of the AdaBN batches (seed 0)."]
+    return "\n".join(lines) + "\n"
