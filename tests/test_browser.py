@@ -1,9 +1,8 @@
-"""One real-browser test: `streamlit run app.py` on localhost, Debian's Chromium headless through
-chromedriver: a deep link to the Thresholds page (a threshold in the URL) in a fresh browser session, and the
-Predict page's sample button, an upload and one tweak. Screenshots go to a temporary folder."""
+"""Real-browser tests: one `streamlit run app.py` on localhost for the module, Debian's Chromium headless through
+chromedriver: a deep link to the Thresholds page (a threshold in the URL) in a fresh browser session, the Predict
+page's deep link, its sample button, an upload and one tweak. Screenshots go to a temporary folder."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -16,9 +15,10 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chro
                                 "installed (.ci/run installs them with apt-get)")
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def server():
-    with app_server() as (url, _):
+    """One ``streamlit run app.py`` for the module's tests (each opens its own browser session)."""
+    with app_server(timeout=120) as (url, _):
         yield url
 
 
@@ -40,20 +40,28 @@ def test_deep_link_to_thresholds_in_chromium(server, tmp_path):
         assert "not for clinical use" in body.lower()
         assert "Thresholds" in body
         WebDriverWait(driver, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 3)
-        time.sleep(3)  # let the charts and tables finish drawing before the picture
+        wait_idle(driver)  # the charts and tables drawn before the picture
         driver.save_screenshot(str(tmp_path / "thresholds.png"))
         assert (tmp_path / "thresholds.png").stat().st_size > 10_000
     finally:
         driver.quit()
 
 
-def test_sample_button_on_predict_in_chromium(server, tmp_path):
+def test_predict_deep_link_and_sample_button_in_chromium(server, tmp_path):
+    """``/predict`` opens the Predict page (it used to say "Page not found"); ``/`` goes on to it; there the
+    sample button gives verdicts and a heatmap."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = chrome()
+    upload_hint = "Upload one or more frontal chest X-rays"
     try:
-        driver.get(server)
+        for url in (f"{server}/predict", f"{server}/"):
+            driver.get(url)
+            WebDriverWait(driver, 120).until(
+                lambda d: upload_hint in (t := d.find_element(By.TAG_NAME, "body").text) and "Models from" in t)
+            assert "Page not found" not in driver.find_element(By.TAG_NAME, "body").text
+            assert driver.current_url.rstrip("/").endswith("/predict"), driver.current_url
         button = WebDriverWait(driver, 120).until(
             lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Try a sample"), None))
         button.click()
@@ -91,21 +99,3 @@ def test_upload_and_one_tweak_on_predict_in_chromium(server, tmp_path, virus_ima
     finally:
         driver.quit()
 
-
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed")
-def test_predict_deep_link_in_chromium(server):
-    """``/predict`` opens the Predict page (it used to say "Page not found"); ``/`` goes on to it."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver = chrome(1400, 1400)
-    upload_hint = "Upload one or more frontal chest X-rays"
-    try:
-        for url in (f"{server}/predict", f"{server}/"):
-            driver.get(url)
-            WebDriverWait(driver, 120).until(
-                lambda d: upload_hint in (t := d.find_element(By.TAG_NAME, "body").text) and "Models from" in t)
-            assert "Page not found" not in driver.find_element(By.TAG_NAME, "body").text
-            assert driver.current_url.rstrip("/").endswith("/predict"), driver.current_url
-    finally:
-        driver.quit()

@@ -27,6 +27,7 @@ from pneumo_core.data.datasets import (
 )
 from pneumo_core.errors import DatasetError
 from pneumo_core.data.tasks import BACTERIA_VIRUS, BINARY, THREE_CLASS
+from tests.cli_utils import cli_result
 from tests.dicom_utils import write_dicom
 
 
@@ -199,14 +200,15 @@ def test_missing_dataset_errors(tmp_path):
 
 
 def test_dataset_cli_json(data_dir):
-    out = subprocess.run([sys.executable, "-m", "pneumo_core", "dataset", str(data_dir), "--json"],
-                         capture_output=True, text=True, check=True)
+    out = cli_result("dataset", data_dir, "--json")
+    assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
     assert s["splits"]["train"]["total"] == 5216 and s["patient_split"]["patient_overlap"] == 0
     assert s["splits"]["test"]["patients"] > 0 and s["patient_split"]["val"]["patients"] > 0
 
 
 def test_dataset_cli_bad_folder(tmp_path):
+    """A real ``python -m pneumo_core`` process: the entry point and its exit code."""
     out = subprocess.run([sys.executable, "-m", "pneumo_core", "dataset", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "not found" in out.stderr and "Traceback" not in out.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -247,7 +246,8 @@ def test_images_are_at_least_600_px_wide_at_1440(tmp_path):
             vote.click()
             WebDriverWait(driver, 180).until(
                 lambda d: (i := d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) and len(i) == 2 and i)
-            time.sleep(1)
+            WebDriverWait(driver, 120).until(  # the reveal's sentence: the rerun has drawn the step
+                lambda d: "the model said" in d.find_element(By.TAG_NAME, "body").text)
             wait_idle(driver)
             widths = [i.size["width"] for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')]
             driver.save_screenshot(str(tmp_path / "lesson_step1.png"))

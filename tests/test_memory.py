@@ -59,29 +59,44 @@ def test_libraries_are_imported_and_frozen_once_in_the_background():
 
 
 def test_page_runs_and_warm_up_imports_take_turns():
-    """An import of the warm-up thread waits for the page runs under way, and a page run for the import."""
+    """An import of the warm-up thread waits for the page runs under way, and a page run for the import.
+    Ordered by events, not by sleeping: each thread holds the gate until the test lets it go."""
     import threading
 
     from pneumo_core.serving.memory import _Gate
 
     gate, events = _Gate(), []
+    entered = {name: threading.Event() for name in ("run", "import")}
+    release = {name: threading.Event() for name in ("run", "import")}
 
-    def hold(ctx, name, seconds):
+    def hold(ctx, name):
         with ctx():
             events.append(f"{name} in")
-            time.sleep(seconds)
+            if name in entered:
+                entered[name].set()
+                assert release[name].wait(10)
             events.append(f"{name} out")
 
-    run = threading.Thread(target=hold, args=(gate.run, "run", 0.3))
-    run.start()
-    time.sleep(0.05)
-    imp = threading.Thread(target=hold, args=(gate.importing, "import", 0.3))
-    imp.start()
-    time.sleep(0.05)
-    late = threading.Thread(target=hold, args=(gate.run, "late run", 0))
-    late.start()
-    for t in (run, imp, late):
-        t.join(5)
+    def start(ctx, name) -> threading.Thread:
+        t = threading.Thread(target=hold, args=(ctx, name), daemon=True)
+        t.start()
+        return t
+
+    threads = [start(gate.run, "run")]
+    assert entered["run"].wait(10)
+    threads.append(start(gate.importing, "import"))
+    deadline = time.monotonic() + 10
+    while not gate._importing:  # the import is waiting for the run: no new run may start from here
+        assert time.monotonic() < deadline, "the import never asked for the gate"
+        time.sleep(0.001)
+    threads.append(start(gate.run, "late run"))
+    assert events == ["run in"]
+    release["run"].set()
+    assert entered["import"].wait(10)
+    assert events == ["run in", "run out", "import in"]  # the late run waits for the import
+    release["import"].set()
+    for t in threads:
+        t.join(10)
     assert events == ["run in", "run out", "import in", "import out", "late run in", "late run out"]
 
 

@@ -10,17 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pneumo_core.cli.main import main as cli
 from pneumo_core.files import ASSETS, writable_file, writable_folder
 from pneumo_core.errors import OutputError
+from tests.cli_utils import run_cli
 
 CKPT = ASSETS / "models" / "checkpoints" / "binary" / "resnet18.safetensors"
-
-
-def _run(capsys, *args) -> tuple[int, str, str]:
-    code = cli([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _one_line(code: int, err: str, *words: str) -> None:
@@ -39,12 +33,13 @@ def _folder(data_dir: Path, root: Path, n: int = 2) -> Path:
 
 def test_outputs_are_checked_before_the_work(tmp_path, capsys, normal_image):
     (tmp_path / "afile").write_text("x")
-    code, _, err = _run(capsys, "evaluate", "--checkpoint", CKPT, "--data-dir", tmp_path, "--out", tmp_path)
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", CKPT, "--data-dir", tmp_path, "--out", tmp_path)
     _one_line(code, err, str(tmp_path), "is a folder")
-    code, _, err = _run(capsys, "predict", "--checkpoint", CKPT, normal_image, "--cam", "gradcam",
+    code, _, err = run_cli(capsys, "predict", "--checkpoint", CKPT, normal_image, "--cam", "gradcam",
                         "--out", tmp_path / "afile")
     _one_line(code, err, "afile", "is a file")
-    code, _, err = _run(capsys, "export", "--checkpoint", CKPT, "--format", "onnx", "--out", tmp_path / "afile" / "m")
+    code, _, err = run_cli(capsys, "export", "--checkpoint", CKPT, "--format", "onnx",
+                           "--out", tmp_path / "afile" / "m")
     _one_line(code, err, "afile")
     with pytest.raises(OutputError):
         writable_folder(tmp_path / "afile")
@@ -75,7 +70,7 @@ def test_a_disk_that_fills_after_the_work_keeps_the_predictions(tmp_path, data_d
 
     monkeypatch.setattr(predictions, "write_predictions", full)
     monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path / "cache"))
-    code, _, err = _run(capsys, "evaluate", "--checkpoint", CKPT, "--data-dir", _folder(data_dir, tmp_path / "d"),
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", CKPT, "--data-dir", _folder(data_dir, tmp_path / "d"),
                         "--out", tmp_path / "out.csv")
     _one_line(code, err, "out.csv could not be written", "No space left")
     rescued = Path(err.split("predictions are in ")[1].strip())
@@ -92,7 +87,7 @@ def test_inputs_of_one_name_each_get_their_own_output(tmp_path, capsys, normal_i
     for folder, src in (("a", normal_image), ("b", pneumonia_image)):
         (tmp_path / folder).mkdir()
         shutil.copy(src, tmp_path / folder / "xray.jpeg")
-    code, out, err = _run(capsys, "predict", "--checkpoint", CKPT, tmp_path / "a" / "xray.jpeg",
+    code, out, err = run_cli(capsys, "predict", "--checkpoint", CKPT, tmp_path / "a" / "xray.jpeg",
                           tmp_path / "b" / "xray.jpeg", "--cam", "gradcam", "--out", tmp_path / "out")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["xray (2)_gradcam.png", "xray_gradcam.png"]

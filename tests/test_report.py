@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -17,7 +15,7 @@ from pathlib import Path
 from pneumo_core.errors import LimitError
 from pneumo_core.evaluation import bootstrap
 from tests.checkpoint_utils import BINARY
-from tests.cli_utils import one_line_error, run_cli, strict_json
+from tests.cli_utils import cli_result, one_line_error, run_cli, strict_json
 
 BINARY_KEYS = ("tp fp tn fn sensitivity specificity precision npv f1 accuracy auroc average_precision ece brier "
                "threshold").split()
@@ -25,8 +23,7 @@ THREE_KEYS = "accuracy macro_f1 per_class confusion_matrix auroc_macro ece".spli
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "pneumo_core", "report", *map(str, args)],
-                          capture_output=True, text=True)
+    return cli_result("report", *args)
 
 
 @pytest.fixture(scope="module")

@@ -161,6 +161,19 @@ def _stream_lines(run_dir: Path, key: str) -> list[str]:
     return [ln for ln in (run_dir / "access.log").read_text().splitlines() if f" key={key} " in ln]
 
 
+def _streams(run_dir: Path, key: str) -> int:
+    """Websockets of this browser that nginx has logged (it logs one when it closes)."""
+    return sum('"GET /_stcore/stream' in ln and " 101 " in ln for ln in _stream_lines(run_dir, key))
+
+
+def _until(condition, timeout: float, message: str) -> None:
+    """Poll ``condition`` until it holds; fail with ``message`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
 @pytest.mark.skipif(not (CHROMIUM and DRIVER and serve.find_nginx()),
                     reason="needs nginx, Debian's chromium and chromium-driver (.ci/run installs them with apt-get)")
 def test_serve_two_workers_in_two_browsers(virus_image):
@@ -235,13 +248,13 @@ def test_serve_two_workers_in_two_browsers(virus_image):
         for d in drivers:
             d.quit()  # closes the websockets: nginx logs them now
         drivers.clear()
-        time.sleep(1)
+        _until(lambda: all(_streams(run_dir, k) >= n for k, n in ((key_a, 3), (key_b, 2))), 15,
+               "nginx did not log the closed websockets")
 
         seen = {}
         for key in (key_a, key_b):
             mine = _stream_lines(run_dir, key)
-            streams = sum('"GET /_stcore/stream' in ln and " 101 " in ln for ln in mine)
-            assert streams == (3 if key == key_a else 2), mine  # a websocket per page load
+            assert _streams(run_dir, key) == (3 if key == key_a else 2), mine  # a websocket per page load
             assert key == key_b or any('"PUT /_stcore/upload_file' in ln and " 204 " in ln for ln in mine), mine
             workers = {re.search(r"worker=(\S+)", ln).group(1) for ln in mine}
             assert len(workers) == 1, mine  # every request of this browser on one worker
@@ -276,8 +289,7 @@ def test_serve_two_workers_in_two_browsers(virus_image):
             raise
     assert rc == 0, "".join(lines)
     assert "serve: stopped" in "".join(lines)
-    time.sleep(0.5)
-    assert not _running(tree), f"left running: {_running(tree)}"
+    _until(lambda: not _running(tree), 15, "processes of serve left running after Ctrl-C")
     out = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
     assert out.stdout == "", out.stdout
     assert f"serve: logs kept in {run_dir}" in "".join(lines)  # a worker died: its log stays for a look
