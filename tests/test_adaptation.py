@@ -124,3 +124,9 @@ def test_the_experiments_figures_equal_sklearn_on_the_committed_files(method):
         assert r.priors["validation"] == pytest.approx(val.y_true.mean())
         assert r.adapted_threshold == pytest.approx(adjusted_threshold(r.threshold, r.priors["validation"],
                                                                        r.priors["test_estimate"]))
+
+
+def test_the_cli_writes_where_the_page_reads():
+    from pneumo_core.cli.adapt import EXPERIMENT
+
+    assert EXPERIMENT / "adabn" == adaptation.ADABN_ROOT

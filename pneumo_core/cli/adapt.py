@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from pneumo_core.cli.registry import command, int_range, tqdm_progress
-from pneumo_core.evaluation.adaptation import ADABN_ROOT
 from pneumo_core.files import ASSETS, atomic_write, dumps
 
-EXPERIMENT = ADABN_ROOT.parent
+EXPERIMENT = ASSETS.parent / "experiments" / "adaptation"  # = evaluation.adaptation.ADABN_ROOT's parent
 METHODS = ("saerens", "adabn")
 
 
@@ -21,7 +20,7 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "default: every bundled binary model")
     p.add_argument("--method", choices=METHODS, default=None, help="default: both")
     p.add_argument("--root", default=str(ASSETS), help="folder with predictions/binary/*.csv (default assets/)")
-    p.add_argument("--adabn-root", default=str(ADABN_ROOT),
+    p.add_argument("--adabn-root", default=str(EXPERIMENT / "adabn"),
                    help="folder with the AdaBN test predictions (default experiments/adaptation/adabn)")
     p.add_argument("--bootstrap", type=int_range(1, 100_000), default=1000, metavar="N",
                    help="resamples of the test patients for the 95%% intervals, 1..100000 (default 1000)")
