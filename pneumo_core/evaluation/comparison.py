@@ -21,6 +21,7 @@ from pneumo_core.evaluation.decisions import decide
 from pneumo_core.evaluation.predictions import Predictions, align
 from pneumo_core.evaluation.results import test_figures
 from pneumo_core.evaluation.selection import threshold_on, val_loss
+from pneumo_core.models.keys import HIERARCHICAL, ModelKey
 
 METRICS = ("auroc", "accuracy")
 
@@ -122,7 +123,7 @@ def ensemble_differences(root: str | Path, n_boot: int = 1000) -> list[dict]:
         add(f"binary: EfficientNet-Lite0 seed ensemble - {selection.ensemble_name(members)}",
             (lite["test"], threshold_on(lite["val"])), (ens["test"], threshold_on(ens["val"])), ("auroc", "accuracy"))
     members = selection.ensemble_members(root, "three_class")
-    hier_file = Path(root) / "predictions" / "three_class" / "hierarchical_test.csv"
+    hier_file = Path(root) / ModelKey("three_class", HIERARCHICAL).prediction_file("test")
     if members and hier_file.is_file():
         hier = read_predictions(hier_file)
         add(f"three-class: hierarchical - {selection.ensemble_name(members)}", (hier, None),

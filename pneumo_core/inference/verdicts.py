@@ -13,6 +13,7 @@ from pneumo_core.data.tasks import get_task
 from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import selection
 from pneumo_core.inference.predictors import Hierarchical
+from pneumo_core.models.keys import HIERARCHICAL
 
 TASK_ORDER = ("binary", "three_class", "bacteria_virus")
 
@@ -121,7 +122,7 @@ def zoo_verdicts(root: str | Path, available: set[str], probs_of: Callable[[str]
                     continue
                 p = Hierarchical.combine([a[1]], [b[1]], plan.threshold_b)[0]
                 label, conf, rule = decide(p, classes, None)
-                out.append(Verdict("hierarchical", task, classes, tuple(map(float, p)), label, conf, rule,
+                out.append(Verdict(HIERARCHICAL, task, classes, tuple(map(float, p)), label, conf, rule,
                                    (plan.stage_a.key, plan.stage_b.key)))
     return out
 

@@ -20,7 +20,7 @@ from pneumo_core.data.tasks import TASKS, Task, get_task
 from pneumo_core.device import cpu_supports_bf16, pick_device
 from pneumo_core.errors import PneumoError
 from pneumo_core.models.checkpoints import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-from pneumo_core.models.networks import ARCHS, get_arch
+from pneumo_core.models.networks import ARCHS, DEFAULT_ARCH, get_arch
 from pneumo_core.models.sources import checkpoint_relpath
 
 #: a value check and what it asks for, e.g. ``(lambda v: v > 0, "a number above 0")``
@@ -57,7 +57,7 @@ class TrainConfig:
     """One (task, architecture, seed) run: the published recipe's knobs."""
 
     task: str = option("binary", "what the model tells apart", choices=TASKS)
-    arch: str = option("efficientnet_lite0", "the architecture", choices=ARCHS)
+    arch: str = option(DEFAULT_ARCH, "the architecture", choices=ARCHS)
     init: str | None = option(None, "imagenet | scratch | PATH (default: the architecture's: imagenet where "
                                     "its weights ship, else scratch)")
     seed: int = option(0, "seeds; train.py trains each in turn", check=whole(0, 2**32 - 1), nargs="+")

@@ -20,9 +20,11 @@ from pneumo_core.evaluation.results import results_table
 from pneumo_core.files import ASSETS
 from pneumo_core.inference.predictors import Hierarchical, Predictor, predict_frame
 from pneumo_core.models.checkpoints import export_safetensors, load_checkpoint
+from pneumo_core.models.keys import HIERARCHICAL, ModelKey
 from pneumo_core.models.sources import LocalSource, checkpoint_relpath
 
 HIERARCHICAL_SPLITS = ("val", "test")
+HIERARCHICAL_KEY = ModelKey("three_class", HIERARCHICAL)
 
 
 def predict_split(predictor, frame: pd.DataFrame, split: str, progress, **labels) -> Predictions:
@@ -44,7 +46,7 @@ def hierarchical_sets(root: str | Path, source: LocalSource, data_dir: str | Pat
     hier = Hierarchical(Predictor(source.load(plan.stage_a.key)), Predictor(source.load(plan.stage_b.key)),
                         threshold_b=plan.threshold_b)
     splits = kermany_splits(data_dir)
-    return tuple(predict_split(hier, splits[split], split, progress, model="hierarchical", task="three_class",
+    return tuple(predict_split(hier, splits[split], split, progress, model=HIERARCHICAL, task="three_class",
                                 seed=None, checkpoint=hier.key) for split in HIERARCHICAL_SPLITS)
 
 
@@ -116,8 +118,7 @@ def write_hierarchical(assets: str | Path = ASSETS, data_dir: str | Path = "../s
     sets = hierarchical_sets(assets, LocalSource(assets / "models"), data_dir, progress)
     out = []
     for t in sets or ():
-        out.append(write_predictions(t, assets / "predictions" / "three_class" /
-                                     f"hierarchical_{t.frame['split'].iloc[0]}.csv"))
+        out.append(write_predictions(t, assets / HIERARCHICAL_KEY.prediction_file(t.frame["split"].iloc[0])))
     return out
 
 
