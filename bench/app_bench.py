@@ -7,7 +7,7 @@
 - Errors (dataset folder set): Grad-CAM on for 12 images, first time and revisited; one filter change;
 - Thresholds: one slider step.
 
-    python -m bench.app_bench [--data-dir ../shared/data/chest_xray] [--repeat 3] [--models ../zoo224]
+    python -m bench.app_bench [--data-dir ../shared/data/chest_xray] [--repeat 3] [--models DIR]
 A selectbox tweak is timed from its choice committed (Enter), the dropdown opened and the option typed before;
 a slider step from its key press. Two figures each: until the answer is on screen (what a class sees), and
 until the run's end has reached the browser and 0.25 s passed without a run (a stricter bound).

@@ -148,6 +148,13 @@ def test_the_224_px_studys_picks_are_its_specs_candidates_in_order(log):
     assert rows["binary resnet18 seed 0: distillation"].outcome.endswith("(experiments/zoo224/runs/distill1_resnet18)")
 
 
+def test_committed_study_log_is_the_generated_one():
+    """experiments/zoo224/decisions.md is what ``zoo pick experiments/zoo224/study.toml`` writes."""
+    spec = study.load_study(study.EXPERIMENTS / "zoo224" / "study.toml")
+    rows, _ = study.pick_study(spec, write=False)
+    assert (spec.folder / "decisions.md").read_text() == study.log_markdown(spec, rows)
+
+
 def test_pick_writes_the_studys_decisions_and_picks(tmp_path):
     """``zoo pick`` on the committed 224-px runs: the same rows as the log, and each bundled pick's seed and runs."""
     spec = study.load_study(study.EXPERIMENTS / "zoo224" / "study.toml")

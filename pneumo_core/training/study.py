@@ -487,14 +487,19 @@ def pick_study(study: Study, out: str | Path | None = None, assets: str | Path =
     if write:
         home = Path(out or study.folder)
         home.mkdir(parents=True, exist_ok=True)
-        md = decisions.decisions_markdown(rows).replace("`python -m pneumo_core decisions --write`",
-                                                        f"`python -m pneumo_core zoo pick {_shown(study.path)}`")
+        md = log_markdown(study, rows)
         csv = decisions.decisions_frame(rows).to_csv(index=False)
         plan = {f"{k.task}/{k.arch}": {"seed": k.seed, "runs": {str(s): _shown(r) for s, r in k.runs.items()}}
                 for k in picked}
         for name, text in (("decisions.md", md), ("decisions.csv", csv), ("picked.json", json.dumps(plan, indent=1))):
             atomic_write(home / name, lambda tmp, text=text: Path(tmp).write_text(text))
     return rows, picked
+
+
+def log_markdown(study: Study, rows: Sequence[decisions.Decision]) -> str:
+    """The study's decision log as ``zoo pick`` writes it (``decisions.md``)."""
+    return decisions.decisions_markdown(rows).replace("`python -m pneumo_core decisions --write`",
+                                                      f"`python -m pneumo_core zoo pick {_shown(study.path)}`")
 
 
 def picked_zoo(picked: Sequence[decisions.Picked], dst: str | Path) -> Path:
