@@ -165,6 +165,49 @@ def test_a_missing_starting_checkpoint_fails_in_one_line_before_any_training(tmp
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_hub_starting_checkpoint_that_cannot_be_fetched_fails_in_one_line(tmp_path):
+    """``init = "hf://OWNER/REPO@REVISION/PATH"`` is fetched when its run starts; offline (as tests run) it names
+    the file and stops there."""
+    (tmp_path / "study.toml").write_text(GOOD.replace('init = "scratch"',
+                                                      'init = "hf://owner/repo@v1/binary/resnet18_seed{seed}.pt"'))
+    s = study.load_study(tmp_path)
+    study.check_inputs(s)  # Hub files are fetched on the way, not checked beforehand
+    with pytest.raises(study.StudyError) as err:
+        study.run_config(s, s.stage("a"), 1, tmp_path, "data")
+    assert str(err.value).startswith(f"{tmp_path / 'study.toml'}: stage 'a' seed 1: starting checkpoint "
+                                     "hf://owner/repo@v1/binary/resnet18_seed1.pt not available (")
+    assert "\n" not in str(err.value)
+
+
+def test_zoo_train_resumes_an_interrupted_run_and_skips_finished_ones(tmp_path, data_dir):
+    """A run stopped after its first epoch (as kill -9 would) continues from its resume state on the next
+    ``zoo train``: epoch 1 is not trained again; a third call trains nothing."""
+    tiny = GOOD.replace('arch = "resnet18"', 'arch = "custom_cnn"').split("[[stage]]\nname = \"b\"")[0]
+    tiny = tiny.replace("image_size = 128\nepochs = 8\nseeds = [0, 1]",
+                        "image_size = 32\nepochs = 2\nlimit = 16\nbatch_size = 8\nlr = 1e-3\nseeds = [0]")
+    (tmp_path / "study.toml").write_text(tiny)
+    s = study.load_study(tmp_path)
+    over = {"cache_dir": str(tmp_path / "cache")}
+
+    class Stop(Exception):
+        pass
+
+    def die(msg: str) -> None:
+        if "custom_cnn_seed0 epoch 1/2:" in msg:
+            raise Stop
+
+    with pytest.raises(Stop):
+        study.train_study(s, data_dir, log=die, **over)
+    run = tmp_path / "runs" / "a" / "runs" / "binary" / "custom_cnn_seed0"
+    assert not (run / "metrics.json").exists()
+    logged: list[str] = []
+    assert len(study.train_study(s, data_dir, log=logged.append, **over)) == 1
+    assert not any("epoch 1/2:" in m for m in logged) and any("epoch 2/2:" in m for m in logged)
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history if h["phase"] == "finetune"] == [1, 2]
+    assert study.train_study(s, data_dir, log=logged.append, **over) == []
+
+
 def test_train_py_zoo_trains_the_demo_spec():
     """The demo spec holds one stage per model of the committed zoo (assets/predictions), each task/arch once."""
     plan = study.plan(study.load_study(study.DEMO_ZOO))

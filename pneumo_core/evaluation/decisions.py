@@ -136,7 +136,7 @@ class Runs:
 class Question:
     """A study's choice between folders of runs of one task and architecture (the default first), made seed by
     seed over ``seeds``; with ``then_seed``, then the seed among each seed's picked run. ``constraint``: a product
-    constraint that imposes a candidate whatever validation says, with ``note`` saying which."""
+    constraint that imposes the last candidate whatever validation says, ``note`` saying so in the log."""
 
     what: str
     task: str
