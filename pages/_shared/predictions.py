@@ -75,15 +75,15 @@ def source_options(tasks: tuple[str, ...]) -> list[Computed]:
             if ModelKey.parse(k).task in tasks and (src_label, k) not in broken]
 
 
-def computed_set(task: str, arch: str, split: str) -> Predictions:
+def computed_set(key: ModelKey, split: str) -> Predictions:
     """Predict a split of the dataset folder with a source model, with a progress bar (cached on disk)."""
     from pneumo_core.data.datasets import kermany_splits
     from pneumo_core.inference.predictors import predict_frame
 
     source, src_label = current_source()
-    model = predictor(source, src_label, f"{task}/{arch}")
+    model = predictor(source, src_label, key.best.source_key)
     frame = kermany_splits(data_dir())[split]
-    bar = st.progress(0.0, text=f"Predicting the {split} split with {task}/{arch}…")
+    bar = st.progress(0.0, text=f"Predicting the {split} split with {key.best.source_key}…")
     table = predict_frame(model, frame, split=split,
                           progress=lambda done, total: bar.progress(done / total,
                                                                     text=f"{split}: {done}/{total} images"))
@@ -126,7 +126,7 @@ def val_and_test(tasks: tuple[str, ...], key: str) -> tuple[ModelKey, Prediction
         st.stop()
     if isinstance(opt, Computed):
         try:
-            return opt, computed_set(opt.task, opt.arch, "val"), computed_set(opt.task, opt.arch, "test")
+            return opt, computed_set(opt, "val"), computed_set(opt, "test")
         except PneumoError as exc:
             model = opt.source_key
             st.session_state.setdefault("broken_models", set()).add((current_source()[1], model))
