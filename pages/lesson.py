@@ -19,10 +19,9 @@ from pneumo_core.evaluation import selection
 from pneumo_core.explain import conclusions as cc
 from pneumo_core.files import ASSETS, escape_markdown
 from pneumo_core.models.sources import bundled_source
-from pneumo_core.visualize.handout import MAX_PANELS, Panel, Sheet, handout_png
+from pneumo_core.visualize.handout import MAX_PANELS, Panel, Sheet, handout_png, panel
 
 VIEW_SIDE = 1024  # px: the long side of each image drawn (two columns of a wide layout, on a projector)
-PRINT_SIDE = 600  # px: the long side of each picture on the printed handout
 STEPS = ["Guess first, then look", "Where do the models look?", "Missing sick children or alarming healthy ones",
          "Can we trust how sure it is?", "Its most confident mistakes"]
 
@@ -119,17 +118,6 @@ def pick_xray(images: list) -> int:
     return i
 
 
-def printed(picture, caption: str) -> Panel:
-    """A picture for the handout, at most PRINT_SIDE px (a 2048-px dataset X-ray would make the page heavy)."""
-    import cv2
-
-    h, w = picture.shape[:2]
-    if max(h, w) > PRINT_SIDE:
-        f = PRINT_SIDE / max(h, w)
-        picture = cv2.resize(picture, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    return Panel(picture, caption)
-
-
 said: list[str] = []  # what the handout prints: the step's sentences, numbers and pictures
 numbers: list[tuple[str, str]] = []
 panels: list[Panel] = []
@@ -168,13 +156,13 @@ if step == 1:
         st.button("Hide the answer and vote again", key="lesson_hide", on_click=hide)
     left, right = st.columns(2)
     left.image(view, caption=f"X-ray {i + 1}", clamp=True, width="stretch")
-    panels.append(printed(view, f"X-ray {i + 1}"))
+    panels.append(panel(view, f"X-ray {i + 1}"))
     if vote is None:
         right.markdown("*Where the model looked appears after the vote.*")
     else:
         _, pic = heat_picture(best.key, h, gray, view)
         right.image(pic, caption=f"Where {model} looked", width="stretch")
-        panels.append(printed(pic, f"Where {model} looked"))
+        panels.append(panel(pic, f"Where {model} looked"))
 
 elif step == 2:
     from pneumo_core.explain.audit import lung_focus
@@ -196,7 +184,7 @@ elif step == 2:
             st.markdown(f"**{sentence}**")
             st.image(pic, caption=f"Where {cc.display_name(key)} looked", width="stretch")
             said.append(sentence)
-            panels.append(printed(pic, f"X-ray {i + 1}: where {cc.display_name(key)} looked"))
+            panels.append(panel(pic, f"X-ray {i + 1}: where {cc.display_name(key)} looked"))
     cats = non_xray_images()
     got = load(cats[0]) if cats else None
     if got is not None:  # a picture that is not an X-ray: the checker says so, the models answer anyway
@@ -219,7 +207,7 @@ elif step == 2:
         for col, key in zip(st.columns(2), COMPARE_PAIR):
             _, pic = heat_picture(key, h, gray, view)
             col.image(pic, caption=f"Where {cc.display_name(key)} looked on a cat", width="stretch")
-            panels.append(printed(pic, f"A cat: where {cc.display_name(key)} looked"))
+            panels.append(panel(pic, f"A cat: where {cc.display_name(key)} looked"))
 
 elif step == 3:
     test = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "test")
@@ -293,7 +281,7 @@ elif step == 5:
             h, gray = got
             _, pic = heat_picture(best.key, h, gray, shrink(gray, VIEW_SIDE))
             col.image(pic, caption=escape_markdown(caption), width="stretch")
-            panels.append(printed(pic, caption))
+            panels.append(panel(pic, caption))
 
 sheet = Sheet(f"Step {step} of {len(STEPS)} · {STEPS[step - 1]}", tuple(said), tuple(numbers),
               tuple(panels[:MAX_PANELS]))

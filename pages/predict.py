@@ -55,6 +55,7 @@ from pneumo_core.explain.cams import (COLORMAPS, FAITHFULNESS_HELP, METHODS, fai
 from pneumo_core.explain.conclusions import verdict_summary  # noqa: E402
 from pneumo_core.explain.ood import default_gate  # noqa: E402
 from pneumo_core.inference.verdicts import stored_verdicts, verdict_rows, zoo_verdicts  # noqa: E402
+from pneumo_core.visualize.handout import Sheet, handout_png, panel  # noqa: E402
 
 keys = model_keys(source, best_only=True)
 keys = loaded(source, src_label, keys)  # a checkpoint that does not load is named and skipped
@@ -65,6 +66,7 @@ root = source_predictions_root(source)  # None: a source without its own predict
 best = selection.best_model(root, "binary", with_checkpoint=True) if root is not None else None  # the rule's best
 gate = default_gate()
 rows = []
+said: dict[str, list[str]] = {}  # per image, the lines a printed view repeats (the summary, the OOD check)
 for name, (h, gray) in images.items():
     def probs_of(key: str, h=h, gray=gray):
         return model_probs(source, src_label, key, h, gray)
@@ -81,14 +83,19 @@ for name, (h, gray) in images.items():
         for line in errors:
             st.error(escape_markdown(line))
         summary = verdict_summary(verdicts, None if best is None else best.key)  # the verdict first, in words
+        said[name] = []
         if summary is not None:
             st.markdown(summary.sentence)
+            said[name].append(summary.sentence.replace("**", ""))
         if ood is not None:
             msg = f"OOD score {ood:.2f} (threshold {gate.threshold:.2f})"
             if gate.flagged(ood):
-                st.warning(f"This does not look like a frontal chest X-ray ({msg}); the verdicts are shown anyway.")
+                said[name].append(f"This does not look like a frontal chest X-ray ({msg}); the verdicts are shown "
+                                  "anyway.")
+                st.warning(said[name][-1])
             else:
-                st.caption(f"Looks like a frontal chest X-ray: {msg}.")
+                said[name].append(f"Looks like a frontal chest X-ray: {msg}.")
+                st.caption(said[name][-1])
         with st.expander(f"All {len(verdicts)} models' verdicts", expanded=summary is None):
             st.dataframe(pd.DataFrame(verdict_rows(verdicts)), hide_index=True, key=f"verdicts_{h}", column_config={
                 "P(pneumonia)": st.column_config.NumberColumn(
@@ -192,9 +199,9 @@ def heatmap() -> None:
     view = shrink(gray, VIEW_SIDE)  # drawn at screen size: a 2048-px overlay costs ~250 MB to compose
     pic = overlay(view, r.normalised, opacity, cmap)
     a, b = st.columns(2)  # the same size, each half the page's width (stacked on a phone)
+    caption = f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px"
     a.image(view, caption=escape_markdown(img_name), clamp=True, width="stretch")
-    b.image(pic, caption=escape_markdown(f"{r.method} for {r.class_name} · {p.meta.arch} at {p.prep.image_size} px"),
-            clamp=True, width="stretch")
+    b.image(pic, caption=escape_markdown(caption), clamp=True, width="stretch")
     if slow:
         st.caption("No faithfulness score for a slow method: it would run the method again.")
     elif st.toggle("Faithfulness score", key="cam_faith", help=FAITHFULNESS_HELP):
@@ -202,9 +209,13 @@ def heatmap() -> None:
         st.caption(escape_markdown(faithfulness_sentence(f, float(r.probs[r.target]), r.class_name)))
     buf = io.BytesIO()
     Image.fromarray(pic).save(buf, format="PNG")
-    st.download_button("Download overlay (PNG)", buf.getvalue(),
-                       f"{safe_filename(img_name.rsplit('.', 1)[0])}_{method}.png",
-                       "image/png", key="dl_png")
+    stem = safe_filename(img_name.rsplit('.', 1)[0])
+    st.download_button("Download overlay (PNG)", buf.getvalue(), f"{stem}_{method}.png", "image/png", key="dl_png")
+    sheet = Sheet(img_name, tuple(said.get(img_name, ())), (), (panel(view, img_name), panel(pic, caption)))
+    st.session_state["predict_sheet"] = sheet  # what the button prints (the tests read it too)
+    st.download_button("Print this view (PNG)", lambda: handout_png(sheet), f"{stem}_{method}_handout.png",
+                       "image/png", key="predict_print", on_click="ignore",
+                       help="A one-page A4 handout: the verdict line, the X-ray and its heatmap.")
 
 
 heatmap()

@@ -364,3 +364,21 @@ def test_images_are_large_at_1440_and_nothing_is_cut_off_on_a_phone(tmp_path):
         widths = r["images"]
         assert widths and len(set(widths)) == 1, (name, widths)  # the original and its overlays the same size
         assert widths[0] >= (500 if "1440" in name else 330), (name, widths)
+
+
+def test_predict_prints_its_current_view():
+    import io
+
+    from PIL import Image
+
+    from pneumo_core.visualize.handout import PAGE, handout_png
+
+    at = _app("pages/predict.py", query={"image": SURE})
+    assert not at.exception, [e.message for e in at.exception]
+    sheet = at.session_state["predict_sheet"]
+    line = next(m.value for m in at.markdown if "the best model on validation" in m.value)
+    assert sheet.title == SURE and sheet.sentences[0] == line.replace("**", "")
+    assert "OOD score" in sheet.sentences[1]
+    assert [p.caption for p in sheet.panels][0] == SURE and "Grad-CAM for" in sheet.panels[1].caption
+    assert all(max(p.image.shape[:2]) <= 600 for p in sheet.panels)
+    assert Image.open(io.BytesIO(handout_png(sheet))).size == PAGE

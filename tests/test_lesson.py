@@ -354,6 +354,16 @@ def test_the_handout_is_one_a4_page_with_its_pictures_where_the_boxes_say():
     assert (blank[rows] > 250).mean() > 0.99  # without pictures that band is white
 
 
+def test_the_handout_prints_names_as_written_and_shrinks_large_pictures():
+    from pneumo_core.visualize.handout import Sheet, panel
+
+    odd = "x$_{2}$ and $\\frac{"  # an uploaded file's name: mathtext would fail on it, or typeset it
+    page = _sheet_png(Sheet(odd, (odd,), ((odd, "1"),), (panel(np.zeros((2048, 1024)), odd),)))
+    assert (page < 128).mean() > 0.05
+    small = panel(np.zeros((2048, 1024, 3), np.uint8))
+    assert small.image.shape == (600, 300, 3) and small.image.dtype == np.uint8
+
+
 def test_the_handout_refuses_more_pictures_than_a_page_holds():
     from pneumo_core.visualize.handout import MAX_PANELS, Panel, Sheet, handout_png
 

@@ -23,6 +23,18 @@ class Panel:
     caption: str = ""
 
 
+def panel(picture: np.ndarray, caption: str = "", side: int = 600) -> Panel:
+    """A :class:`Panel` of ``picture`` at most ``side`` px on its long side (area-averaged): a page prints ~560
+    px a picture, and a session keeping a 2048-px copy for a button that may never be pressed would waste ~50 MB."""
+    import cv2
+
+    h, w = picture.shape[:2]
+    if max(h, w) > side:
+        f = side / max(h, w)
+        picture = cv2.resize(picture, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return Panel(picture, caption)
+
+
 @dataclass(frozen=True)
 class Sheet:
     """What one handout shows, top to bottom."""
@@ -55,20 +67,24 @@ def handout_png(sheet: Sheet) -> bytes:
     if len(sheet.panels) > MAX_PANELS:
         raise ValueError(f"a handout holds at most {MAX_PANELS} pictures, got {len(sheet.panels)}")
     fig = Figure(figsize=(PAGE[0] / DPI, PAGE[1] / DPI), dpi=DPI, facecolor="white")
+
+    def text(x: float, y: float, s: str, **kw) -> None:  # as written: a file name's "$" is no formula
+        fig.text(x, y, s, parse_math=False, **kw)
+
     line = 26 / PAGE[1]  # one 12-point line, in figure height
     y = 0.96
-    fig.text(0.5, y, sheet.title, ha="center", va="top", fontsize=19, weight="bold", wrap=False)
+    text(0.5, y, sheet.title[:90], ha="center", va="top", fontsize=19, weight="bold")
     y -= 2.5 * line
     for sentence in sheet.sentences:
         lines = textwrap.wrap(sentence, 76) or [""]
-        fig.text(0.06, y, "\n".join(lines), ha="left", va="top", fontsize=12, linespacing=1.35)
+        text(0.06, y, "\n".join(lines), ha="left", va="top", fontsize=12, linespacing=1.35)
         y -= (len(lines) * 1.35 + 0.8) * line
     if sheet.numbers:
         width = 0.88 / len(sheet.numbers)
         for k, (label, value) in enumerate(sheet.numbers):
             x = 0.06 + (k + 0.5) * width
-            fig.text(x, y, value, ha="center", va="top", fontsize=24, weight="bold")
-            fig.text(x, y - 2.2 * line, "\n".join(textwrap.wrap(label, max(12, int(90 * width)))), ha="center",
+            text(x, y, value, ha="center", va="top", fontsize=24, weight="bold")
+            text(x, y - 2.2 * line, "\n".join(textwrap.wrap(label, max(12, int(90 * width)))), ha="center",
                      va="top", fontsize=10, color="#333333")
         y -= 5 * line
     y -= line
@@ -79,8 +95,9 @@ def handout_png(sheet: Sheet) -> bytes:
                   vmax=1 if img.ndim == 2 else None, interpolation="lanczos")
         ax.set_axis_off()
         ax.text(0.5, -0.02, "\n".join(textwrap.wrap(panel.caption, 60)), transform=ax.transAxes, ha="center",
+                parse_math=False,
                 va="top", fontsize=10)
-    fig.text(0.5, 0.02, FOOTER, ha="center", va="bottom", fontsize=8, color="#666666")
+    text(0.5, 0.02, FOOTER, ha="center", va="bottom", fontsize=8, color="#666666")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
     return buf.getvalue()
