@@ -12,6 +12,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+# the session's shared tiny zoo (tests.zoo_fixture.tiny_zoo), trained once when a test first asks for it
+pytest_plugins = ["tests.zoo_fixture"]
 DATA_DIR = Path(os.environ.get("PNEUMO_DATA", ROOT.parent / "shared" / "data" / "chest_xray"))
 
 

@@ -18,7 +18,6 @@ import pytest
 from pneumo_core import distributed
 from pneumo_core.evaluation.predictions import read_predictions
 from pneumo_core.models.checkpoints import load_checkpoint
-from tests.zoo_fixture import train_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--task", "binary", "--arch", "custom_cnn", "--init", "scratch", "--limit", "40", "--image-size", "64",
@@ -129,15 +128,14 @@ def test_interrupted_two_process_run_resumes(ddp_run, tmp_path, data_dir):
 
 
 @pytest.mark.timeout(400)
-def test_sharded_evaluation_equals_one_process(tmp_path, data_dir, capsys):
+def test_sharded_evaluation_equals_one_process(tmp_path, data_dir, tiny_zoo, capsys):
     """40 test images (20 per class, linked into a folder-per-class dataset); batch 8, so the shares are
     2 and 3 whole batches."""
     for cls in ("NORMAL", "PNEUMONIA"):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for f in sorted((data_dir / "test" / cls).glob("*.jpeg"))[:20]:
             (tmp_path / "data" / cls / f.name).symlink_to(f)
-    train_tiny(tmp_path / "zoo", data_dir, tmp_path / "cache0", "binary", "custom_cnn", epochs=1, limit=40)
-    ckpt = tmp_path / "zoo/checkpoints/binary/custom_cnn_seed0.pt"
+    ckpt = tiny_zoo / "checkpoints/binary/custom_cnn_seed0.pt"
     common = ["evaluate", "--checkpoint", str(ckpt), "--data-dir", str(tmp_path / "data"), "--batch-size", "8"]
     one = subprocess.run([sys.executable, "-m", "pneumo_core", *common, "--out", str(tmp_path / "one.csv")], cwd=ROOT,
                          env=_env(tmp_path / "cache1"), capture_output=True, text=True, timeout=180)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -15,20 +13,8 @@ from pneumo_core.explain.cams import METHODS, explain, overlay, own_scale, share
 from pneumo_core.data.images import load_grayscale
 from pneumo_core.inference.predictors import Ensemble, Hierarchical, Predictor, predict_frame, predict_loop
 from pneumo_core.models.sources import LocalSource
-from tests.zoo_fixture import train_tiny
-
-ARCHS = ["custom_cnn", "resnet18", "densenet121", "efficientnet_lite0", "mobilenet_v3_small"]
-
-
-@pytest.fixture(scope="session")
-def tiny_zoo(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("zoo")
-    cache = tmp_path_factory.mktemp("cache")
-    for arch in ARCHS:
-        train_tiny(out, data_dir, cache, "binary", arch, epochs=2, limit=120)
-    train_tiny(out, data_dir, cache, "bacteria_virus", "custom_cnn")
-    train_tiny(out, data_dir, cache, "three_class", "custom_cnn")
-    return out
+from tests.cli_utils import cli_result
+from tests.zoo_fixture import ARCHS, ZOO_ARCHS
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +32,20 @@ def _pred(source, key):
     return Predictor(source.load(key))
 
 
+def _binary(source, arch: str) -> Predictor:
+    """The tiny zoo's binary ``arch`` (seed 0), or the bundled one for an architecture the zoo leaves out."""
+    if arch in ZOO_ARCHS:
+        return _pred(source, f"binary/{arch}/seed0")
+    from pneumo_core.models.sources import bundled_source
+
+    return Predictor(bundled_source().load(f"binary/{arch}"))
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fast_copy_folds_batchnorm_and_matches_eager(source, arch, test_frame):
     from pneumo_core.inference.fast_copy import fold_batchnorm
 
-    p = _pred(source, f"binary/{arch}/seed0")
+    p = _binary(source, arch)
     x = torch.stack([p.tensor(load_grayscale(f)) for f in test_frame["path"][:6]])
     n_bn = lambda m: sum(isinstance(k, torch.nn.BatchNorm2d) for k in m.modules())  # noqa: E731
     before = n_bn(p.model)
@@ -176,7 +171,7 @@ def test_flat_map_is_flagged(source, pneumonia_image):
 
 
 def test_threads_explaining_at_once_match_sequential_and_leave_no_hooks(source, data_dir):
-    p = _pred(source, "binary/densenet121/seed0")
+    p = _binary(source, "densenet121")
     images = sorted((data_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:6]
     grays = [load_grayscale(f) for f in images]
     expected = [explain(p, g, faithfulness=False).raw for g in grays]
@@ -245,31 +240,25 @@ def test_export_matches_eager(source, fmt, tmp_path, normal_image, pneumonia_ima
     np.testing.assert_allclose(out, eager, atol=1e-4)
 
 
-def test_predict_and_evaluate_cli(tiny_zoo, tmp_path, normal_image, pneumonia_image, data_dir):
+def test_predict_and_evaluate_cli(tiny_zoo, tmp_path, normal_image, pneumonia_image, data_dir, monkeypatch):
     bad = tmp_path / "broken.jpeg"
     bad.write_bytes(pneumonia_image.read_bytes()[:500])
-    r = subprocess.run([sys.executable, "-m", "pneumo_core", "predict",
-                        "--checkpoint", f"{tiny_zoo}/binary/resnet18/seed0",
-                        str(normal_image), str(bad), str(pneumonia_image), "--cam", "gradcam",
-                        "--out", str(tmp_path / "o"), "--json"], capture_output=True, text=True)
+    r = cli_result("predict", "--checkpoint", f"{tiny_zoo}/binary/resnet18/seed0", normal_image, bad,
+                   pneumonia_image, "--cam", "gradcam", "--out", tmp_path / "o", "--json")
     assert r.returncode == 1, r.stderr  # not all images ran
     out = json.loads(r.stdout)["results"]
     assert "error" in out[1] and "truncated" in out[1]["error"]
     for e in (out[0], out[2]):
         assert sum(e["probabilities"].values()) == pytest.approx(1.0)
         assert "ood_score" in e and (tmp_path / "o").joinpath(e["overlay"].split("/")[-1]).is_file()
-    ok = subprocess.run([sys.executable, "-m", "pneumo_core", "predict", "--checkpoint",
-                         f"{tiny_zoo}/checkpoints/binary/custom_cnn_seed0.pt", str(normal_image)],
-                        capture_output=True, text=True)
+    ok = cli_result("predict", "--checkpoint", f"{tiny_zoo}/checkpoints/binary/custom_cnn_seed0.pt", normal_image)
     assert ok.returncode == 0 and "NORMAL" in ok.stdout
     pred = tmp_path / "test_preds.csv"
-    e = subprocess.run([sys.executable, "-m", "pneumo_core", "evaluate", "--checkpoint",
-                        f"{tiny_zoo}/three_class/custom_cnn/seed0", "--data-dir", str(data_dir), "--split", "test",
-                        "--out", str(pred)], capture_output=True, text=True, env={**__import__("os").environ,
-                                                                                "PNEUMO_CACHE": str(tmp_path)})
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    e = cli_result("evaluate", "--checkpoint", f"{tiny_zoo}/three_class/custom_cnn/seed0", "--data-dir", data_dir,
+                   "--split", "test", "--out", pred)
     assert e.returncode == 0, e.stderr
-    rep = subprocess.run([sys.executable, "-m", "pneumo_core", "report", str(pred), "--json"],
-                         capture_output=True, text=True)
+    rep = cli_result("report", pred, "--json")
     assert json.loads(rep.stdout)["n"] == 624
 
 

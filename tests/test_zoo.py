@@ -21,18 +21,13 @@ from pneumo_core.files import ASSETS
 from pneumo_core.models.sources import checkpoint_relpath
 from pneumo_core.training import study
 from pneumo_core.training.zoo import bundle, repredict
-from tests.zoo_fixture import train_tiny
+from tests.zoo_fixture import copy_zoo
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("zoo")
-    cache = tmp_path_factory.mktemp("cache")
-    for seed in (0, 1):
-        train_tiny(out, data_dir, cache, "binary", "custom_cnn", seed=seed)
-    train_tiny(out, data_dir, cache, "binary", "resnet18")
-    train_tiny(out, data_dir, cache, "bacteria_virus", "custom_cnn")
-    train_tiny(out, data_dir, cache, "three_class", "custom_cnn")
+def zoo(tmp_path_factory, tiny_zoo):
+    """The session's tiny zoo, its custom_cnn (two binary seeds, bacteria_virus, three_class) and resnet18 runs."""
+    out = copy_zoo(tiny_zoo, tmp_path_factory.mktemp("zoo") / "zoo", archs=("custom_cnn", "resnet18"))
     for task, arch, seeds in (("binary", "custom_cnn", [0, 1]), ("binary", "resnet18", [0]),
                               ("bacteria_virus", "custom_cnn", [0]), ("three_class", "custom_cnn", [0])):
         assert select_best_seed(out, task, arch) is not None  # what train.py does after the seeds
