@@ -76,6 +76,14 @@ def body_text(driver) -> str:
         return ""
 
 
+def until(driver, timeout: float = 120.0):
+    """``WebDriverWait`` that looks again when a rerun redraws an element while the condition reads it."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+
+
 def wait_idle(driver, timeout: float = 120.0, settle: float = 0.25) -> None:
     """Until the app has finished its rerun: Streamlit's "running" indicator is gone for ``settle`` s."""
     from selenium.webdriver.common.by import By
