@@ -111,10 +111,7 @@ st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=Fal
                    key="dl_csv")
 
 
-cam_keys = keys[:]  # the best binary model first (chosen once a run, not at every heatmap tweak)
-if best is not None and best.key in cam_keys:
-    cam_keys.remove(best.key)
-    cam_keys.insert(0, best.key)
+cam_keys = selection.best_first(keys, None if best is None else best.key)  # chosen once a run, not per tweak
 
 
 KEPT_SLOW_RUNS = 4  # finished slow maps a session keeps (a 224-px map pair is ~0.4 MB)

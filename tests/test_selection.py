@@ -176,3 +176,14 @@ def test_shared_predictor_gives_serial_cams_under_threads(data_dir):
         t.join()
     for a, b in zip(serial, threaded):
         np.testing.assert_array_equal(a, b)
+
+
+def test_best_first_moves_the_rules_best_model_to_the_front():
+    from pneumo_core.evaluation.selection import best_first, best_model
+    from pneumo_core.files import ASSETS
+
+    best = best_model(ASSETS, "binary", with_checkpoint=True)
+    keys = ["binary/custom_cnn", "binary/densenet121", "binary/efficientnet_lite0", "binary/resnet18"]
+    ordered = best_first(keys, best.key)
+    assert ordered[0] == best.key and sorted(ordered) == sorted(keys)
+    assert best_first(keys, "binary/absent") == keys and best_first(keys, None) == keys

@@ -119,6 +119,11 @@ def best_model(root: str | Path, task: str, with_checkpoint: bool = False) -> Me
     return min(cands, key=lambda m: (val_loss(_val(root, m)), m.arch)) if cands else None
 
 
+def best_first(keys: list[str], best: str | None) -> list[str]:
+    """``keys`` with ``best`` (the rule's best model's key) moved to the front; unchanged when it is absent."""
+    return [best, *(k for k in keys if k != best)] if best in keys else list(keys)
+
+
 def ensemble_members(root: str | Path, task: str) -> list[Member]:
     """The members of the task's ensemble: the best seed of each architecture with a checkpoint in the
     folder (every architecture, in a folder without checkpoints). Empty under two members."""
