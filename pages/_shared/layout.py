@@ -109,12 +109,9 @@ def show_figure(fig: go.Figure, key: str, clickable: bool = False) -> list[dict]
     used only where its dark variant is needed. ``clickable``: a click on a point reruns the page (the
     fragment it is in); returns the clicked points (empty otherwise)."""
     dark = getattr(st.context.theme, "type", None) == "dark"
-    if not clickable:
-        st.plotly_chart(fig, key=key, config=PLOT_CONFIG, theme="streamlit" if dark else None)
-        return []
-    event = st.plotly_chart(fig, key=key, config=PLOT_CONFIG, theme="streamlit" if dark else None,
-                            on_select="rerun", selection_mode="points")
-    return list(event.selection.points) if event else []
+    select = dict(on_select="rerun", selection_mode="points") if clickable else {}
+    event = st.plotly_chart(fig, key=key, config=PLOT_CONFIG, theme="streamlit" if dark else None, **select)
+    return list(event.selection.points) if clickable and event else []
 
 
 def state(key: str, default):

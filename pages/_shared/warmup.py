@@ -43,30 +43,28 @@ def precompute_samples() -> dict[str, float]:
 
     for k in cam_keys:  # Compare's "grid is 7 x 7 cells" line: one forward pass per model, remembered
         cam_grid(predictor(source, BUNDLED_LABEL, k))
-    n_probs = n_cams = 0
-    samples = sample_images()
-    for path in samples:
+
+    def warm(path, prob_keys: list[str]) -> tuple[str, object]:
+        """One image's decoding, OOD score, ``prob_keys``' probabilities and the heatmap models' maps."""
         data = read_image_file(path)
         with page_run():  # never alongside an import of the warm-up thread (see memory.page_run)
             h, gray = digest(data), decoded(data, path.name)
             ood_score(h, gray)
-            for k in keys:
+            for k in prob_keys:
                 model_probs(source, BUNDLED_LABEL, k, h, gray)
-                n_probs += 1
             for k in cam_keys:
                 cam(source, BUNDLED_LABEL, k, h, DEFAULT_METHOD, None, gray)
-                n_cams += 1
+        return h, gray
+
+    samples = sample_images()
+    for path in samples:
+        h, gray = warm(path, keys)
     if samples:  # the results table's rules and thresholds, read once (Predict's verdict rows ask them every run)
         zoo_verdicts(ASSETS, set(keys), lambda k: model_probs(source, BUNDLED_LABEL, k, h, gray))
     others = non_xray_images()
     for path in others:  # the lesson's cat: its verdicts and heatmaps from the heatmap models (step 2)
-        data = read_image_file(path)
-        with page_run():
-            h, gray = digest(data), decoded(data, path.name)
-            ood_score(h, gray)
-            for k in cam_keys:
-                model_probs(source, BUNDLED_LABEL, k, h, gray)
-                cam(source, BUNDLED_LABEL, k, h, DEFAULT_METHOD, None, gray)
+        warm(path, cam_keys)
+    n_probs, n_cams = len(samples) * len(keys), len(samples) * len(cam_keys)
     return {"samples": len(samples), "probabilities": n_probs, "heatmaps": n_cams, "non_xrays": len(others),
             "seconds": time.perf_counter() - t0}
 
