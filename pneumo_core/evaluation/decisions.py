@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from pneumo_core.data.tasks import TASKS
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation import artifacts
 from pneumo_core.evaluation.bootstrap import cluster_weight_blocks, patient_groups
@@ -194,8 +195,8 @@ def seed_decision(root: str | Path, task: str, arch: str, n_boot: int = N_BOOT) 
 
 
 def decided_seed(d: Decision) -> int:
-    """The seed a :func:`seed_decision` chose."""
-    return int(d.outcome.removeprefix("seed "))
+    """The seed a :func:`seed_decision` chose (its outcome ``seed N``, or ``seed N: run`` among runs)."""
+    return int(d.outcome.split(":")[0].removeprefix("seed "))
 
 
 #: the hierarchical model's stage A by default, stated before its decision was first run: ResNet18, the stage A the
@@ -272,7 +273,7 @@ def answer(q: Question, assets: str | Path, n_boot: int = N_BOOT) -> tuple[list[
     except PredictionFileError:  # seeds validated on different images (runs limited to a few): no pairing,
         seed = min(picked, key=lambda s: (selection_loss(picked[s][1]), s))  # the lowest log loss, as selection
         return rows, Picked(q.task, q.arch, runs, seed)
-    seed = int(d.outcome.split(":")[0].removeprefix("seed "))
+    seed = decided_seed(d)
     bundled = bundled_seed(assets, q.task, q.arch)
     if bundled is not None and _has(assets, q.task, q.arch, bundled):
         same = _same(picked[seed][1], _load(assets, q.task, q.arch, bundled)) and bundled == seed
@@ -299,7 +300,7 @@ def decision_log(assets: str | Path, questions: Sequence[Question] = (), n_boot:
             studied.add((q.task, q.arch))
     if not seed_rows:
         return out
-    for task in ("binary", "three_class", "bacteria_virus"):
+    for task in TASKS:
         for arch in artifacts.archs_of(assets, task):
             if len(artifacts.seeds_of(assets, task, arch)) < 2:
                 continue
