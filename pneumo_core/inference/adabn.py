@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import replace
 from typing import Iterable
 
 import numpy as np
@@ -77,6 +78,7 @@ def adabn_predictor(predictor: Predictor, frame: pd.DataFrame, batch_size: int =
     out = Predictor(predictor.ckpt, str(predictor.device), precision="fp32", channels_last=predictor.channels_last,
                     fast=predictor.use_fast)
     out.model = adapt_batchnorm(out.model, batches())  # before any forward pass: the fast copy folds these
+    out.ckpt = replace(out.ckpt, state_dict=out.model.state_dict())  # the adapted tensors, not the copy's source
     paths = hashlib.sha256("\n".join(sorted(map(str, frame["path"]))).encode()).hexdigest()[:16]
     out.fingerprint = f"{predictor.fingerprint}-adabn{seed}-{batch_size}-{paths}"
     out.name = f"{predictor.name} (AdaBN)"
