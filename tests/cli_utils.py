@@ -9,12 +9,17 @@ import subprocess
 from pneumo_core.cli.main import main as cli
 
 
+def _exit_code(args) -> int:
+    """The command line run in this process; its exit code (argparse's SystemExit gives its code)."""
+    try:
+        return cli([str(a) for a in args])
+    except SystemExit as exc:  # argparse
+        return exc.code
+
+
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """The command line in this process: (exit code, stdout, stderr)."""
-    try:
-        code = cli([str(a) for a in args])
-    except SystemExit as exc:  # argparse
-        code = exc.code
+    code = _exit_code(args)
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -24,10 +29,7 @@ def cli_result(*args) -> subprocess.CompletedProcess:
     returns it (exit code, stdout, stderr); seconds cheaper than a fresh interpreter importing torch."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli([str(a) for a in args])
-        except SystemExit as exc:  # argparse
-            code = exc.code
+        code = _exit_code(args)
     return subprocess.CompletedProcess(["python", "-m", "pneumo_core", *map(str, args)], code, out.getvalue(),
                                        err.getvalue())
 

@@ -58,7 +58,16 @@ class ModelKey(NamedTuple):
 
     @property
     def stem(self) -> str:
-        return self.arch + ("" if self.seed is None else f"_seed{self.seed}")
+        return self.arch + self._seed_part
+
+    @property
+    def _seed_part(self) -> str:
+        return "" if self.seed is None else f"_seed{self.seed}"
+
+    @property
+    def _hub_stem(self) -> str:
+        """The published layout's stem of a BACTERIA-vs-VIRUS model: ``densenet121_bacteria_virus_seed0``."""
+        return f"{self.arch}{_HUB_BV_INFIX}{self._seed_part}"
 
     @property
     def source_key(self) -> str:
@@ -78,8 +87,7 @@ class ModelKey(NamedTuple):
         ours = self.checkpoint_relpath(suffix)
         if self.task != "bacteria_virus":
             return (ours,)
-        hub = f"{self.arch}{_HUB_BV_INFIX}" + ("" if self.seed is None else f"_seed{self.seed}")
-        return ours, f"checkpoints/{_HUB_BV_FOLDER}/{hub}{suffix}"
+        return ours, f"checkpoints/{_HUB_BV_FOLDER}/{self._hub_stem}{suffix}"
 
     def prediction_file(self, split: str) -> str:
         return f"predictions/{self.task}/{self.stem}_{split}.csv"
@@ -89,7 +97,7 @@ class ModelKey(NamedTuple):
         ours = f"runs/{self.task}/{self.stem}"
         if self.task != "bacteria_virus":
             return (ours,)
-        return ours, f"runs/{self.task}/{self.arch}{_HUB_BV_INFIX}" + ("" if self.seed is None else f"_seed{self.seed}")
+        return ours, f"runs/{self.task}/{self._hub_stem}"
 
     @classmethod
     def from_stem(cls, task: str, stem: str) -> ModelKey:
