@@ -153,6 +153,12 @@ def _focus_store() -> tuple[OrderedDict, threading.Lock]:
     return OrderedDict(), threading.Lock()
 
 
+def _focus_entry(source: Source, source_label: str, key: str, method: str, paths: tuple[str, ...],
+                 sanity: bool) -> tuple:
+    """:func:`focus_table`'s cache key: the checkpoint file's stamp with what the figures depend on."""
+    return source_label, key, source.stamp(key), method, paths, sanity
+
+
 def focus_table(source: Source, source_label: str, key: str, method: str, paths: tuple[str, ...], sanity: bool,
                 progress: Callable[[int, int], None] | None = None, max_entries: int = 32):
     """Per-image explanation figures of one model (``audit.audit_images``), computed once per (source,
@@ -161,7 +167,7 @@ def focus_table(source: Source, source_label: str, key: str, method: str, paths:
     from pneumo_core.explain.audit import audit_images
 
     store, lock = _focus_store()
-    entry = (source_label, key, source.stamp(key), method, paths, sanity)
+    entry = _focus_entry(source, source_label, key, method, paths, sanity)
     with lock:
         if entry in store:
             store.move_to_end(entry)
@@ -180,7 +186,7 @@ def focus_cached(source: Source, source_label: str, key: str, method: str, paths
     """Whether :func:`focus_table` already holds this entry (it then returns at once, nothing to estimate)."""
     store, lock = _focus_store()
     with lock:
-        return (source_label, key, source.stamp(key), method, paths, sanity) in store
+        return _focus_entry(source, source_label, key, method, paths, sanity) in store
 
 
 def ood_score(image: str, gray: np.ndarray) -> float | None:

@@ -71,8 +71,8 @@ def source_options(tasks: tuple[str, ...]) -> list[Computed]:
         return []
     source, src_label = current_source()
     broken = st.session_state.get("broken_models", set())
-    return [Computed(*ModelKey.parse(k)) for k in model_keys(source, best_only=True)
-            if ModelKey.parse(k).task in tasks and (src_label, k) not in broken]
+    keys = (ModelKey.parse(k) for k in model_keys(source, best_only=True) if (src_label, k) not in broken)
+    return [Computed(*key) for key in keys if key.task in tasks]
 
 
 def computed_set(key: ModelKey, split: str) -> Predictions:
