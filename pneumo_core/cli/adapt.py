@@ -43,6 +43,7 @@ def _infer(data_dir: str, out_root: Path, keys: list[str], device: str = "cpu") 
     from pneumo_core.evaluation.predictions import write_predictions
     from pneumo_core.inference.adabn import adabn_predictor
     from pneumo_core.inference.predictors import Predictor, predict_frame
+    from pneumo_core.models.keys import ModelKey
     from pneumo_core.models.sources import bundled_source
 
     frame = load_dataset(data_dir)
@@ -55,15 +56,15 @@ def _infer(data_dir: str, out_root: Path, keys: list[str], device: str = "cpu") 
             adapted = adabn_predictor(base, frame, progress=progress)
         with tqdm_progress(f"{key}: adapted predictions") as progress:
             table = predict_frame(adapted, frame, "test", progress=progress, use_cache=False)
-        stem = f"{base.meta.arch}_seed{base.meta.seed}_test.csv"
+        written = out_root / ModelKey("binary", base.meta.arch, base.meta.seed).prediction_file("test")
         table.frame["path"] = table.frame["image_id"]  # relative, as in assets/predictions: no machine's folders
-        write_predictions(table, out_root / "predictions" / "binary" / stem)
+        write_predictions(table, written)
         # the same images, the unadapted model: its committed file must match (same pixels, same path)
         committed = load_set(ASSETS, "binary", base.meta.arch, base.meta.seed, "test")
         check = predict_frame(base, frame.head(16), "test", use_cache=False)
         ref = committed.frame.set_index("image_id").loc[check.frame["image_id"], "prob_PNEUMONIA"].to_numpy()
         moved = committed.frame.set_index("image_id").loc[table.frame["image_id"], "prob_PNEUMONIA"].to_numpy()
-        print(f"wrote {stem}: {len(table.frame)} images; unadapted vs committed file on 16 images: max "
+        print(f"wrote {written.name}: {len(table.frame)} images; unadapted vs committed file on 16 images: max "
               f"|diff| {np.abs(check.p_positive - ref).max():.1e}; AdaBN moved P(pneumonia) by "
               f"{np.abs(table.p_positive - moved).mean():.3f} on average")
 
