@@ -12,6 +12,7 @@ from pneumo_core.evaluation.predictions import ensemble, read_predictions
 from pneumo_core.evaluation.report import report_many
 from pneumo_core.evaluation.thresholds import choose
 from pneumo_core.files import ASSETS
+from pneumo_core.models.keys import ModelKey
 from pneumo_core.models.sources import bundled_source
 
 SOURCE = bundled_source()
@@ -176,6 +177,20 @@ def test_shared_predictor_gives_serial_cams_under_threads(data_dir):
         t.join()
     for a, b in zip(serial, threaded):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_member_is_the_model_key_of_its_architectures_bundled_seed():
+    """One key for a zoo model: the rule's members are ModelKeys (their files named by keys.py); ``key`` names the
+    architecture's best checkpoint, which is the member's seed."""
+    from pneumo_core.evaluation.decisions import bundled_seed
+
+    plan = selection.hierarchical_plan(ASSETS)
+    members = [*selection.ensemble_members(ASSETS, "binary"), plan.stage_a, plan.stage_b]
+    for m in members:
+        assert isinstance(m, ModelKey) and m == ModelKey(m.task, m.arch, m.seed) and m.seed is not None
+        assert m.key == f"{m.task}/{m.arch}" and SOURCE.load(m.key).meta.seed == m.seed
+        assert (ASSETS / m.prediction_file("val")).is_file()
+        assert bundled_seed(ASSETS, m.task, m.arch) == m.seed
 
 
 def test_best_first_moves_the_rules_best_model_to_the_front():

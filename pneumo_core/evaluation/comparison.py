@@ -17,10 +17,10 @@ import numpy as np
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation import artifacts
 from pneumo_core.evaluation.bootstrap import paired_mean_difference, patient_groups
-from pneumo_core.evaluation.decisions import decide
+from pneumo_core.evaluation.decisions import decide, selection_loss
 from pneumo_core.evaluation.predictions import Predictions, align
 from pneumo_core.evaluation.results import test_figures
-from pneumo_core.evaluation.selection import threshold_on, val_loss
+from pneumo_core.evaluation.selection import threshold_on
 from pneumo_core.models.keys import HIERARCHICAL, ModelKey
 
 METRICS = ("auroc", "accuracy")
@@ -65,7 +65,7 @@ def compare_runs(root_a: str | Path, root_b: str | Path, task: str, arch: str, s
         for side in "AB":
             pairs[side].append((val[side], test[side]))
             scored[side].append((test[side].probs, threshold[side]))
-        loss = {side: val_loss(v) for side, v in val.items()}
+        loss = {side: selection_loss(v) for side, v in val.items()}
         d = decide(f"{task} {arch} seed {s}: A or B", [("A", va), ("B", vb)], n_boot)
         b = d.candidates[1]
         runs.append({"seed": s, "val_loss": loss, "threshold": threshold, "kept": d.outcome,

@@ -27,7 +27,7 @@ from pathlib import Path
 from pneumo_core.data.tasks import get_task
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation import artifacts, decisions
-from pneumo_core.evaluation.metrics import log_loss
+from pneumo_core.evaluation.decisions import selection_loss
 from pneumo_core.evaluation.predictions import Predictions, ensemble
 from pneumo_core.evaluation.thresholds import choose
 from pneumo_core.models.keys import ENSEMBLE, ModelKey
@@ -43,27 +43,20 @@ def decision_rule(threshold: float, positive: str) -> str:
     return f"P({positive}) ≥ {threshold:.3f} ({THRESHOLD_RULE_TEXT})"
 
 
-@dataclass(frozen=True)
-class Member:
-    """One trained model of the zoo: a task, an architecture and a seed."""
+class Member(ModelKey):
+    """A :class:`~pneumo_core.models.keys.ModelKey` (task, arch, seed) whose seed is its architecture's best: the
+    folder's best checkpoint is its checkpoint (an ensemble's member, a hierarchical stage, the best model)."""
 
-    task: str
-    arch: str
-    seed: int
+    __slots__ = ()
 
     @property
     def key(self) -> str:
         """The source key of the architecture's best checkpoint, e.g. ``binary/resnet18``."""
-        return ModelKey(self.task, self.arch).source_key
+        return self.best.source_key
 
 
 def _val(root: str | Path, m: Member) -> Predictions:
     return artifacts.load_set(root, m.task, m.arch, m.seed, "val")
-
-
-def val_loss(val: Predictions) -> float:
-    """The selection score: log loss on the validation predictions (lower is better)."""
-    return log_loss(val.y_true, val.probs)
 
 
 @lru_cache(maxsize=256)
@@ -83,7 +76,7 @@ def rule_seed(root: str | Path, task: str, arch: str) -> int | None:
         d = decisions.seed_decision(root, task, arch)
     except PredictionFileError:
         seeds = artifacts.seeds_of(root, task, arch)
-        return min(seeds, key=lambda s: (val_loss(_val(root, Member(task, arch, s))), s)) if seeds else None
+        return min(seeds, key=lambda s: (selection_loss(_val(root, Member(task, arch, s))), s)) if seeds else None
     return None if d is None else decisions.decided_seed(d)
 
 
@@ -116,7 +109,7 @@ def best_of_each(root: str | Path, task: str, with_checkpoint: bool = False) -> 
 def best_model(root: str | Path, task: str, with_checkpoint: bool = False) -> Member | None:
     """The task's best single model: the lowest validation log loss over the architectures' best seeds."""
     cands = best_of_each(root, task, with_checkpoint)
-    return min(cands, key=lambda m: (val_loss(_val(root, m)), m.arch)) if cands else None
+    return min(cands, key=lambda m: (selection_loss(_val(root, m)), m.arch)) if cands else None
 
 
 def best_first(keys: list[str], best: str | None) -> list[str]:
@@ -228,11 +221,12 @@ def _zoo_models(root: str, task: str, stamp: float) -> tuple[ZooModel, ...]:
     members = ensemble_members(root, task)
     if members:
         val = ensemble_set(root, members, "val")
-        scored.append((val_loss(val), ZooModel(task, ensemble_name(members), tuple(members), threshold_on(val),
+        scored.append((selection_loss(val), ZooModel(task, ensemble_name(members), tuple(members), threshold_on(val),
                                                "ensemble")))
     for m in best_of_each(root, task, with_checkpoint=True):
         val = _val(root, m)
-        scored.append((val_loss(val), ZooModel(task, f"{m.arch} (seed {m.seed})", (m,), threshold_on(val), "model")))
+        scored.append((selection_loss(val),
+                       ZooModel(task, f"{m.arch} (seed {m.seed})", (m,), threshold_on(val), "model")))
     return tuple(z for _, z in sorted(scored, key=lambda t: t[0]))
 
 
@@ -243,8 +237,7 @@ def set_choices(root: str | Path, tasks: tuple[str, ...]) -> list[ModelKey]:
     out: list[ModelKey] = []
     for task in tasks:
         for z in zoo_models(root, task):
-            out.append(ModelKey(task, ENSEMBLE) if z.kind == "ensemble"
-                       else ModelKey(task, z.members[0].arch, z.members[0].seed))
+            out.append(ModelKey(task, ENSEMBLE) if z.kind == "ensemble" else ModelKey(*z.members[0]))
         out += artifacts.combined_sets(root, task)
         for arch in artifacts.archs_of(root, task):
             out += [k for s in artifacts.seeds_of(root, task, arch) if (k := ModelKey(task, arch, s)) not in out]
