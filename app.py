@@ -5,12 +5,13 @@ import streamlit as st
 
 from pages._shared.images import data_dir, default_data_dir
 from pages._shared.layout import NARROW_CSS, navigation, state
-from pneumo_core.serving.memory import give_back_freed_memory, limit_heaps, page_run
+from pneumo_core.serving.memory import give_back_freed_memory, limit_heaps, page_run, passive_threads
 from pages._shared.models import SOURCES, current_source
 from pages._shared.warmup import start as start_warm_up
 from pneumo_core.files import escape_markdown
 from pneumo_core.models.sources import DEFAULT_REPO
 
+passive_threads()  # before torch loads: its idle threads sleep, not spin (an upload cost 3x the CPU)
 # The imports, the bundled samples' verdicts and heatmaps, in the background, once per server: at launch when
 # the server's script health check runs this file (`python -m pneumo_core serve` asks it), else on the first visit
 start_warm_up()

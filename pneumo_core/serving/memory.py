@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import gc
 import importlib
+import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -25,6 +27,17 @@ HEAVY = ("pandas", "torch", "torchvision", "pytorch_grad_cam", "sklearn.metrics"
          "pneumo_core.data.images", "pneumo_core.inference.predictors", "pneumo_core.inference.verdicts",
          "pneumo_core.explain.cams", "pneumo_core.explain.ood", "pneumo_core.explain.audit",
          "pneumo_core.explain.lungs", "pneumo_core.evaluation.selection", "pneumo_core.visualize.charts")
+
+
+def passive_threads() -> bool:
+    """Let torch's OpenMP threads sleep when they have no work (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning
+    for it: with two threads on a server whose cores a browser, other sessions or other work share, the spinning
+    tripled what an upload cost (1.73 CPU-s against 0.52, ``bench/class_bench.py``). Read once, when OpenMP
+    loads with torch: False (nothing changed) once torch is imported or where the variable is set already."""
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
 
 
 def serving() -> bool:
