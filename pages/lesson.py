@@ -10,7 +10,7 @@ import streamlit as st
 
 from pages._shared.images import (DATA_HINT, data_dir, decoded, digest, image_path, non_xray_images,
                                   read_image_file, sample_images)
-from pages._shared.layout import class_mode, show_figure, start_page
+from pages._shared.layout import class_mode, start_page
 from pages._shared.models import BUNDLED_LABEL, cam, model_probs, ood_score, predictor
 from pages._shared.warmup import COMPARE_PAIR, DEFAULT_METHOD
 from pneumo_core.data.images import shrink
@@ -25,8 +25,7 @@ VIEW_SIDE = 1024  # px: the long side of each image drawn (two columns of a wide
 STEPS = ["Guess first, then look", "Where do the models look?", "Missing sick children or alarming healthy ones",
          "Can we trust how sure it is?", "Its most confident mistakes"]
 
-st.set_page_config(initial_sidebar_state="collapsed")  # the images take the screen's width (sidebar one click away)
-start_page("Lesson")
+start_page("Lesson", sidebar="collapsed")  # the images take the screen's width (the sidebar one click away)
 class_mode()
 
 
@@ -103,6 +102,35 @@ def heat_picture(key: str, h: str, gray, view):
 
     r = cam(source, BUNDLED_LABEL, key, h, DEFAULT_METHOD, None, gray)
     return r, overlay(view, r.normalised, 0.45, "jet")
+
+
+TRUST_CAPTION = ("Each dot: the X-rays given about that pneumonia score, and how many of them really showed pneumonia. "
+                 "A model to be taken at its word stays on the dotted line; the bars count the X-rays.")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def trust_view(arch: str, seed: int | None, threshold: float) -> tuple[cc.Trust, cc.ValTest, bytes, Panel]:
+    """Step 4's sentences and chart, computed once per model (the bundled prediction files do not change while
+    the server runs): the chart as a picture (PNG bytes: nothing for the browser to lay out, and for the handout
+    a 600-px copy) instead of a plotly chart, ~0.4 s of the browser's CPU at each visit."""
+    import io
+
+    from PIL import Image
+
+    from pneumo_core.evaluation.calibration import binary_reliability
+    from pneumo_core.visualize.pictures import reliability_picture
+
+    val = selection.load_choice(ASSETS, "binary", arch, seed, "val")
+    test = selection.load_choice(ASSETS, "binary", arch, seed, "test")
+    pic = reliability_picture(binary_reliability(test.y_binary, test.p_positive, 10),
+                              "How sure the model is, against how often pneumonia is really there",
+                              x_title="the model's pneumonia score", y_title="really pneumonia", model_name="the model",
+                              ideal_name="a model to be taken at its word", count_title="X-rays")
+    png = io.BytesIO()
+    Image.fromarray(pic).save(png, format="PNG", optimize=False)
+    return (cc.trust(test.y_binary, test.p_positive),
+            cc.val_vs_test(val.y_binary, val.p_positive, test.y_binary, test.p_positive, threshold),
+            png.getvalue(), panel(pic, "How sure the model is, against how often pneumonia is really there"))
 
 
 def pick_xray(images: list) -> int:
@@ -231,22 +259,9 @@ elif step == 3:
                 ("Says PNEUMONIA from a score of", cc.pct(cuts[k]))]
 
 elif step == 4:
-    from pneumo_core.evaluation.calibration import binary_reliability
-    from pneumo_core.visualize.charts import reliability_figure
-
-    val = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "val")
-    test = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "test")
-    tr = cc.trust(test.y_binary, test.p_positive)
-    vt = cc.val_vs_test(val.y_binary, val.p_positive, test.y_binary, test.p_positive, threshold)
+    tr, vt, chart, chart_panel = trust_view(best.arch, best.seed, threshold)
     left, right = st.columns([3, 2])
-    with left:
-        fig = reliability_figure(binary_reliability(test.y_binary, test.p_positive, 10),
-                                 "How sure the model is, against how often pneumonia is really there")
-        fig.for_each_trace(lambda tr_: tr_.update(name={"perfect calibration": "a model to be taken at its word",
-                                                       "count": "X-rays"}.get(tr_.name, "the model")))
-        fig.update_xaxes(title="the model's pneumonia score", row=2, col=1)
-        fig.update_yaxes(title="really pneumonia", row=1, col=1)
-        show_figure(fig, key="lesson_trust")
+    left.image(chart, width="stretch", caption=TRUST_CAPTION)
     with right:
         st.markdown(f"### {tr.sentence}")
         st.markdown(f"### {vt.sentence}")
@@ -254,6 +269,7 @@ elif step == 4:
     numbers += [("right when at least 90 % sure", cc.pct(tr.right / tr.confident) if tr.confident else "–"),
                 ("right on the validation X-rays", cc.pct(vt.val_accuracy)),
                 ("right on the test X-rays", cc.pct(vt.test_accuracy))]
+    panels.append(chart_panel)
 
 elif step == 5:
     test = selection.load_choice(ASSETS, "binary", best.arch, best.seed, "test")

@@ -248,10 +248,21 @@ def test_images_are_at_least_600_px_wide_at_1440(tmp_path):
             until(driver, 120).until(  # the reveal's sentence: the rerun has drawn the step
                 lambda d: "the model said" in d.find_element(By.TAG_NAME, "body").text)
             wait_idle(driver)
-            widths = [i.size["width"] for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')]
+            def widths() -> list[int]:
+                return [i.size["width"] for i in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')]
+
+            def sidebar() -> int:
+                return driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]').size["width"]
+
             driver.save_screenshot(str(tmp_path / "lesson_step1.png"))
-            assert len(widths) == 2 and min(widths) >= 600 and widths[0] == widths[1], widths
+            shown = widths()
+            assert len(shown) == 2 and min(shown) >= 600 and shown[0] == shown[1], (shown, sidebar())
             assert "the model said" in driver.find_element(By.TAG_NAME, "body").text
+            # the sidebar opened (a visitor's click, or a browser that remembers it open): it lies over the page,
+            # the images keep their width
+            driver.find_element(By.CSS_SELECTOR, '[data-testid="stExpandSidebarButton"]').click()
+            until(driver, 30).until(lambda d: sidebar() >= 200)
+            assert widths() == shown, (widths(), shown)
         finally:
             driver.quit()
 
@@ -311,8 +322,51 @@ def test_no_jargon_outside_the_glossary(step):
         at.button(key="vote_NORMAL").click().run()  # the reveal's sentence and heatmap too
     text = _text_outside_the_glossary(at.main).lower()
     if step == "4":
-        assert "really pneumonia" in text  # the chart's own words are read too
+        assert "really showed pneumonia" in text  # the chart's caption is read too (its words are in the picture)
     assert not [w for w in JARGON if re.search(rf"\b{re.escape(w)}\b", text)]
+
+
+def _blue(pic: np.ndarray) -> np.ndarray:
+    """Where a picture shows the model's curve and dots (matplotlib's first colour)."""
+    return np.abs(pic.astype(int) - (31, 119, 180)).sum(axis=2) < 30
+
+
+def test_the_reliability_picture_puts_each_bin_where_its_numbers_say():
+    from pneumo_core.evaluation.calibration import Reliability
+    from pneumo_core.visualize.pictures import reliability_picture
+
+    def one_bin(confidence: float, frequency: float) -> np.ndarray:
+        return reliability_picture(Reliability(np.array([confidence - 0.05]), np.array([confidence + 0.05]),
+                                               np.array([40]), np.array([confidence]), np.array([frequency])),
+                                   size=(800, 600), model_name="x")
+
+    a, b = one_bin(0.2, 0.8), one_bin(0.8, 0.2)
+    assert a.shape == (600, 800, 3) and a.dtype == np.uint8
+    only_a, only_b = _blue(a) & ~_blue(b), _blue(b) & ~_blue(a)  # the dots (the legend's sample is in both)
+    assert only_a.sum() > 50 and only_b.sum() > 50
+    (ya, xa), (yb, xb) = (np.argwhere(m).mean(axis=0) for m in (only_a, only_b))
+    assert xb - xa > 0.6 * 800 * 0.8  # a higher score: further right (0.6 of the x axis, ~0.87 of the width)
+    assert yb - ya > 0.6 * 600 * 0.5  # a lower frequency: lower down (0.6 of the upper panel's ~0.6 height)
+
+
+@bundled
+def test_step_4_charts_the_test_set_and_prints_the_chart(best_sets):
+    from pneumo_core.evaluation.calibration import binary_reliability
+    from pneumo_core.visualize.handout import panel
+    from pneumo_core.visualize.pictures import reliability_picture
+
+    _, _, val, test = best_sets
+    at = _lesson("4")
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(at.get("image")) == 1 and not at.get("plotly_chart")  # a picture: nothing for the browser to lay out
+    printed = at.session_state["lesson_sheet"].panels
+    assert len(printed) == 1
+    words = dict(x_title="the model's pneumonia score", y_title="really pneumonia", model_name="the model",
+                 ideal_name="a model to be taken at its word", count_title="X-rays")
+    title = "How sure the model is, against how often pneumonia is really there"
+    on_test = panel(reliability_picture(binary_reliability(test.y_binary, test.p_positive, 10), title, **words))
+    on_val = panel(reliability_picture(binary_reliability(val.y_binary, val.p_positive, 10), title, **words))
+    assert np.array_equal(printed[0].image, on_test.image) and not np.array_equal(printed[0].image, on_val.image)
 
 
 # ---------------------------------------------------------------- the printed handout
@@ -386,8 +440,12 @@ def test_each_step_prints_what_it_shows(step):
     if step == "3":
         shown_numbers = {m.label: str(m.value) for m in at.metric}
         assert {k: v for k, v in sheet.numbers if k in shown_numbers} == shown_numbers
-    page = _sheet_png(sheet)
-    assert (page < 128).mean() > (0.05 if sheet.panels else 0.001)  # ink: text, and pictures where there are
+    import dataclasses
+
+    ink = (_sheet_png(sheet) < 250).mean()
+    assert ink > 0.001  # the text
+    if sheet.panels:  # and the pictures (X-rays, or step 4's chart: mostly white)
+        assert ink > (_sheet_png(dataclasses.replace(sheet, panels=())) < 250).mean() + 0.02
     assert at.get("download_button") or "lesson_print" in str(at.main)
 
 

@@ -24,7 +24,9 @@ NARROW_CSS = """<style>
 }
 </style>"""
 
-#: class mode (the Lesson page, projected): large type, the main column using the screen's width
+#: class mode (the Lesson page, projected): large type, the main column using the screen's width; on a wide screen
+#: the sidebar, when opened, lies over the page instead of narrowing it, so the two images side by side stay
+#: ~675 px wide at 1440 px whatever the sidebar's state (525 px next to an open sidebar before)
 CLASS_CSS = """<style>
 div[data-testid="stMainBlockContainer"] { max-width: none; padding-left: 2rem; padding-right: 2rem; }
 div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] p,
@@ -35,6 +37,11 @@ div[data-testid="stMainBlockContainer"] div[data-testid="stCaptionContainer"] { 
 div[data-testid="stMainBlockContainer"] div[data-testid="stMetricValue"],
 div[data-testid="stMainBlockContainer"] div[data-testid="stMetricValue"] div[data-testid="stMarkdownContainer"] p {
   font-size: 3rem; }
+@media (min-width: 1001px) {  /* the sidebar, when opened, lies over the page: the images keep their width */
+  section[data-testid="stSidebar"] { position: absolute !important; top: 0; left: 0; height: 100% !important;
+    z-index: 999990; }
+  section[data-testid="stSidebar"][data-collapsed="false"] { box-shadow: 0 0 1.5rem rgba(0, 0, 0, 0.3); }
+}
 @media (max-width: 700px) {  /* a phone: large type, not a projector's */
   div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] p,
   div[data-testid="stMainBlockContainer"] div[data-testid="stMarkdownContainer"] li { font-size: 1.1rem; }
@@ -71,8 +78,13 @@ def navigation(position: str = "sidebar"):
     return st.navigation(app_pages(), position=position)
 
 
-def start_page(title: str) -> None:
-    """Every page begins here: its title and, once, quietly, the "not for clinical use" line.
+def start_page(title: str, sidebar: str = "auto") -> None:
+    """Every page begins here: its sidebar's initial state (``st.set_page_config``), its title and, once,
+    quietly, the "not for clinical use" line.
+
+    The sidebar's state is set here, once a run, not in ``app.py`` as well: the browser keeps the last state it
+    was sent, and a run that sent ``auto`` (app.py) then ``collapsed`` (the Lesson) sometimes left the sidebar
+    open, when the browser read the second before it had applied the first.
 
     With a ``pages/`` folder beside ``app.py``, a fresh server starts in Streamlit's legacy multipage
     mode, so a deep link (``/thresholds?threshold=0.3``) runs the page file alone, without ``app.py``'s
@@ -82,6 +94,7 @@ def start_page(title: str) -> None:
     if not st.session_state.get("via_app"):
         navigation(position="hidden")
         st.rerun()
+    st.set_page_config(initial_sidebar_state=sidebar)
     st.title(title)
     st.caption(NOT_FOR_CLINICAL_USE)
 
