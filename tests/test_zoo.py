@@ -4,6 +4,7 @@ bundled from its spec."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -14,13 +15,14 @@ from pneumo_core.evaluation.predictions import read_predictions
 from pneumo_core.training.loop import select_best_seed
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.artifacts import prediction_index
+from pneumo_core.evaluation.decisions import Picked
 from pneumo_core.models.checkpoints import load_checkpoint
 from pneumo_core.cli.main import main as cli_main
 from pneumo_core.evaluation import artifacts
 from pneumo_core.files import ASSETS
 from pneumo_core.models.sources import checkpoint_relpath
 from pneumo_core.training import study
-from pneumo_core.training.zoo import bundle, repredict
+from pneumo_core.training.zoo import bundle, export_best, repredict
 from tests.zoo_fixture import copy_zoo
 
 
@@ -232,6 +234,39 @@ def test_the_224_px_spec_restates_its_committed_runs():
             assert len(cfg.get("teacher") or []) == (len(st.teacher.seeds) if st.teacher else 0), f
             seen.add(st.name)
     assert seen == {st.name for st in s.stages}
+
+
+def test_a_study_bundles_the_picks_whose_checkpoint_is_on_disk(tmp_path):
+    """Only picks whose run's checkpoint is on disk (a .pt or an fp16 .safetensors export) are bundled, the others
+    named and left as assets/ has them; the picked zoo holds our file names (the BACTERIA-vs-VIRUS run's are the
+    published ones) and the exported seed is the pick's."""
+    runs = study.EXPERIMENTS / "zoo224" / "runs"
+    bv, three = tmp_path / "low_bacteria_virus", tmp_path / "low_three_class"
+    for name, dst in (("low_bacteria_virus", bv), ("low_three_class", three)):
+        shutil.copytree(runs / name, dst, ignore=shutil.ignore_patterns("checkpoints"))
+    ck = bv / "checkpoints" / "bacteria_virus" / "densenet121_seed0.safetensors"
+    ck.parent.mkdir(parents=True)
+    shutil.copyfile(ASSETS / "models" / checkpoint_relpath("bacteria_virus", "densenet121", suffix=".safetensors"), ck)
+    picks = [Picked("bacteria_virus", "densenet121", {0: bv}, 0), Picked("three_class", "densenet121", {0: three}, 0)]
+
+    ready, missing = study.ready_to_bundle(picks)
+    assert ready == picks[:1]
+    assert len(missing) == 1 and missing[0].startswith("three_class/densenet121: not bundled")
+    assert str(three / checkpoint_relpath("three_class", "densenet121", 0)) in missing[0]
+    with pytest.raises(study.StudyError, match="checkpoint is missing"):
+        study.picked_zoo(picks[1:], tmp_path / "none")
+
+    zoo = study.picked_zoo(ready, tmp_path / "zoo")
+    assert sorted(p.relative_to(zoo).as_posix() for p in zoo.rglob("*") if p.is_file()) == [
+        "checkpoints/bacteria_virus/densenet121_seed0.safetensors",
+        "predictions/bacteria_virus/densenet121_seed0_test.csv", "predictions/bacteria_virus/densenet121_seed0_val.csv",
+        "runs/bacteria_virus/densenet121_seed0/history.json", "runs/bacteria_virus/densenet121_seed0/metrics.json"]
+    src = bv / "predictions" / "bacteria_virus" / "densenet121_bacteria_virus_seed0_val.csv"
+    assert (zoo / "predictions/bacteria_virus/densenet121_seed0_val.csv").read_bytes() == src.read_bytes()
+    out = export_best(zoo, "bacteria_virus", "densenet121", tmp_path / "models", seed=0)
+    meta = load_checkpoint(out).meta
+    assert meta.seed == 0 and meta.threshold == pytest.approx(
+        selection.model_threshold(zoo, selection.Member("bacteria_virus", "densenet121", 0)))
 
 
 @pytest.fixture(scope="module")

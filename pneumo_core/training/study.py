@@ -25,6 +25,7 @@ from pneumo_core.data.tasks import TASKS
 from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import decisions
 from pneumo_core.files import ASSETS, atomic_write
+from pneumo_core.models.keys import ModelKey
 from pneumo_core.models.networks import ARCHS
 from pneumo_core.models.sources import checkpoint_relpath
 from pneumo_core.training.loop import RunPaths, TrainConfig, select_best_seed, train
@@ -502,40 +503,80 @@ def log_markdown(study: Study, rows: Sequence[decisions.Decision]) -> str:
                                                       f"`python -m pneumo_core zoo pick {_shown(study.path)}`")
 
 
+def ready_to_bundle(picked: Sequence[decisions.Picked]) -> tuple[list[decisions.Picked], list[str]]:
+    """The picks whose chosen seed's checkpoint is on disk (``.pt``, or an fp16 ``.safetensors`` export, under
+    ``<run folder>/checkpoints/``), and one line for each pick left out because it is not: what is missing."""
+    from pneumo_core.training.zoo import run_checkpoint
+
+    ready, missing = [], []
+    for k in picked:
+        if k.seed is None:
+            continue
+        root = k.runs[k.seed]
+        if run_checkpoint(root, ModelKey(k.task, k.arch, k.seed)) is None:
+            missing.append(f"{k.task}/{k.arch}: not bundled (kept as assets/ has it): the picked run's checkpoint "
+                           f"{root / checkpoint_relpath(k.task, k.arch, k.seed)} is missing (`zoo train` makes it)")
+        else:
+            ready.append(k)
+    return ready, missing
+
+
 def picked_zoo(picked: Sequence[decisions.Picked], dst: str | Path) -> Path:
-    """One zoo folder (``train.py --out`` layout) holding each pick's run of each seed: checkpoints, run logs and
-    prediction files, what :func:`pneumo_core.training.zoo.bundle` reads."""
+    """One zoo folder (``train.py --out`` layout, our file names) holding each pick's run of each seed: prediction
+    files, run logs and the checkpoint where there is one (the picked seed's must be there), what
+    :func:`pneumo_core.training.zoo.bundle` reads."""
+    from pneumo_core.evaluation.artifacts import prediction_files
+    from pneumo_core.training.zoo import run_checkpoint
+
     dst = Path(dst)
+
+    def copy(src: Path, rel: str) -> None:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst / rel)
+
     for k in picked:
         for seed, root in k.runs.items():
-            stem = Path(checkpoint_relpath(k.task, k.arch, seed)).stem
-            ck = root / checkpoint_relpath(k.task, k.arch, seed)
-            if not ck.is_file():
-                raise StudyError(f"{ck}: the picked run's checkpoint is missing (run `zoo train` first)")
-            for rel in (checkpoint_relpath(k.task, k.arch, seed), f"predictions/{k.task}/{stem}_val.csv",
-                        f"predictions/{k.task}/{stem}_test.csv", f"runs/{k.task}/{stem}/history.json",
-                        f"runs/{k.task}/{stem}/metrics.json"):
-                if (root / rel).is_file():
-                    (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(root / rel, dst / rel)
+            key = ModelKey(k.task, k.arch, seed)
+            ck = run_checkpoint(root, key)
+            if ck is not None:
+                copy(ck, key.checkpoint_relpath(ck.suffix))
+            elif seed == k.seed:
+                raise StudyError(f"{root / key.checkpoint_relpath()}: the picked run's checkpoint is missing "
+                                 "(run `zoo train` first)")
+            for split, f in prediction_files(root).get(key, {}).items():
+                copy(f, key.prediction_file(split))
+            run = next((root / d for d in key.run_dirs() if (root / d).is_dir()), None)
+            for name in ("history.json", "metrics.json"):
+                if run is not None and (run / name).is_file():
+                    copy(run / name, f"{key.run_dirs()[0]}/{name}")
     return dst
 
 
 def bundle_study(study: Study, data_dir: str | Path, out: str | Path | None = None, assets: str | Path = ASSETS,
-                 progress=None):
+                 progress=None, log: Callable[[str], None] = print):
     """Export what the spec's picks choose into ``assets`` (:func:`pneumo_core.training.zoo.bundle`: the picked
-    runs' files, the rule's best seed of each as fp16 with its threshold, the hierarchical model, the results
-    table); returns the results table."""
+    runs' files, each pick's seed as fp16 with its threshold, the hierarchical model run from the bundled
+    checkpoints, the results table); returns the results table. A pick whose run's checkpoint is not on disk is
+    left as ``assets`` has it (``log`` says so); then the study's decision log is written again, naming what
+    the bundle now holds."""
     from pneumo_core.training.zoo import bundle, repredict
 
-    _, picked = pick_study(study, out, assets, write=True)
+    _, picked = pick_study(study, out, assets, write=False)
     if not picked:
         raise StudyError(f"{study.path}: no [[pick]] with bundle = true: nothing to bundle")
+    ready, missing = ready_to_bundle(picked)
+    for line in missing:
+        log(line)
+    if not ready:
+        raise StudyError(f"{study.path}: no picked run's checkpoint is on disk: nothing to bundle")
     with tempfile.TemporaryDirectory(prefix=f"{study.name}_picked_") as tmp:
-        zoo = picked_zoo(picked, tmp)
+        zoo = picked_zoo(ready, tmp)
         if study.repredict:
             repredict(zoo, data_dir, progress)
-        return bundle(zoo, data_dir, assets, study.leave_out, progress)
+        table = bundle(zoo, data_dir, assets, study.leave_out, progress,
+                       seeds={f"{k.task}/{k.arch}": k.seed for k in ready})
+    pick_study(study, out, assets, write=True)
+    return table
 
 
 def plan(study: Study) -> list[dict]:

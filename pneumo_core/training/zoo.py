@@ -9,18 +9,19 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
 from pneumo_core.data.datasets import kermany_splits
+from pneumo_core.errors import CheckpointError
 from pneumo_core.evaluation import artifacts, selection
 from pneumo_core.evaluation.predictions import Predictions, make_table, write_predictions
 from pneumo_core.evaluation.results import results_table
 from pneumo_core.files import ASSETS
 from pneumo_core.inference.predictors import Hierarchical, Predictor, predict_frame
 from pneumo_core.models.checkpoints import export_safetensors, load_checkpoint
-from pneumo_core.models.keys import HIERARCHICAL, ModelKey
+from pneumo_core.models.keys import CHECKPOINT_SUFFIXES, HIERARCHICAL, ModelKey
 from pneumo_core.models.sources import LocalSource, checkpoint_relpath
 
 HIERARCHICAL_SPLITS = ("val", "test")
@@ -70,12 +71,25 @@ def repredict(zoo: str | Path, data_dir: str | Path, progress=None) -> list[Path
     return written
 
 
-def export_best(zoo: str | Path, task: str, arch: str, models_dir: str | Path) -> Path | None:
-    """The rule's best seed of ``task/arch`` in a trained zoo, as fp16 safetensors with the rule's threshold."""
-    seed = selection.best_seed(zoo, task, arch)
+def run_checkpoint(root: str | Path, key: ModelKey) -> Path | None:
+    """A seed's checkpoint in a zoo folder: ``.pt`` first, then ``.pth`` or an fp16 ``.safetensors`` export, in our
+    layout or the published one; None when the folder holds none."""
+    root = Path(root)
+    return next((root / rel for ext in CHECKPOINT_SUFFIXES for rel in key.checkpoint_relpaths(ext)
+                 if (root / rel).is_file()), None)
+
+
+def export_best(zoo: str | Path, task: str, arch: str, models_dir: str | Path, seed: int | None = None) -> Path | None:
+    """The rule's best seed of ``task/arch`` in a trained zoo (or ``seed``, e.g. a study's pick), as fp16
+    safetensors with the rule's threshold."""
+    seed = selection.best_seed(zoo, task, arch) if seed is None else seed
     if seed is None:
         return None
-    ckpt = load_checkpoint(Path(zoo) / checkpoint_relpath(task, arch, seed))
+    ck = run_checkpoint(zoo, ModelKey(task, arch, seed))
+    if ck is None:
+        raise CheckpointError(f"{Path(zoo) / checkpoint_relpath(task, arch, seed)}: checkpoint file not found "
+                              f"(seed {seed} of {task}/{arch} is to be bundled)")
+    ckpt = load_checkpoint(ck)
     rule = selection.model_threshold(zoo, selection.Member(task, arch, seed))
     ckpt.meta = replace(ckpt.meta, threshold=_threshold_or(rule, ckpt.meta.threshold))
     return export_safetensors(ckpt, Path(models_dir) / checkpoint_relpath(task, arch, suffix=".safetensors"))
@@ -131,11 +145,12 @@ def write_results(assets: str | Path = ASSETS, n_boot: int = 1000) -> pd.DataFra
 
 
 def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS,
-           leave_out: Sequence[str] = (), progress=None) -> pd.DataFrame:
+           leave_out: Sequence[str] = (), progress=None, seeds: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Copy the zoo's prediction files and run logs into ``assets``, export the rule's best seed of each
-    architecture as fp16 safetensors with the rule's threshold (but those named ``task/arch`` in
-    ``leave_out``, e.g. to keep assets/models under 100 MB), add the hierarchical model's predictions
-    and write the results table (CSV + Markdown)."""
+    architecture (``seeds``: ``task/arch`` -> the seed, e.g. a study's picks) as fp16 safetensors with the
+    rule's threshold (but those named ``task/arch`` in ``leave_out``, e.g. to keep assets/models under 100 MB),
+    run the hierarchical model of the rule from the bundled checkpoints over the val and test images and
+    write the results table (CSV + Markdown)."""
     zoo, assets = Path(zoo), Path(assets)
     for f in list(zoo.glob("predictions/*/*.csv")) + list(zoo.glob("runs/*/*/history.json")) + \
             list(zoo.glob("runs/*/*/metrics.json")):
@@ -145,6 +160,6 @@ def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS,
     for task in ("binary", "three_class", "bacteria_virus"):
         for arch in artifacts.archs_of(zoo, task):
             if f"{task}/{arch}" not in leave_out:
-                export_best(zoo, task, arch, assets / "models")
+                export_best(zoo, task, arch, assets / "models", (seeds or {}).get(f"{task}/{arch}"))
     write_hierarchical(assets, data_dir, progress)
     return write_results(assets)
