@@ -2,9 +2,10 @@
 It opens on the best model that has a heatmap (a single checkpoint of the sidebar source)."""
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
-from pages._shared.images import DATA_HINT, digest, image_path
+from pages._shared.images import DATA_HINT, digest, image_path, read_image_file
 from pages._shared.layout import show_figure, start_page, wide_page
 from pages._shared.models import cam, current_source, loaded, model_keys
 from pages._shared.predictions import label, predictions_root, set_options, source_predictions_root, val_and_test
@@ -85,17 +86,22 @@ show = cam_key is not None and st.toggle("Grad-CAM (beside the large image; over
                                         value=False)
 
 
-def x_ray(image_id: str):
-    """The decoded X-ray, or None with its problem named (one unreadable image: the gallery goes on)."""
+def x_ray(image_id: str) -> tuple[str, np.ndarray] | None:
+    """(content digest, decoded X-ray), the file read once; None with its problem named (one unreadable image: the
+    gallery goes on)."""
+    if (path := image_path(image_id)) is None:
+        st.error(escape_markdown(f"{image_id}: not in the dataset folder"))
+        return None
     try:
-        return load_grayscale(image_path(image_id))
+        data = read_image_file(path)
+        return digest(data), load_grayscale(data, image_id.rsplit("/", 1)[-1])
     except ImageLoadError as exc:
         st.error(escape_markdown(exc))
         return None
 
 
-def heatmap_of(image_id: str, gray):
-    return cam(source, src_label, cam_key, digest(image_path(image_id).read_bytes()), "gradcam", None, gray)
+def heatmap_of(h: str, gray: np.ndarray):
+    return cam(source, src_label, cam_key, h, "gradcam", None, gray)
 
 
 def enlarge(image_id: str) -> None:
@@ -109,23 +115,23 @@ def gallery() -> None:
         st.session_state.pop("err_big", None)
     big = st.selectbox("Shown large", ids, key="err_big", format_func=lambda i: i.split("/")[-1])
     _, p_big, c_big = shown.iloc[ids.index(big)]
-    gray = x_ray(big)
-    if gray is not None:
+    read = {i: x_ray(i) for i in ids}  # each file read and decoded once a run (the large one is a thumbnail too)
+    if (got := read[big]) is not None:
+        h, gray = got
         a, b = st.columns(2)
         with a:
             st.image(gray, width=LARGE, clamp=True, caption=escape_markdown(f"{true_cls} → {p_big} ({c_big:.2f})"))
         if show:
-            r = heatmap_of(big, gray)
+            r = heatmap_of(h, gray)
             with b:
                 st.image(overlay(gray, r.normalised), width=LARGE, clamp=True,
                          caption=escape_markdown(f"Grad-CAM {r.class_name}"))
     cols = st.columns(3)
     for j, (image_id, p_lbl, c) in enumerate(shown.itertuples(index=False)):
         with cols[j % 3]:
-            gray = x_ray(image_id)
-            if gray is not None:
-                st.image(overlay(gray, heatmap_of(image_id, gray).normalised) if show else gray, width=THUMB,
-                         clamp=True)
+            if (got := read[image_id]) is not None:
+                h, gray = got
+                st.image(overlay(gray, heatmap_of(h, gray).normalised) if show else gray, width=THUMB, clamp=True)
             st.caption(escape_markdown(f"{image_id.split('/')[-1]}: {true_cls} → {p_lbl} ({c:.2f})"))
             a, b, d = st.columns(3)
             a.button("Large", key=f"err_big_{j}", icon=":material/zoom_in:", on_click=enlarge, args=(image_id,),

@@ -382,3 +382,22 @@ def test_predict_prints_its_current_view():
     assert [p.caption for p in sheet.panels][0] == SURE and "Grad-CAM for" in sheet.panels[1].caption
     assert all(max(p.image.shape[:2]) <= 600 for p in sheet.panels)
     assert Image.open(io.BytesIO(handout_png(sheet))).size == PAGE
+
+
+def test_errors_reads_each_shown_file_once_a_run(data_dir, monkeypatch):
+    """The gallery's X-rays, the one shown large among them, are each read from disk once a run (the large one was
+    decoded twice, and each heatmap read its file again for the cache key)."""
+    from collections import Counter
+
+    import pages._shared.images as images
+
+    reads = Counter()
+    real = images.read_image_file
+    monkeypatch.setattr(images, "read_image_file", lambda path: (reads.update([str(path)]), real(path))[1])
+    at = _app("pages/errors.py", data_dir=str(data_dir))
+    at.toggle(key="err_cam").set_value(True).run()
+    assert not at.exception, [e.message for e in at.exception]
+    reads.clear()
+    at.run()
+    assert len(images_in(at)) == 12 + 2
+    assert len(reads) == 12 and set(reads.values()) == {1}, reads
