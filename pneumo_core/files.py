@@ -26,6 +26,10 @@ T = TypeVar("T")
 
 #: the repository's committed artifacts: bundled models, prediction files, run logs, results, examples
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+#: each study's record: its spec (``study.toml``), runs, decisions and report
+EXPERIMENTS = ASSETS.parent / "experiments"
+#: the demo zoo's spec: the study ``assets/models`` bundles (``train.py --zoo`` trains it)
+DEMO_ZOO = EXPERIMENTS / "demo_zoo" / "study.toml"
 
 
 def cache_root(override: str | Path | None = None) -> Path:

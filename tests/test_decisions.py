@@ -4,6 +4,7 @@ the hierarchical model's stage B deciding at its validated threshold. Built on t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -168,3 +169,24 @@ def test_pick_writes_the_studys_decisions_and_picks(tmp_path):
     assert plan["binary/densenet121"]["seed"] == 0
     assert plan["three_class/densenet121"] == {"seed": 0, "runs": {"0": str(out / "runs" / "low_three_class")}}
     assert "binary/efficientnet_lite0" not in plan  # the teacher is trained, never bundled
+
+
+def test_the_choices_named_in_advance_come_from_the_bundled_studys_spec(tmp_path):
+    """The hierarchical model's default stage A and the seed ensemble ``compare --ensembles`` quotes are the demo
+    zoo spec's ``[bundle] stage_a_default`` and ``seed_ensemble``, not code: another stated architecture leads the
+    candidates or names the row; an architecture that is not bundled leaves no stage A decision; a spec without the
+    field states none; a spec naming an unknown architecture fails in one line."""
+    from pneumo_core.evaluation.comparison import ensemble_differences
+
+    assert decisions.stated("stage_a_default") in decisions.stage_a_decision(ASSETS, n_boot=100).default
+    d = decisions.stage_a_decision(ASSETS, n_boot=100, default="densenet121")
+    assert d.default == f"densenet121 seed {decisions.bundled_seed(ASSETS, 'binary', 'densenet121')}"
+    assert decisions.stage_a_decision(ASSETS, n_boot=100, default="mobilenet_v3_small") is None
+    rows = ensemble_differences(ASSETS, n_boot=50, seed_ensemble="resnet18")
+    assert rows[0]["name"].startswith("binary: ResNet18 seed ensemble - ensemble(")
+    text = study.DEMO_ZOO.read_text()
+    (tmp_path / "none.toml").write_text(text.replace('stage_a_default = "', 'unused = "'))
+    assert decisions.stated("stage_a_default", tmp_path / "none.toml") is None
+    (tmp_path / "bad.toml").write_text(re.sub(r'stage_a_default = "\w+"', 'stage_a_default = "vgg16"', text))
+    with pytest.raises(study.StudyError, match=r"\[bundle\] stage_a_default: must be one of .*, not 'vgg16'$"):
+        study.load_study(tmp_path / "bad.toml")

@@ -145,7 +145,7 @@ def test_stage_a_is_chosen_by_the_decision_function_and_logged():
     from pneumo_core.files import ASSETS
 
     d = decisions.stage_a_decision(ASSETS, n_boot=300)
-    assert d.default.startswith(decisions.STAGE_A_DEFAULT + " seed ")
+    assert d.default.startswith(decisions.stated("stage_a_default") + " seed ")
     assert {c.name.split(" seed ")[0] for c in d.candidates} == {"custom_cnn", "densenet121", "efficientnet_lite0",
                                                                  "resnet18"}
     plan = selection.hierarchical_plan(ASSETS)

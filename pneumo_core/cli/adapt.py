@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from pneumo_core.cli.registry import command, int_range, tqdm_progress
-from pneumo_core.files import ASSETS, atomic_write, dumps
+from pneumo_core.files import ASSETS, EXPERIMENTS, atomic_write, dumps
 
-EXPERIMENT = ASSETS.parent / "experiments" / "adaptation"  # = evaluation.adaptation.ADABN_ROOT's parent
+EXPERIMENT = EXPERIMENTS / "adaptation"  # = evaluation.adaptation.ADABN_ROOT's parent
 METHODS = ("saerens", "adabn")
 
 

@@ -96,12 +96,14 @@ def _diffs(y: np.ndarray, b: list, a: list, classes: Sequence[str], metrics: Seq
     return {m: paired_mean_difference(y, b, a, classes, m, n_boot, groups=groups) for m in metrics}
 
 
-def ensemble_differences(root: str | Path, n_boot: int = 1000) -> list[dict]:
+def ensemble_differences(root: str | Path, n_boot: int = 1000, seed_ensemble: str | None = None) -> list[dict]:
     """The paired test differences the results discussion quotes, through the zoo's rules (selection): binary,
-    EfficientNet-Lite0's seed ensemble minus the rule's ensemble (AUROC; accuracy at each one's validation
+    ``seed_ensemble``'s seed ensemble (default: the architecture the bundled study's spec names,
+    ``decisions.stated("seed_ensemble")``) minus the rule's ensemble (AUROC; accuracy at each one's validation
     threshold); three-class, the hierarchical model minus the three-class ensemble (macro-F1, VIRUS F1). Test
     patients resampled. One ``{"name", "metric", "diff", "low", "high"}`` per figure."""
     from pneumo_core.evaluation import selection
+    from pneumo_core.evaluation.decisions import stated
     from pneumo_core.evaluation.predictions import ensemble, read_predictions
 
     out = []
@@ -114,14 +116,19 @@ def ensemble_differences(root: str | Path, n_boot: int = 1000) -> list[dict]:
                                        groups=groups)
             out.append({"name": name, "metric": m, **d})
 
-    seeds = artifacts.seeds_of(root, "binary", "efficientnet_lite0")
+    arch = seed_ensemble or stated("seed_ensemble")
+    seeds = artifacts.seeds_of(root, "binary", arch) if arch else []
     members = selection.ensemble_members(root, "binary")
     if seeds and members:
-        lite = {sp: ensemble([artifacts.load_set(root, "binary", "efficientnet_lite0", s, sp) for s in seeds])
-                for sp in ("val", "test")}
+        from pneumo_core.models.networks import ARCHS
+
+        seed_ens = {sp: ensemble([artifacts.load_set(root, "binary", arch, s, sp) for s in seeds])
+                    for sp in ("val", "test")}
         ens = {sp: selection.ensemble_set(root, members, sp) for sp in ("val", "test")}
-        add(f"binary: EfficientNet-Lite0 seed ensemble - {selection.ensemble_name(members)}",
-            (lite["test"], threshold_on(lite["val"])), (ens["test"], threshold_on(ens["val"])), ("auroc", "accuracy"))
+        shown = ARCHS[arch].display_name if arch in ARCHS else arch
+        add(f"binary: {shown} seed ensemble - {selection.ensemble_name(members)}",
+            (seed_ens["test"], threshold_on(seed_ens["val"])), (ens["test"], threshold_on(ens["val"])),
+            ("auroc", "accuracy"))
     members = selection.ensemble_members(root, "three_class")
     hier_file = Path(root) / ModelKey("three_class", HIERARCHICAL).prediction_file("test")
     if members and hier_file.is_file():

@@ -10,6 +10,7 @@ tables only. :func:`answer` decides a study's question (its spec's ``[[pick]]``,
 """
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +23,7 @@ from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation import artifacts
 from pneumo_core.evaluation.bootstrap import cluster_weight_blocks, patient_groups
 from pneumo_core.evaluation.predictions import Predictions, align
+from pneumo_core.files import DEMO_ZOO
 from pneumo_core.models.sources import checkpoint_relpath
 
 RULE = ("lowest validation log loss, paired patient-clustered bootstrap ({n} resamples of the validation "
@@ -199,20 +201,33 @@ def decided_seed(d: Decision) -> int:
     return int(d.outcome.split(":")[0].removeprefix("seed "))
 
 
-#: the hierarchical model's stage A by default, stated before its decision was first run: ResNet18, the stage A the
-#: earlier rule (the lowest validation log loss alone) picked since the 224-px study
-STAGE_A_DEFAULT = "resnet18"
+#: the architectures the bundled study's spec names in advance (``[bundle]`` of ``experiments/demo_zoo/study.toml``):
+#: the hierarchical model's stage A by default, and the seed ensemble ``compare --ensembles`` sets against the
+#: binary ensemble
+STATED = ("stage_a_default", "seed_ensemble")
 
 
-def stage_a_decision(assets: str | Path, n_boot: int = N_BOOT) -> Decision | None:
-    """The hierarchical model's stage A among the bundled binary models, each at its bundled seed (default:
-    :data:`STAGE_A_DEFAULT`); None without that default or a challenger."""
+def stated(choice: str, spec: str | Path = DEMO_ZOO) -> str | None:
+    """The architecture the bundled study's spec states for ``choice`` (one of :data:`STATED`), None without the
+    spec or the field. The spec is checked where studies are read (:func:`pneumo_core.training.study.load_study`)."""
+    try:
+        value = tomllib.loads(Path(spec).read_text()).get("bundle", {}).get(choice)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def stage_a_decision(assets: str | Path, n_boot: int = N_BOOT, default: str | None = None) -> Decision | None:
+    """The hierarchical model's stage A among the bundled binary models, each at its bundled seed (``default``:
+    the architecture the bundled study's spec states, ``stated("stage_a_default")``); None without that default or
+    a challenger."""
     assets = Path(assets)
+    default = default or stated("stage_a_default")
     seeds = {a: bundled_seed(assets, "binary", a) for a in artifacts.archs_of(assets, "binary")}
     archs = [a for a, s in seeds.items() if s is not None and s in artifacts.seeds_of(assets, "binary", a)]
-    if STAGE_A_DEFAULT not in archs or len(archs) < 2:
+    if default not in archs or len(archs) < 2:
         return None
-    order = [STAGE_A_DEFAULT, *(a for a in archs if a != STAGE_A_DEFAULT)]
+    order = [default, *(a for a in archs if a != default)]
     return decide("three-class hierarchical: stage A (the bundled binary models)",
                   [(f"{a} seed {seeds[a]}", _load(assets, "binary", a, seeds[a])) for a in order], n_boot,
                   note="default: the incumbent stage A, stated before this decision was run; "

@@ -14,8 +14,8 @@ test split:
 - **ensemble** of a task: the probability mean of the best seed of every architecture whose best
   checkpoint the folder holds (so the app can run every member);
 - **hierarchical** three-class model: stage A = the decision function's pick among the bundled binary models
-  (default ResNet18, ``decisions.stage_a_decision``), stage B = the best BACTERIA-vs-VIRUS model, deciding at its
-  own validation threshold (below);
+  (default: the one the bundled study's spec states, ``decisions.stage_a_decision``), stage B = the best
+  BACTERIA-vs-VIRUS model, deciding at its own validation threshold (below);
 - **threshold** of a two-class model or ensemble: Youden's J on its own validation predictions.
 """
 from __future__ import annotations
@@ -148,15 +148,18 @@ class HierarchicalPlan:
 
 
 def hierarchical_plan(root: str | Path, with_checkpoint: bool = True) -> HierarchicalPlan | None:
-    """Stage A = the decision function's pick among the bundled binary models (default ResNet18; without a bundle,
-    the best binary model), stage B = the best BACTERIA-vs-VIRUS model (validation log loss), stage B
-    deciding at its own threshold (Youden's J on its validation predictions, what its checkpoint stores)."""
-    return _hierarchical_plan(str(root), with_checkpoint, _stamp(root, "binary") + _stamp(root, "bacteria_virus"))
+    """Stage A = the decision function's pick among the bundled binary models (default: the architecture the
+    bundled study's spec states, ``decisions.stated("stage_a_default")``; without a bundle or that default, the best
+    binary model), stage B = the best BACTERIA-vs-VIRUS model (validation log loss), stage B deciding at its own
+    threshold (Youden's J on its validation predictions, what its checkpoint stores)."""
+    return _hierarchical_plan(str(root), with_checkpoint, decisions.stated("stage_a_default"),
+                              _stamp(root, "binary") + _stamp(root, "bacteria_virus"))
 
 
 @lru_cache(maxsize=64)
-def _hierarchical_plan(root: str, with_checkpoint: bool, stamp: float) -> HierarchicalPlan | None:
-    d = decisions.stage_a_decision(root) if with_checkpoint else None  # stage A by the one decision function
+def _hierarchical_plan(root: str, with_checkpoint: bool, default: str | None, stamp: float) -> HierarchicalPlan | None:
+    # stage A by the one decision function
+    d = decisions.stage_a_decision(root, default=default) if with_checkpoint and default else None
     a = (Member("binary", decisions.stage_a_arch(d), best_seed(root, "binary", decisions.stage_a_arch(d))) if d
          else best_model(root, "binary", with_checkpoint))
     b = best_model(root, "bacteria_virus", with_checkpoint)

@@ -25,15 +25,13 @@ from pneumo_core.data.tasks import TASKS
 from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import decisions
 from pneumo_core.files import ASSETS, atomic_write
+from pneumo_core.files import DEMO_ZOO as DEMO_ZOO, EXPERIMENTS as EXPERIMENTS  # where the studies are: re-exported
 from pneumo_core.models.keys import ModelKey
 from pneumo_core.models.networks import ARCHS
 from pneumo_core.models.sources import checkpoint_relpath
 from pneumo_core.training.loop import RunPaths, TrainConfig, select_best_seed, train
 
 SPEC = "study.toml"
-EXPERIMENTS = ASSETS.parent / "experiments"
-#: the demo zoo, what ``train.py --zoo`` trains and ``assets/models`` bundles
-DEMO_ZOO = EXPERIMENTS / "demo_zoo" / SPEC
 
 #: TrainConfig fields a spec does not set: the run's identity, where data and outputs are, the teacher's files
 _FIXED = ("task", "arch", "seed", "init", "teacher", "data_dir", "out", "extra")
@@ -167,7 +165,10 @@ def parse_study(raw: Mapping[str, Any], path: str | Path = SPEC) -> Study:
     if len(keys) != len(set(keys)):
         fail("[[pick]]", "two bundled picks choose the same task and architecture")
     bundle = _table(raw, "bundle", "the file", fail)
-    _known(bundle, ("leave_out", "repredict"), "[bundle]", fail)
+    _known(bundle, ("leave_out", "repredict", *decisions.STATED), "[bundle]", fail)
+    for k in decisions.STATED:  # architectures the study names in advance (decisions.stated reads them)
+        if k in bundle and bundle[k] not in ARCHS:
+            fail(f"[bundle] {k}", f"must be one of {', '.join(ARCHS)}, not {bundle[k]!r}")
     leave_out = bundle.get("leave_out", [])
     if not (isinstance(leave_out, list) and all(isinstance(x, str) and x.count("/") == 1 for x in leave_out)):
         fail("[bundle] leave_out", "must be a list of TASK/ARCH")
