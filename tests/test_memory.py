@@ -106,3 +106,30 @@ def test_sessions_with_uploads_can_be_closed_with_their_browser():
     from streamlit.runtime import Runtime
 
     assert callable(getattr(Runtime, "mark_session_nonresumable", None))
+
+
+PASSIVE = """
+import os, sys
+from pneumo_core.serving.memory import passive_threads
+first = passive_threads()
+policy = os.environ.get("OMP_WAIT_POLICY")
+import torch
+os.environ.pop("OMP_WAIT_POLICY")
+print(first, policy, passive_threads(), "OMP_WAIT_POLICY" in os.environ)
+"""
+
+
+def test_torch_threads_are_told_to_sleep_only_before_torch_loads():
+    """OpenMP reads OMP_WAIT_POLICY once, when torch loads it: set before, never claimed afterwards."""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", PASSIVE], capture_output=True, text=True, cwd=ROOT, check=True, env=env)
+    assert out.stdout.split() == ["True", "PASSIVE", "False", "False"]
+
+
+def test_the_greeter_runs_no_warm_up(monkeypatch):
+    """serve's greeter (PNEUMO_WARM_UP=0) answers the first seconds' pages and then stops: no imports, no models."""
+    from pages._shared import warmup
+
+    monkeypatch.setenv("PNEUMO_WARM_UP", "0")
+    monkeypatch.setattr(warmup, "_STARTED", False)
+    assert warmup.start(server_only=False) is False and warmup._STARTED is False

@@ -56,6 +56,12 @@ def test_warm_ups_reach_every_worker_at_once():
             s.shutdown()
 
 
+def test_nginx_config_names_the_greeter(tmp_path):
+    conf = serve.nginx_config(8600, [41009], tmp_path, labels=["0"])
+    assert re.findall(r"server (\S+);", _upstream_block(conf)) == ["127.0.0.1:41009"]
+    assert r'"~127\.0\.0\.1:41009$" 0;' in conf
+
+
 def test_nginx_config_for_two_workers(tmp_path):
     conf = serve.nginx_config(8600, [41001, 41002], tmp_path, address="127.0.0.1", max_body_mb=50)
     upstream = _upstream_block(conf)
@@ -106,6 +112,13 @@ def test_serve_without_nginx_says_how_to_install_it(monkeypatch, capsys):
 
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _descendants(pid: int) -> set[int]:
@@ -196,12 +209,23 @@ def test_serve_two_workers_in_two_browsers(virus_image):
             assert proc.poll() is None, "".join(lines)
             assert time.perf_counter() - t0 < 240, f"serve did not start: {''.join(lines)}"
             time.sleep(0.2)
-        started = time.perf_counter() - t0
+        opened = time.perf_counter() - t0
         assert f"serve: open http://localhost:{port}/ (2 worker(s)" in "".join(lines)
-        run_dir = Path(re.search(r"logs in (\S+)", "".join(lines)).group(1))
         url = f"http://127.0.0.1:{port}"
+        # until the workers are forked, a greeter answers (X-Pneumo-Worker 0); then the two workers, and it is gone
+        early = _worker_for(url)[0]
+        while not any("took over from the greeter" in ln for ln in lines):
+            assert proc.poll() is None, "".join(lines)
+            assert time.perf_counter() - t0 < 240, f"the workers did not take over: {''.join(lines)}"
+            time.sleep(0.2)
+        started = time.perf_counter() - t0
+        run_dir = Path(re.search(r"logs in (\S+)", "".join(lines)).group(1))
         tree = _descendants(proc.pid)
         assert len(tree) >= 4, tree  # 2 Streamlit workers, nginx's master and its worker
+        # the greeter: the one `streamlit run` (the workers are forked from serve); the page it drew was the first
+        assert not any(b"streamlit\x00run" in _cmdline(p) for p in tree), "the greeter is still running"
+        said = "".join(lines)
+        assert early == "0" or said.index("took over") < said.index("serve: open"), (early, said)
         rss = _rss_mb(tree)
 
         # a request without the cookie gets one; cookie-less requests spread over both workers
@@ -259,7 +283,8 @@ def test_serve_two_workers_in_two_browsers(virus_image):
             workers = {re.search(r"worker=(\S+)", ln).group(1) for ln in mine}
             assert len(workers) == 1, mine  # every request of this browser on one worker
             seen[key] = workers.pop()
-        print(f"\nserve ready at {started:.1f} s, both first pages at {pages_drawn:.1f} s, upload's verdicts at "
+        print(f"\nserve open at {opened:.1f} s (answered by worker {early}), workers took over at {started:.1f} s, "
+              f"both first pages at {pages_drawn:.1f} s, upload's verdicts at "
               f"{uploaded:.1f} s, sessions closed at {time.perf_counter() - t0:.1f} s; RSS of workers + nginx "
               f"after start {rss:.0f} MB, after the sessions {_rss_mb(_running(tree)):.0f} MB")
         assert seen == {key_a: worker_a, key_b: {"1": "2", "2": "1"}[worker_a]}  # different workers

@@ -9,6 +9,7 @@ computed waits for that entry (``st.cache_data`` computes a key once), never com
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -84,9 +85,10 @@ def _run() -> None:
 
 def start(server_only: bool = True) -> bool:
     """Once per process, in the background: the imports (``memory.warm_up``), then :func:`precompute_samples`.
-    False outside a running server with ``server_only`` (AppTest, a plain import)."""
+    False outside a running server with ``server_only`` (AppTest, a plain import), and with ``PNEUMO_WARM_UP=0``
+    (``serve``'s greeter, which answers only the first seconds' pages)."""
     global _STARTED
-    if server_only and not serving():
+    if (server_only and not serving()) or os.environ.get("PNEUMO_WARM_UP") == "0":
         return False
     with _LOCK:
         if not _STARTED:
