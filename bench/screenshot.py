@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.browser_utils import app_server, body_text, chrome
+from tests.browser_utils import app_server, body_text, button, chrome
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,6 @@ box.scrollTop += el.getBoundingClientRect().top - box.getBoundingClientRect().to
 
 def take(out: Path = OUT) -> Path:
     from PIL import Image
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -45,9 +44,7 @@ def take(out: Path = OUT) -> Path:
                 "width": round(WIDTH / SCALE), "height": round(HEIGHT / SCALE) + 1, "deviceScaleFactor": SCALE,
                 "mobile": False})
             driver.get(url)
-            button = WebDriverWait(driver, 180, ignored_exceptions=(StaleElementReferenceException,)).until(
-                lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Try a sample"), None))
-            button.click()
+            button(driver, "Try a sample", 180).click()
             WebDriverWait(driver, 300).until(lambda d: "OOD score" in body_text(d) and "Grad-CAM for" in body_text(d))
             time.sleep(5)  # let the table, the heatmap and the images finish drawing
             # the mouse off the button (no tooltip), the sample's name and verdicts at the top
@@ -96,7 +93,6 @@ MAIN_HEIGHT = "const m = document.querySelector('[data-testid=\"stMain\"]'); ret
 def pages(out_dir: Path, views=VIEWS, sizes=SIZES) -> dict[str, dict]:
     """Each view at each size in headless Chromium: the widths of its images (CSS px), what is cut off at the
     viewport's edges, and a full-height screenshot ``out_dir/<view>_<width>.png``."""
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -113,9 +109,7 @@ def pages(out_dir: Path, views=VIEWS, sizes=SIZES) -> dict[str, dict]:
                         "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700})
                     driver.get(url + path)
                     if press:
-                        WebDriverWait(driver, 300, ignored_exceptions=(StaleElementReferenceException,)).until(
-                            lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text == press),
-                                           None)).click()
+                        button(driver, press, 300).click()
                     WebDriverWait(driver, 600).until(lambda d: ready in body_text(d))
                     wait_idle(driver)
                     time.sleep(1)

@@ -84,6 +84,14 @@ def until(driver, timeout: float = 120.0):
     return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
 
 
+def button(driver, label: str, timeout: float = 120.0):
+    """The button labelled ``label``, once the page shows it (looked for again when a rerun redraws it)."""
+    from selenium.webdriver.common.by import By
+
+    return until(driver, timeout).until(
+        lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text == label), None))
+
+
 def wait_idle(driver, timeout: float = 120.0, settle: float = 0.25) -> None:
     """Until the app has finished its rerun: Streamlit's "running" indicator is gone for ``settle`` s."""
     from selenium.webdriver.common.by import By

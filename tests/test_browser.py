@@ -1,6 +1,7 @@
 """Real-browser tests: one `streamlit run app.py` on localhost for the module, Debian's Chromium headless through
 chromedriver: a deep link to the Thresholds page (a threshold in the URL) in a fresh browser session, the Predict
-page's deep link, its sample button, an upload and one tweak. Screenshots go to a temporary folder."""
+page's deep link, its sample button, an upload and one tweak, and a slow method (Score-CAM) stopped while it runs.
+Screenshots go to a temporary folder."""
 from __future__ import annotations
 
 
@@ -9,7 +10,7 @@ import pytest
 from pneumo_core.evaluation import selection
 from pneumo_core.evaluation.thresholds import ThresholdSweep
 from pneumo_core.files import ASSETS
-from tests.browser_utils import CHROMIUM, DRIVER, app_server, body_text, choose, chrome, wait_idle
+from tests.browser_utils import CHROMIUM, DRIVER, app_server, body_text, button, choose, chrome, wait_idle
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not "
                                 "installed (.ci/run installs them with apt-get)")
@@ -62,9 +63,7 @@ def test_predict_deep_link_and_sample_button_in_chromium(server, tmp_path):
                 lambda d: upload_hint in (t := d.find_element(By.TAG_NAME, "body").text) and "Models from" in t)
             assert "Page not found" not in driver.find_element(By.TAG_NAME, "body").text
             assert driver.current_url.rstrip("/").endswith("/predict"), driver.current_url
-        button = WebDriverWait(driver, 120).until(
-            lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Try a sample"), None))
-        button.click()
+        button(driver, "Try a sample").click()
         # the verdict table is drawn on a canvas: wait for the OOD line and the heatmap's caption
         WebDriverWait(driver, 180).until(lambda d: "OOD score" in d.find_element(By.TAG_NAME, "body").text
                                          and "Grad-CAM for" in d.find_element(By.TAG_NAME, "body").text)
@@ -99,3 +98,47 @@ def test_upload_and_one_tweak_on_predict_in_chromium(server, tmp_path, virus_ima
     finally:
         driver.quit()
 
+
+
+@pytest.mark.slow
+def test_a_slow_method_runs_in_the_background_and_stops_in_chromium(server, tmp_path):
+    """Score-CAM on ResNet18 (~45 s here): its progress moves while the opacity slider still answers, and Stop ends
+    it within a batch: the progress gone, "Stopped before it finished", the Run button offered again, no error."""
+    from selenium.webdriver.common.by import By
+
+    from bench.app_bench import slider_step
+    from tests.browser_utils import until, widget
+
+    def run_button(d):
+        return next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text.startswith("Run Score-CAM")), None)
+
+    def progress(d) -> str:
+        bars = d.find_elements(By.CSS_SELECTOR, '[data-testid="stProgress"]')
+        return bars[0].text if bars else ""
+
+    driver = chrome(1440, 1000)
+    try:
+        driver.get(f"{server}/predict")
+        button(driver, "Try a sample").click()
+        until(driver, 240).until(lambda d: "Grad-CAM for" in body_text(d))
+        wait_idle(driver)
+        choose(driver, "Model", "binary/resnet18")
+        until(driver, 60).until(lambda d: "resnet18 at" in body_text(d))
+        wait_idle(driver)
+        choose(driver, "Method", "Score-CAM")
+        until(driver, 120).until(run_button).click()
+        until(driver, 60).until(lambda d: "Score-CAM: " in progress(d) and button(d, "Stop Score-CAM", 1))
+        first = progress(driver)
+        until(driver, 30).until(lambda d: progress(d) not in ("", first))  # it moves on its own, once a second
+        slider_step(driver, "Opacity")  # another widget answers meanwhile
+        until(driver, 10).until(lambda d: "0.50" in widget(d, "stSlider", "Opacity").text)
+        assert progress(driver) and not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+        button(driver, "Stop Score-CAM", 10).click()
+        until(driver, 60).until(lambda d: "Stopped before it finished" in body_text(d))
+        wait_idle(driver)
+        driver.save_screenshot(str(tmp_path / "predict_stopped.png"))
+        assert not progress(driver) and run_button(driver) is not None
+        assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+        assert "Score-CAM for" not in body_text(driver)  # no map: it did not finish
+    finally:
+        driver.quit()

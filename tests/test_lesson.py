@@ -230,7 +230,7 @@ def test_the_trade_off_step_counts_equal_sklearn(best_sets):
 # ---------------------------------------------------------------- a real browser
 
 def test_images_are_at_least_600_px_wide_at_1440(tmp_path):
-    from tests.browser_utils import CHROMIUM, DRIVER, app_server, chrome, until, wait_idle
+    from tests.browser_utils import CHROMIUM, DRIVER, app_server, button, chrome, until, wait_idle
 
     if not (CHROMIUM and DRIVER) or prediction_index(ASSETS).empty:
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them with apt-get)")
@@ -240,9 +240,7 @@ def test_images_are_at_least_600_px_wide_at_1440(tmp_path):
         driver = chrome(1440, 1000)
         try:
             driver.get(f"{url}/lesson?step=1")
-            vote = until(driver, 180).until(
-                lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "PNEUMONIA"), None))
-            vote.click()
+            button(driver, "PNEUMONIA", 180).click()
             until(driver, 180).until(
                 lambda d: (i := d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')) and len(i) == 2 and i)
             until(driver, 120).until(  # the reveal's sentence: the rerun has drawn the step
