@@ -92,9 +92,14 @@ def load(path) -> tuple[str, object] | None:
         return None
 
 
-def p_pneumonia(key: str, h: str, gray) -> float:
+def verdict(key: str, h: str, gray, cut: float | None) -> tuple[str, float]:
+    """One model's verdict on one image at its cut-off, decided as on every page (inference.verdicts.decide), and
+    its pneumonia score."""
+    from pneumo_core.inference.verdicts import decide
+
     classes = list(predictor(source, BUNDLED_LABEL, key).classes)
-    return float(model_probs(source, BUNDLED_LABEL, key, h, gray)[classes.index("PNEUMONIA")])
+    probs = model_probs(source, BUNDLED_LABEL, key, h, gray)
+    return decide(probs, classes, cut)[0], float(probs[classes.index("PNEUMONIA")])
 
 
 def heat_picture(key: str, h: str, gray, view):
@@ -172,7 +177,7 @@ if step == 1:
         for col, label in zip(cols[1:], cc.LABELS):
             col.button(label, key=f"vote_{label}", on_click=cast, args=(label,), type="primary", width="stretch")
     else:
-        p = p_pneumonia(best.key, h, gray)
+        _, p = verdict(best.key, h, gray, threshold)
         shown = cc.reveal(vote, p, threshold, truth, model)
         st.markdown(f"### {shown.sentence}")
         said.append(shown.sentence)
@@ -226,8 +231,8 @@ elif step == 2:
         members = {m.key: m for m in selection.best_of_each(ASSETS, "binary", with_checkpoint=True)}
         answers = []
         for key in COMPARE_PAIR:
-            q, cut = p_pneumonia(key, h, gray), selection.model_threshold(ASSETS, members[key])
-            answers.append((cc.display_name(key), cc.LABELS[int(q >= cut)], q))
+            label, q = verdict(key, h, gray, selection.model_threshold(ASSETS, members[key]))
+            answers.append((cc.display_name(key), label, q))
         st.markdown("### And a picture that is not an X-ray at all?")
         sentence = cc.not_an_xray_sentence(flagged, answers)
         st.markdown(f"**{sentence}**")
@@ -284,10 +289,10 @@ elif step == 5:
             shown.append((path, f"Healthy · pneumonia score {cc.pct(score)}"))
     if not shown:  # no dataset folder: the bundled healthy samples the model gets wrong, if any
         st.caption(DATA_HINT + " Until then, the bundled healthy X-rays it calls PNEUMONIA:")
-        scored = [(p_pneumonia(best.key, *got), path) for truth, path in images
+        scored = [(verdict(best.key, *got, threshold), path) for truth, path in images
                   if truth == "NORMAL" and (got := load(path)) is not None]
         shown = [(path, f"Healthy · pneumonia score {cc.pct(q)}")
-                 for q, path in sorted(scored, key=lambda s: -s[0]) if q >= threshold]
+                 for (label, q), path in sorted(scored, key=lambda s: -s[0][1]) if label == "PNEUMONIA"]
         if not shown:
             st.markdown(f"{model} gets every bundled healthy X-ray right.")
     for row in range(0, len(shown), 2):

@@ -65,6 +65,14 @@ def test_reveal_marks_the_vote_and_the_model_against_the_truth(vote, p, truth, m
     assert f"{round(100 * p)} %" in r.sentence and "64 %" in r.sentence and r.sentence.endswith(f"is {truth}.")
 
 
+def test_reveal_decides_as_every_page_does():
+    from pneumo_core.inference.verdicts import decide
+
+    for p in (0.64, np.nextafter(0.64, 0), 0.0, 1.0):  # at the cut-off itself: PNEUMONIA, as in Predict's table
+        assert cc.reveal(None, p, 0.64, "NORMAL", "m").model_label == decide([1 - p, p], cc.LABELS, 0.64)[0]
+    assert cc.reveal(None, 0.64, 0.64, "NORMAL", "m").model_label == "PNEUMONIA"
+
+
 def test_lung_focus_sentence_numbers_and_wording():
     lungs = np.zeros((100, 100), bool)
     lungs[30:80, 10:45] = lungs[30:80, 55:90] = True  # 35 % of the image

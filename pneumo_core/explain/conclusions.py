@@ -81,8 +81,11 @@ class Reveal:
 
 
 def reveal(vote: str | None, p_pneumonia: float, threshold: float, truth: str, model: str) -> Reveal:
-    """The class's vote and the model's verdict against the true label, in one sentence with ✓ / ✗."""
-    model_label = LABELS[1] if p_pneumonia >= threshold else LABELS[0]
+    """The class's vote and the model's verdict (``inference.verdicts.decide``, as every page decides) against the
+    true label, in one sentence with ✓ / ✗."""
+    from pneumo_core.inference.verdicts import decide
+
+    model_label = decide((1 - p_pneumonia, p_pneumonia), LABELS, threshold)[0]
     model_right = model_label == truth
     class_right = None if vote is None else vote == truth
     mark = RIGHT if model_right else WRONG
