@@ -16,8 +16,7 @@ passive_threads()  # before torch loads: its idle threads sleep, not spin (an up
 # the server's script health check runs this file (`python -m pneumo_core serve` asks it), else on the first visit
 start_warm_up()
 
-st.set_page_config(page_title="Pneumo Explorer", page_icon=":material/pulmonology:", layout="wide",
-                   initial_sidebar_state="auto")
+st.set_page_config(page_title="Pneumo Explorer", page_icon=":material/pulmonology:", layout="wide")  # sidebar: by page
 st.html(NARROW_CSS)
 st.session_state["via_app"] = True  # see pages/_shared/layout.start_page
 

@@ -263,6 +263,7 @@ def test_images_are_at_least_600_px_wide_at_1440(tmp_path):
             driver.save_screenshot(str(tmp_path / "lesson_step1.png"))
             shown = widths()
             assert len(shown) == 2 and min(shown) >= 600 and shown[0] == shown[1], (shown, sidebar())
+            assert sidebar() == 0  # collapsed, after the vote's rerun too (each run sends one sidebar state)
             assert "the model said" in driver.find_element(By.TAG_NAME, "body").text
             # the sidebar opened (a visitor's click, or a browser that remembers it open): it lies over the page,
             # the images keep their width
