@@ -114,12 +114,21 @@ def lesson(driver, url: str, out: dict) -> None:
         button(driver, "PNEUMONIA", 300)
         wait_idle(driver)
         t = timed(driver, click(driver, "PNEUMONIA"), lambda d: "the model said" in body_text(d))
+        no_error_box(driver, 1)
         if timed_pass:
             out["Lesson step 1: vote -> answer and heatmap"] = t
         for step in range(2, 6):
             t = timed(driver, click(driver, "Next →"), shown(step), timeout=600)
+            no_error_box(driver, step)
             if timed_pass:
                 out[f"Lesson step {step}: Next -> shown"] = t
+
+
+def no_error_box(driver, step: int) -> None:
+    """Stop the bench where a lesson step shows Streamlit's exception box (issue 28's target: none)."""
+    boxes = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    if boxes:
+        raise RuntimeError(f"lesson step {step} shows an error: {boxes[0].text[:200]}")
 
 
 def run(data_dir: str | None, models_dir: str | None = None) -> dict[str, tuple[float, float]]:
