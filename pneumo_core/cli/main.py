@@ -17,8 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Pneumo Explorer command line (not for clinical use).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_arguments, run) in COMMANDS.items():
-        line = summary(run).replace("%", "%%")  # argparse formats help with %
-        add_arguments(sub.add_parser(name, help=line, description=line + "."))
+        line = summary(run)  # argparse %-formats a help line, not a description without %(prog)
+        add_arguments(sub.add_parser(name, help=line.replace("%", "%%"), description=line + "."))
     return parser
 
 

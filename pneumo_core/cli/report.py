@@ -7,9 +7,6 @@ import sys
 
 from pneumo_core.cli.registry import command, int_range, probability
 from pneumo_core.errors import PredictionFileError
-from pneumo_core.evaluation.predictions import ensemble, read_predictions
-from pneumo_core.evaluation.report import report_many
-from pneumo_core.evaluation.thresholds import OperatingPoint, choose, parse_rule
 from pneumo_core.files import dumps, json_safe
 
 
@@ -67,15 +64,19 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="validation prediction file(s) the operating point is chosen on (one, or one per file)")
     p.add_argument("--bins", type=int_range(1, 1000), default=15, help="reliability bins, 1..1000 (default 15)")
     p.add_argument("--bootstrap", type=int_range(0, 100_000), default=0, metavar="N",
-                   help="stratified bootstrap resamples for 95%% CIs, 0..100000 (default 0: none)")
+                   help="bootstrap resamples of the patients for 95%% CIs, 0..100000 (default 0: none)")
     p.add_argument("--json", action="store_true", help="print JSON (keys documented in docs/commands.md)")
 
 
 @command("report", _args)
 def _run(args: argparse.Namespace) -> int:
     """Metrics of prediction files (ours, published *_probs.json, Kaggle *_yscores.csv), with intervals."""
+    from pneumo_core.evaluation.predictions import ensemble, read_predictions
+    from pneumo_core.evaluation.report import report_many
+    from pneumo_core.evaluation.thresholds import choose, parse_rule
+
     preds = [read_predictions(f) for f in args.files]
-    ops: list[OperatingPoint | None] = [None] * len(preds)
+    ops: list = [None] * len(preds)  # an OperatingPoint per file, or None
     thresholds = [0.5 if args.threshold is None else args.threshold] * len(preds)
     if args.operating_point:
         if not args.on:

@@ -7,10 +7,6 @@ import textwrap
 from pathlib import Path
 
 from pneumo_core.cli.registry import command, int_range
-from pneumo_core.evaluation import selection
-from pneumo_core.evaluation.calibration import temperature_on_splits, temperature_sentence
-from pneumo_core.evaluation.shift import (FIGURES, TASKS, choice_key, choice_label, interval_text, resolve_choice,
-                                          shift_figures, shift_paragraph)
 from pneumo_core.files import ASSETS, dumps
 
 
@@ -33,6 +29,11 @@ def _fmt(v: float) -> str:
 def _run(args: argparse.Namespace) -> int:
     """Validation against test for one model: its figures on both splits at its validation threshold, with
     intervals, and what they show."""
+    from pneumo_core.evaluation import selection
+    from pneumo_core.evaluation.calibration import temperature_on_splits, temperature_sentence
+    from pneumo_core.evaluation.shift import (FIGURES, TASKS, choice_key, choice_label, interval_text,
+                                              resolve_choice, shift_figures, shift_paragraph)
+
     root = Path(args.root)
     opt = resolve_choice(root, args.model, TASKS)
     val, test = (selection.load_choice(root, *opt, s).labelled() for s in ("val", "test"))

@@ -130,7 +130,7 @@ def _bundle(args: argparse.Namespace) -> int:
     if args.repredict:
         with tqdm_progress("re-predicting") as progress:
             print(f"re-predicted {len(repredict(args.zoo, args.data_dir, progress))} prediction files")
-    with tqdm_progress("hierarchical model") as progress:
+    with tqdm_progress("predicting (the hierarchical model)") as progress:
         table = bundle(args.zoo, args.data_dir, args.assets or ASSETS, args.leave_out, progress)
     print(table.to_markdown(index=False))
     return 0
@@ -207,9 +207,8 @@ def _study_args(p: argparse.ArgumentParser) -> None:
 def _study(args: argparse.Namespace) -> int:
     """Run a study spec: train its runs (resumable), pick among them on validation, bundle the picks into
     assets/."""
-    from pneumo_core.evaluation.decisions import decisions_markdown
     from pneumo_core.files import ASSETS
-    from pneumo_core.training.study import bundle_study, load_study, pick_study, train_study
+    from pneumo_core.training.study import bundle_study, load_study, log_markdown, pick_study, train_study
 
     study = load_study(args.spec)
     assets = args.assets or ASSETS
@@ -218,10 +217,10 @@ def _study(args: argparse.Namespace) -> int:
         print(f"{study.name}: {len(ran)} run(s) trained; every run of the spec is done")
     elif args.action == "pick":
         rows, picked = pick_study(study, args.out, assets, args.bootstrap)
-        print(decisions_markdown(rows))
+        print(log_markdown(study, rows))
         for k in picked:
             print(f"picked {k.task}/{k.arch}: seed {k.seed}" + (f" ({k.runs[k.seed]})" if k.seed is not None else ""))
     else:
-        with tqdm_progress("hierarchical model") as progress:
+        with tqdm_progress("predicting (picked runs, then the hierarchical model)") as progress:
             print(bundle_study(study, args.data_dir, args.out, assets, progress).to_markdown(index=False))
     return 0
