@@ -104,7 +104,4 @@ def test_no_architecture_is_named_outside_its_arch_entry():
     assert not _arch_names_spelled('"""ResNet18 here."""\nHELP = "the architecture, e.g. resnet18"')
     found = [f"{p.relative_to(ROOT)} {hit}" for p in sorted((ROOT / "pneumo_core").rglob("*.py"))
              if p != ROOT / "pneumo_core" / "models" / "networks.py" for hit in _arch_names_spelled(p.read_text())]
-    # known, still to go: the adaptation report's anchor sentence names the results table's best binary row and
-    # copies its figure by hand (experiments/adaptation/report.md must stay as committed until it is generated)
-    found = [f for f in found if not (f.startswith("pneumo_core/evaluation/adaptation.py ") and "Anchors: " in f)]
     assert not found, found

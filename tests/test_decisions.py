@@ -124,6 +124,24 @@ def test_decision_log_picks_equal_the_bundle_or_say_why_not(log):
             assert selection.rule_seed(ASSETS, task, arch) == d.extra["rule_seed"]
 
 
+def test_the_bundles_re_prediction_of_a_runs_weights_counts_as_that_run(log):
+    """assets' 112-px three-class DenseNet121 files are the bundle's fp32 re-prediction of the study run's weights:
+    not equal to its files, within decisions.SAME_RUN_ATOL, so the log says it is bundled; another run of the same
+    seed (224 px, fine-tuned from it) is not the same run, nor is the retrained ResNet18 seed 0 the lost one."""
+    zoo = study.EXPERIMENTS / "zoo224" / "runs"
+    bundled = artifacts.load_set(ASSETS, "three_class", "densenet121", 0, "val")
+    run = artifacts.load_set(zoo / "low_three_class", "three_class", "densenet121", 0, "val")
+    other = artifacts.load_set(zoo / "three_class_224", "three_class", "densenet121", 0, "val")
+    assert 0 < np.abs(bundled.probs - run.probs).max() < decisions.SAME_RUN_ATOL
+    assert decisions._same(bundled, run) and not decisions._same(run, other)
+    lost = artifacts.load_set(zoo / "distill1_resnet18", "binary", "resnet18", 0, "val")
+    assert not decisions._same(lost, artifacts.load_set(ASSETS, "binary", "resnet18", 0, "val"))
+    row = next(d for d in log if d.question == "three_class densenet121 seed 0: resolution")
+    assert row.note == "bundled: 112 px (experiments/zoo224/runs/low_three_class)"
+    row = next(d for d in log if d.question == "binary resnet18: seed (each seed's run as the rule picks it)")
+    assert row.note.startswith("bundled: seed 0, another run of it") and decisions.NOT_REBUNDLED in row.note
+
+
 def test_committed_decision_log_is_the_generated_one(log):
     assert (ASSETS / "decisions.md").read_text() == decisions.decisions_markdown(log)
 
@@ -133,7 +151,9 @@ def test_the_224_px_studys_picks_are_its_specs_candidates_in_order(log):
     pick's stages (the default first) read from their folders, and the rule's switch (ResNet18 seed 0 distilled
     from Lite0 seed 2) is found there."""
     spec = study.load_study(study.EXPERIMENTS / "zoo224" / "study.toml")
+    log = [d for d in log if all("(experiments/zoo224/runs/" in c.name for c in d.candidates)]  # not another study's
     rows = {d.question: d for d in log}
+    assert len(rows) == len(log) > 0
     for p in spec.picks:
         first = spec.stage(p.options[0].stage)
         for seed in first.seeds:

@@ -240,13 +240,15 @@ def stage_a_arch(d: Decision) -> str:
 
 
 def _committed_note(assets: Path, q: Question, seed: int, cands: list[tuple[str, Predictions]], outcome: str) -> str:
-    """Where ``assets/predictions`` holds another candidate's run of this seed than the rule picks: what it holds."""
+    """Which candidate's run of this seed ``assets/predictions`` holds, where it is bundled or not the rule's."""
     if not _has(assets, q.task, q.arch, seed):
         return ""
     here = _load(assets, q.task, q.arch, seed)
     committed = [n for n, p in cands if _same(p, here)]
-    if not committed or committed[0] == outcome:
+    if not committed:
         return ""
+    if committed[0] == outcome:
+        return f"bundled: {outcome}" if bundled_seed(assets, q.task, q.arch) == seed else ""
     if bundled_seed(assets, q.task, q.arch) == seed:
         return f"assets/predictions holds {committed[0]}: {NOT_REBUNDLED}"
     return f"assets/predictions holds {committed[0]} (seed not bundled; its files would change)"
@@ -292,9 +294,15 @@ def answer(q: Question, assets: str | Path, n_boot: int = N_BOOT) -> tuple[list[
     bundled = bundled_seed(assets, q.task, q.arch)
     if bundled is not None and _has(assets, q.task, q.arch, bundled):
         same = _same(picked[seed][1], _load(assets, q.task, q.arch, bundled)) and bundled == seed
-        d = replace(d, note=f"bundled: seed {bundled}" + ("" if same else
-                    f" (the run in assets/predictions); the rule picks {d.outcome}, {NOT_REBUNDLED}"),
-                    extra={"bundled_seed": bundled, "rule_seed": seed})
+        if same:
+            note = f"bundled: seed {bundled}"
+        elif bundled == seed:
+            note = (f"bundled: seed {bundled}, another run of it (assets/runs names its origin); the rule's run, "
+                    f"{d.outcome}, {NOT_REBUNDLED}")
+        else:
+            note = (f"bundled: seed {bundled} (the run in assets/predictions); the rule picks {d.outcome}, "
+                    f"{NOT_REBUNDLED}")
+        d = replace(d, note=note, extra={"bundled_seed": bundled, "rule_seed": seed})
     rows.append(d)
     return rows, Picked(q.task, q.arch, runs, seed)
 
@@ -325,13 +333,19 @@ def decision_log(assets: str | Path, questions: Sequence[Question] = (), n_boot:
     return out + ([stage_a] if stage_a else [])
 
 
+#: the most two prediction files of one run's weights differ by: the training loop's bf16/uint8-cache predictions
+#: and the bundle's fp32 re-prediction differ by up to 4.9e-3; any two distinct runs of experiments/ by 0.26 or more
+SAME_RUN_ATOL = 0.01
+
+
 def _same(a: Predictions, b: Predictions) -> bool:
-    """Whether two prediction sets are the same run's (equal probabilities on the same images)."""
+    """Whether two prediction sets are the same run's (probabilities within :data:`SAME_RUN_ATOL` on the same
+    images)."""
     try:
         x, y = align([a, b])
     except PredictionFileError:
         return False
-    return bool(np.allclose(x.probs, y.probs, atol=1e-6))
+    return bool(np.allclose(x.probs, y.probs, rtol=0, atol=SAME_RUN_ATOL))
 
 
 def _with_bundle(d: Decision, assets: Path, task: str, arch: str, studied: bool = False) -> Decision:
