@@ -1,6 +1,8 @@
 """Small untrained checkpoints in our format, good or bad, written in a few milliseconds."""
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -30,3 +32,20 @@ def folder_with_a_bad_model(tmp_path: Path) -> Path:
                     classes=["NORMAL", "BACTERIA", "VIRUS"])
     (tmp_path / "checkpoints/binary/resnet18.pt").write_bytes(b"garbage" * 100)
     return tmp_path
+
+
+def make_hub_cache(cache: Path, repo_id: str, files: dict[str, Path], commit: str = "a" * 40,
+                   refs: tuple[str, ...] = ("main",)) -> None:
+    """Lay out a huggingface_hub cache (blobs, snapshots as symlinks, refs/<branch or tag>) as a download would."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    for ref in refs:
+        (repo / "refs" / ref).write_text(commit)
+    for rel, src in files.items():
+        data = src.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        snap = repo / "snapshots" / commit / rel
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        snap.symlink_to(os.path.relpath(blob, snap.parent))

@@ -30,7 +30,7 @@ from pneumo_core.models.sources import (
     resolve_checkpoint,
 )
 from pneumo_core.data.tasks import logits_to_probs
-from tests.checkpoint_utils import BINARY, tiny_checkpoint
+from tests.checkpoint_utils import BINARY, make_hub_cache, tiny_checkpoint
 from tests.cli_utils import one_line_error, run_cli
 
 
@@ -48,21 +48,6 @@ def _predict(model, images):
     x = torch.stack([to_tensor(load_grayscale(p)) for p in images])
     with torch.no_grad():
         return logits_to_probs(model.eval()(x))
-
-
-def make_hub_cache(cache: Path, repo_id: str, files: dict[str, Path], commit: str = "a" * 40) -> None:
-    """Lay out a huggingface_hub cache (blobs, snapshots as symlinks, refs/main) as a download would."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    for rel, src in files.items():
-        data = src.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        snap = repo / "snapshots" / commit / rel
-        snap.parent.mkdir(parents=True, exist_ok=True)
-        snap.symlink_to(os.path.relpath(blob, snap.parent))
 
 
 @pytest.fixture()

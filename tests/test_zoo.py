@@ -176,6 +176,27 @@ def test_a_hub_starting_checkpoint_that_cannot_be_fetched_fails_in_one_line(tmp_
     assert "\n" not in str(err.value)
 
 
+def test_a_hub_starting_checkpoint_comes_through_huggingface_hub(tmp_path, monkeypatch):
+    """The same spec with the file in a huggingface_hub cache laid out as a download leaves it (HF_HUB_OFFLINE=1,
+    as tests run): the run starts from the cached file of that revision, read by ``hf_hub_download`` itself."""
+    import huggingface_hub.constants
+
+    from tests.checkpoint_utils import make_hub_cache, tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "src" / "resnet18_seed1.pt")
+    cache = tmp_path / "hf-cache"
+    make_hub_cache(cache, "owner/repo", {"binary/resnet18_seed1.pt": ckpt}, commit="b" * 40, refs=("v1",))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    (tmp_path / "study.toml").write_text(GOOD.replace('init = "scratch"',
+                                                      'init = "hf://owner/repo@v1/binary/resnet18_seed{seed}.pt"'))
+    s = study.load_study(tmp_path)
+    init = study.run_config(s, s.stage("a"), 1, tmp_path, "data").init
+    assert init == str(cache / "models--owner--repo" / "snapshots" / ("b" * 40) / "binary/resnet18_seed1.pt")
+    assert load_checkpoint(init).meta.arch == "custom_cnn"  # the tiny file put there
+    with pytest.raises(study.StudyError):  # a revision the cache does not hold is not another one's file
+        study.run_config(study.load_study(tmp_path), s.stage("a"), 0, tmp_path, "data")
+
+
 def test_zoo_train_resumes_an_interrupted_run_and_skips_finished_ones(tmp_path, data_dir):
     """A run stopped after its first epoch (as kill -9 would) continues from its resume state on the next
     ``zoo train``: epoch 1 is not trained again; a third call trains nothing."""
