@@ -17,6 +17,7 @@ browsers share them with the server, so first-image times include the browsers' 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import threading
@@ -69,6 +70,12 @@ def cpu_seconds(pids: list[int]) -> float:
         except (OSError, IndexError):
             pass
     return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU-s the whole machine spent busy (every process: the server, the browsers, this bench), /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(f) - f[3] - f[4]) / 100.0  # all but idle and iowait
 
 
 def rss_mb(pids: list[int], field: str = "VmRSS") -> float:
@@ -280,13 +287,14 @@ def run(workers: int, sessions: int, expected: dict[str, str]) -> None:
         threading.Thread(target=watch, daemon=True).start()
         out: dict[int, dict] = {}
         barrier = threading.Barrier(sessions)
-        c1 = cpu_seconds(server.pids())
+        c1, m1, w1 = cpu_seconds(server.pids()), machine_busy_seconds(), time.perf_counter()
         threads = [threading.Thread(target=visit, args=(server.url, i, out, barrier)) for i in range(sessions)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         used = cpu_seconds(server.pids()) - c1
+        busy, wall = machine_busy_seconds() - m1, time.perf_counter() - w1
         stop.set()
         time.sleep(60)
         after, after_anon, after_pss = (rss_mb(server.pids(), f) for f in ("VmRSS", "RssAnon", "Pss"))
@@ -309,7 +317,9 @@ def run(workers: int, sessions: int, expected: dict[str, str]) -> None:
               f"{max(peak):.0f} -> {after:.0f} MB 60 s after (anonymous {base_anon:.0f} -> {after_anon:.0f}, "
               f"proportional {base_pss:.0f} -> {after_pss:.0f}) | "
               f"exceptions {sum(r['errors'] for r in ok)}, failed {sessions - len(ok)}, own image "
-              f"{sum(r['own_name'] for r in ok)}/{len(ok)}, heatmap of its own verdict {same}/{len(ok)}", flush=True)
+              f"{sum(r['own_name'] for r in ok)}/{len(ok)}, heatmap of its own verdict {same}/{len(ok)} | during the "
+              f"sessions ({wall:.0f} s) the machine was busy {busy / wall / (os.cpu_count() or 1):.0%}, the server "
+              f"{used / max(busy, 1e-9):.0%} of that CPU (the browsers and the bench the rest)", flush=True)
         for i, r in sorted(out.items()):
             if "failed" in r:
                 print(f"  session {i} failed: {r['failed']}")
