@@ -1,7 +1,6 @@
 """Checkpoint format, safe loading, and both sources (local folder, Hub via a real local HF cache)."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
