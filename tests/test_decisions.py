@@ -170,11 +170,15 @@ def test_the_224_px_studys_picks_are_its_specs_candidates_in_order(log):
     assert rows["binary resnet18 seed 0: distillation"].outcome.endswith("(experiments/zoo224/runs/distill1_resnet18)")
 
 
-def test_committed_study_log_is_the_generated_one():
-    """experiments/zoo224/decisions.md is what ``zoo pick experiments/zoo224/study.toml`` writes."""
-    spec = study.load_study(study.EXPERIMENTS / "zoo224" / "study.toml")
-    rows, _ = study.pick_study(spec, write=False)
+@pytest.mark.parametrize("name", ["zoo224", "resnet18_rerun"])
+def test_committed_study_log_is_the_generated_one(name):
+    """experiments/<study>/decisions.md and picked.json are what ``zoo pick experiments/<study>/study.toml`` writes."""
+    spec = study.load_study(study.EXPERIMENTS / name / "study.toml")
+    rows, picked = study.pick_study(spec, write=False)
     assert (spec.folder / "decisions.md").read_text() == study.log_markdown(spec, rows)
+    on_disk = json.loads((spec.folder / "picked.json").read_text())
+    assert {f"{k.task}/{k.arch}": k.seed for k in picked if k.seed is not None} == \
+        {k: v["seed"] for k, v in on_disk.items()}
 
 
 def test_pick_writes_the_studys_decisions_and_picks(tmp_path):

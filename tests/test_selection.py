@@ -50,6 +50,20 @@ def test_best_seed_is_the_bundled_checkpoints_and_the_rules():
         assert selection.rule_seed(ASSETS, task, arch) == 0
 
 
+def test_the_best_bundled_binary_model_is_the_decision_functions_not_the_lowest_point_estimate():
+    """Predict's and the Lesson's first model is stage A's decision (the spec's default, ResNet18, kept unless
+    clearly beaten), not the lowest validation log loss: EfficientNet-Lite0 seed 0 is lower, inside the noise."""
+    from pneumo_core.evaluation import decisions
+
+    lowest = selection.best_model(ASSETS, "binary")  # without the bundle: the point estimate
+    assert (lowest.arch, lowest.seed) == ("efficientnet_lite0", 0)
+    best = selection.best_model(ASSETS, "binary", with_checkpoint=True)
+    assert (best.arch, best.seed) == ("resnet18", 0)
+    d = decisions.stage_a_decision(ASSETS)
+    assert decisions.stage_a_arch(d) == best.arch and not d.switched
+    assert selection.hierarchical_plan(ASSETS).stage_a == best
+
+
 def test_selection_reads_no_test_split_file(monkeypatch):
     read = []
     real = artifacts.read_predictions

@@ -193,7 +193,7 @@ def test_a_hub_starting_checkpoint_comes_through_huggingface_hub(tmp_path, monke
     init = study.run_config(s, s.stage("a"), 1, tmp_path, "data").init
     assert init == str(cache / "models--owner--repo" / "snapshots" / ("b" * 40) / "binary/resnet18_seed1.pt")
     assert load_checkpoint(init).meta.arch == "custom_cnn"  # the tiny file put there
-    with pytest.raises(study.StudyError):  # a revision the cache does not hold is not another one's file
+    with pytest.raises(study.StudyError):  # a file the cached revision does not hold (seed 0) is not fetched
         study.run_config(study.load_study(tmp_path), s.stage("a"), 0, tmp_path, "data")
 
 

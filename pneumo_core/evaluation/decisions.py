@@ -231,7 +231,7 @@ def stage_a_decision(assets: str | Path, n_boot: int = N_BOOT, default: str | No
     return decide("three-class hierarchical: stage A (the bundled binary models)",
                   [(f"{a} seed {seeds[a]}", _load(assets, "binary", a, seeds[a])) for a in order], n_boot,
                   note="default: the incumbent stage A, stated before this decision was run; "
-                       "selection.hierarchical_plan takes the outcome")
+                       "selection.best_model takes the outcome (stage A, Predict's and the Lesson's first model)")
 
 
 def stage_a_arch(d: Decision) -> str:
@@ -261,11 +261,13 @@ def answer(q: Question, assets: str | Path, n_boot: int = N_BOOT) -> tuple[list[
     assets = Path(assets)
     rows: list[Decision] = []
     picked: dict[int, tuple[str, Predictions, Path]] = {}
+    seed_sets: dict[int, list[tuple[str, Predictions]]] = {}
     for s in q.seeds:
         cands = [(c.name, c.root) for c in q.candidates if _has(c.root, q.task, q.arch, s)]
         if not cands or cands[0][1] != q.candidates[0].root:
             continue  # no default run of this seed: nothing to decide from
         sets = [(n, _load(root, q.task, q.arch, s)) for n, root in cands]
+        seed_sets[s] = sets
         if len(cands) == 1:
             picked[s] = (cands[0][0], sets[0][1], cands[0][1])
             continue
@@ -293,12 +295,15 @@ def answer(q: Question, assets: str | Path, n_boot: int = N_BOOT) -> tuple[list[
     seed = decided_seed(d)
     bundled = bundled_seed(assets, q.task, q.arch)
     if bundled is not None and _has(assets, q.task, q.arch, bundled):
-        same = _same(picked[seed][1], _load(assets, q.task, q.arch, bundled)) and bundled == seed
+        here = _load(assets, q.task, q.arch, bundled)
+        same = _same(picked[seed][1], here) and bundled == seed
+        other = [n for n, p in seed_sets.get(bundled, []) if _same(p, here)]
         if same:
             note = f"bundled: seed {bundled}"
         elif bundled == seed:
-            note = (f"bundled: seed {bundled}, another run of it (assets/runs names its origin); the rule's run, "
-                    f"{d.outcome}, {NOT_REBUNDLED}")
+            held = (f"another candidate's run, {other[0]}" if other
+                    else "another run of it (assets/runs names its origin)")
+            note = f"bundled: seed {bundled}, {held}; the rule's run, {d.outcome}, {NOT_REBUNDLED}"
         else:
             note = (f"bundled: seed {bundled} (the run in assets/predictions); the rule picks {d.outcome}, "
                     f"{NOT_REBUNDLED}")
@@ -333,8 +338,9 @@ def decision_log(assets: str | Path, questions: Sequence[Question] = (), n_boot:
     return out + ([stage_a] if stage_a else [])
 
 
-#: the most two prediction files of one run's weights differ by: the training loop's bf16/uint8-cache predictions
-#: and the bundle's fp32 re-prediction differ by up to 4.9e-3; any two distinct runs of experiments/ by 0.26 or more
+#: the most two prediction files of one run's weights differ by: the training loop's (fp32 weights, its uint8 image
+#: cache) and the bundle's (fp16-rounded weights, re-predicted in fp32) differ by up to 4.9e-3; any two distinct runs
+#: of experiments/ by 0.26 or more
 SAME_RUN_ATOL = 0.01
 
 
@@ -357,7 +363,7 @@ def _with_bundle(d: Decision, assets: Path, task: str, arch: str, studied: bool 
     else:
         note = f"bundled: seed {bundled}; the rule picks {d.outcome}, {NOT_REBUNDLED}"
     if studied:
-        note += "; over the runs assets/predictions holds (see the row above for the rule's runs)"
+        note += "; over the runs assets/predictions holds (the study's seed row above is over its own runs)"
     return replace(d, note=note, extra={"bundled_seed": bundled, "rule_seed": decided_seed(d)})
 
 

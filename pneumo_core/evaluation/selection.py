@@ -107,9 +107,27 @@ def best_of_each(root: str | Path, task: str, with_checkpoint: bool = False) -> 
 
 
 def best_model(root: str | Path, task: str, with_checkpoint: bool = False) -> Member | None:
-    """The task's best single model: the lowest validation log loss over the architectures' best seeds."""
+    """The task's best single model. Among the bundled binary models (``with_checkpoint``): the one decision
+    function's pick, the architecture the bundled study's spec states (``decisions.stated("stage_a_default")``)
+    kept unless another is clearly better on validation (:func:`~pneumo_core.evaluation.decisions.
+    stage_a_decision`); it is Predict's and the Lesson's first model and the hierarchical model's stage A.
+    Otherwise (no bundle, no stated default, other tasks): the lowest validation log loss over the architectures'
+    best seeds."""
+    if task == "binary" and with_checkpoint:
+        decided = _decided_binary(str(root), decisions.stated("stage_a_default"), _stamp(root, "binary"))
+        if decided is not None:
+            return decided
     cands = best_of_each(root, task, with_checkpoint)
     return min(cands, key=lambda m: (selection_loss(_val(root, m)), m.arch)) if cands else None
+
+
+@lru_cache(maxsize=64)
+def _decided_binary(root: str, default: str | None, stamp: float) -> Member | None:
+    d = decisions.stage_a_decision(root, default=default) if default else None
+    if d is None:
+        return None
+    arch = decisions.stage_a_arch(d)
+    return Member("binary", arch, best_seed(root, "binary", arch))
 
 
 def best_first(keys: list[str], best: str | None) -> list[str]:
@@ -158,10 +176,9 @@ def hierarchical_plan(root: str | Path, with_checkpoint: bool = True) -> Hierarc
 
 @lru_cache(maxsize=64)
 def _hierarchical_plan(root: str, with_checkpoint: bool, default: str | None, stamp: float) -> HierarchicalPlan | None:
-    # stage A by the one decision function
-    d = decisions.stage_a_decision(root, default=default) if with_checkpoint and default else None
-    a = (Member("binary", decisions.stage_a_arch(d), best_seed(root, "binary", decisions.stage_a_arch(d))) if d
-         else best_model(root, "binary", with_checkpoint))
+    # stage A by the one decision function (best_model's, with this default)
+    a = (_decided_binary(root, default, _stamp(root, "binary")) if with_checkpoint and default else None) or \
+        best_model(root, "binary", with_checkpoint)
     b = best_model(root, "bacteria_virus", with_checkpoint)
     if not (a and b):
         return None
