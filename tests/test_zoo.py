@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import huggingface_hub.constants
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +24,7 @@ from pneumo_core.files import ASSETS
 from pneumo_core.models.sources import checkpoint_relpath
 from pneumo_core.training import study
 from pneumo_core.training.zoo import bundle, export_best, repredict
+from tests.checkpoint_utils import make_hub_cache, tiny_checkpoint
 from tests.zoo_fixture import copy_zoo
 
 
@@ -179,10 +181,6 @@ def test_a_hub_starting_checkpoint_that_cannot_be_fetched_fails_in_one_line(tmp_
 def test_a_hub_starting_checkpoint_comes_through_huggingface_hub(tmp_path, monkeypatch):
     """The same spec with the file in a huggingface_hub cache laid out as a download leaves it (HF_HUB_OFFLINE=1,
     as tests run): the run starts from the cached file of that revision, read by ``hf_hub_download`` itself."""
-    import huggingface_hub.constants
-
-    from tests.checkpoint_utils import make_hub_cache, tiny_checkpoint
-
     ckpt = tiny_checkpoint(tmp_path / "src" / "resnet18_seed1.pt")
     cache = tmp_path / "hf-cache"
     make_hub_cache(cache, "owner/repo", {"binary/resnet18_seed1.pt": ckpt}, commit="b" * 40, refs=("v1",))

@@ -4,10 +4,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from typing import TYPE_CHECKING
 
 from pneumo_core.cli.registry import command, int_range, probability
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.files import dumps, json_safe
+
+if TYPE_CHECKING:  # the command imports the evaluation modules when it runs, not when the parser is built
+    from pneumo_core.evaluation.thresholds import OperatingPoint
 
 
 def _fmt(v) -> str:
@@ -76,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     from pneumo_core.evaluation.thresholds import choose, parse_rule
 
     preds = [read_predictions(f) for f in args.files]
-    ops: list = [None] * len(preds)  # an OperatingPoint per file, or None
+    ops: list[OperatingPoint | None] = [None] * len(preds)
     thresholds = [0.5 if args.threshold is None else args.threshold] * len(preds)
     if args.operating_point:
         if not args.on:

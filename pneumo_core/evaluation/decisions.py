@@ -239,19 +239,25 @@ def stage_a_arch(d: Decision) -> str:
     return d.outcome.split(" seed ")[0]
 
 
+def _held(assets: Path, q: Question, seed: int, cands: Sequence[tuple[str, Predictions]]) -> str | None:
+    """The candidate whose run of ``seed`` ``assets/predictions`` holds (:func:`_same`), None when none is."""
+    if not _has(assets, q.task, q.arch, seed):
+        return None
+    here = _load(assets, q.task, q.arch, seed)
+    return next((n for n, p in cands if _same(p, here)), None)
+
+
 def _committed_note(assets: Path, q: Question, seed: int, cands: list[tuple[str, Predictions]], outcome: str) -> str:
     """Which candidate's run of this seed ``assets/predictions`` holds, where it is bundled or not the rule's."""
-    if not _has(assets, q.task, q.arch, seed):
+    held = _held(assets, q, seed, cands)
+    bundled = bundled_seed(assets, q.task, q.arch) == seed
+    if held is None:
         return ""
-    here = _load(assets, q.task, q.arch, seed)
-    committed = [n for n, p in cands if _same(p, here)]
-    if not committed:
-        return ""
-    if committed[0] == outcome:
-        return f"bundled: {outcome}" if bundled_seed(assets, q.task, q.arch) == seed else ""
-    if bundled_seed(assets, q.task, q.arch) == seed:
-        return f"assets/predictions holds {committed[0]}: {NOT_REBUNDLED}"
-    return f"assets/predictions holds {committed[0]} (seed not bundled; its files would change)"
+    if held == outcome:
+        return f"bundled: {outcome}" if bundled else ""
+    if bundled:
+        return f"assets/predictions holds {held}: {NOT_REBUNDLED}"
+    return f"assets/predictions holds {held} (seed not bundled; its files would change)"
 
 
 def answer(q: Question, assets: str | Path, n_boot: int = N_BOOT) -> tuple[list[Decision], Picked]:
@@ -295,13 +301,12 @@ def answer(q: Question, assets: str | Path, n_boot: int = N_BOOT) -> tuple[list[
     seed = decided_seed(d)
     bundled = bundled_seed(assets, q.task, q.arch)
     if bundled is not None and _has(assets, q.task, q.arch, bundled):
-        here = _load(assets, q.task, q.arch, bundled)
-        same = _same(picked[seed][1], here) and bundled == seed
-        other = [n for n, p in seed_sets.get(bundled, []) if _same(p, here)]
+        same = bundled == seed and _same(picked[seed][1], _load(assets, q.task, q.arch, bundled))
         if same:
             note = f"bundled: seed {bundled}"
         elif bundled == seed:
-            held = (f"another candidate's run, {other[0]}" if other
+            other = _held(assets, q, bundled, seed_sets.get(bundled, []))
+            held = (f"another candidate's run, {other}" if other
                     else "another run of it (assets/runs names its origin)")
             note = f"bundled: seed {bundled}, {held}; the rule's run, {d.outcome}, {NOT_REBUNDLED}"
         else:

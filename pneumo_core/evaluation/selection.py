@@ -166,19 +166,18 @@ class HierarchicalPlan:
 
 
 def hierarchical_plan(root: str | Path, with_checkpoint: bool = True) -> HierarchicalPlan | None:
-    """Stage A = the decision function's pick among the bundled binary models (default: the architecture the
-    bundled study's spec states, ``decisions.stated("stage_a_default")``; without a bundle or that default, the best
-    binary model), stage B = the best BACTERIA-vs-VIRUS model (validation log loss), stage B deciding at its own
-    threshold (Youden's J on its validation predictions, what its checkpoint stores)."""
+    """Stage A = the best binary model (:func:`best_model`: among the bundled ones, the decision function's pick,
+    default the architecture the bundled study's spec states), stage B = the best BACTERIA-vs-VIRUS model
+    (validation log loss), stage B deciding at its own threshold (Youden's J on its validation predictions, what its
+    checkpoint stores)."""
     return _hierarchical_plan(str(root), with_checkpoint, decisions.stated("stage_a_default"),
                               _stamp(root, "binary") + _stamp(root, "bacteria_virus"))
 
 
 @lru_cache(maxsize=64)
 def _hierarchical_plan(root: str, with_checkpoint: bool, default: str | None, stamp: float) -> HierarchicalPlan | None:
-    # stage A by the one decision function (best_model's, with this default)
-    a = (_decided_binary(root, default, _stamp(root, "binary")) if with_checkpoint and default else None) or \
-        best_model(root, "binary", with_checkpoint)
+    # ``default`` and ``stamp`` key the cache only: best_model reads the stated default itself
+    a = best_model(root, "binary", with_checkpoint)
     b = best_model(root, "bacteria_virus", with_checkpoint)
     if not (a and b):
         return None
