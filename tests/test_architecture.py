@@ -105,3 +105,30 @@ def test_no_architecture_is_named_outside_its_arch_entry():
     found = [f"{p.relative_to(ROOT)} {hit}" for p in sorted((ROOT / "pneumo_core").rglob("*.py"))
              if p != ROOT / "pneumo_core" / "models" / "networks.py" for hit in _arch_names_spelled(p.read_text())]
     assert not found, found
+
+
+def test_every_imported_package_is_declared():
+    """Issue 27 item 10: each third-party module the product imports (pneumo_core, pages, app.py, train.py) comes
+    from a distribution pyproject.toml declares, not only from one that happens to bring it along."""
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    def canon(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = {canon(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in deps}
+    files = [*(ROOT / "pneumo_core").rglob("*.py"), *(ROOT / "pages").rglob("*.py"), ROOT / "app.py", ROOT / "train.py"]
+    modules = set()
+    for f in files:
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.Import):
+                modules |= {a.name.split(".")[0] for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+                modules.add(n.module.split(".")[0])
+    modules -= set(sys.stdlib_module_names) | {"pneumo_core", "pages", "__future__"}
+    dists = packages_distributions()
+    assert "matplotlib" in modules and "numpy" in modules  # the check sees what it must
+    undeclared = sorted(m for m in modules if not {canon(d) for d in dists.get(m, [m])} & declared)
+    assert not undeclared, undeclared
