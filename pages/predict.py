@@ -10,8 +10,8 @@ from PIL import Image
 from pages._shared.images import (UPLOAD_TYPES, decoded, digest, linked_image, read_image_file, sample_images,
                                   take_uploads)
 from pages._shared.layout import start_page
-from pages._shared.models import (cam, current_source, faithfulness, loaded, model_keys, model_probs, ood_score,
-                                  predictor)
+from pages._shared.models import (cam, current_source, faithfulness, loaded, member_keys, model_keys, model_probs,
+                                  ood_score, predictor)
 from pneumo_core.data.images import shrink
 from pneumo_core.errors import ImageLoadError, PneumoError
 from pneumo_core.files import escape_markdown, safe_cell, safe_filename, unique_names
@@ -63,6 +63,7 @@ if not keys:
     st.warning("No models available from this source.")
     st.stop()
 root = source_predictions_root(source)  # None: a source without its own prediction files
+members = loaded(source, src_label, member_keys(source, root, keys))  # a seed ensemble's other seeds
 best = selection.best_model(root, "binary", with_checkpoint=True) if root is not None else None  # the rule's best
 gate = default_gate()
 rows = []
@@ -72,7 +73,7 @@ for name, (h, gray) in images.items():
         return model_probs(source, src_label, key, h, gray)
 
     errors: list[str] = []  # a model that fails on this image (e.g. NaN outputs) is named and left out
-    verdicts = zoo_verdicts(root, set(keys), probs_of, errors=errors) if root is not None else []
+    verdicts = zoo_verdicts(root, {*keys, *members}, probs_of, errors=errors) if root is not None else []
     if not verdicts:  # a source without prediction files: each model at its stored threshold
         verdicts = stored_verdicts({k: (predictor(source, src_label, k).classes,
                                         predictor(source, src_label, k).meta.threshold)

@@ -102,7 +102,8 @@ def test_decision_switches_on_a_clearly_better_candidate():
 @pytest.fixture(scope="module")
 def log():
     return decisions.decision_log(ASSETS, [q for f in sorted(study.EXPERIMENTS.glob("*/study.toml"))
-                                           for q in study.questions(study.load_study(f))])
+                                           for q in study.questions(study.load_study(f))]) + \
+        selection.model_decisions(ASSETS)
 
 
 def test_decision_log_picks_equal_the_bundle_or_say_why_not(log):

@@ -7,12 +7,13 @@ from pneumo_core.errors import ModelError
 from pneumo_core.evaluation import artifacts, selection
 from pneumo_core.files import ASSETS
 from pneumo_core.models.keys import (ENSEMBLE, HIERARCHICAL, ModelKey, parse_checkpoint_relpath,
-                                     parse_prediction_file)
+                                     parse_prediction_file, seed_ensemble_key)
 from pneumo_core.models.sources import bundled_source
 
 KEYS = [ModelKey("binary", "resnet18"), ModelKey("binary", "resnet18", 2), ModelKey("three_class", "densenet121", 0),
         ModelKey("bacteria_virus", "densenet121"), ModelKey("bacteria_virus", "custom_cnn", 11),
-        ModelKey("binary", ENSEMBLE), ModelKey("three_class", HIERARCHICAL)]
+        ModelKey("binary", ENSEMBLE), ModelKey("three_class", HIERARCHICAL),
+        seed_ensemble_key("three_class", "resnet18")]
 
 
 @pytest.mark.parametrize("key", KEYS, ids=lambda k: k.source_key)
@@ -40,6 +41,11 @@ def test_the_names_are_these():
     assert ModelKey("binary", "resnet18", 1).checkpoint_relpaths() == ("checkpoints/binary/resnet18_seed1.pt",)
     assert ModelKey("binary", ENSEMBLE).combined and ModelKey("three_class", HIERARCHICAL).combined
     assert not ModelKey("binary", "resnet18").combined
+    e = seed_ensemble_key("three_class", "efficientnet_lite0")
+    assert e.source_key == "three_class/efficientnet_lite0_seeds" and e.combined and e.seed is None
+    assert e.label == "three_class · efficientnet_lite0 · seed ensemble" and e.ensembled_arch == "efficientnet_lite0"
+    assert ModelKey("binary", "resnet18", 1).ensembled_arch is None
+    assert ModelKey("binary", ENSEMBLE).ensembled_arch is None
     task, arch, seed = ModelKey("binary", "resnet18", 2)  # unpacks as (task, arch, seed)
     assert (task, arch, seed) == ("binary", "resnet18", 2)
 
@@ -102,3 +108,4 @@ def test_display_names_come_from_the_arch_whatever_the_key():
     for text in ("resnet18", "binary/resnet18", "binary/resnet18/seed2", "binary · resnet18 · seed 2"):
         assert display_name(text) == get_arch("resnet18").display_name == "ResNet18", text
     assert display_name("three_class/hierarchical") == "hierarchical"
+    assert display_name("three_class/efficientnet_lite0_seeds") == "EfficientNet-Lite0 seed ensemble"

@@ -123,13 +123,13 @@ def sample_images(data_dir):
 
 
 def test_predict_page_verdicts_equal_the_results_rows(sample_images, data_dir):
-    """The Predict page's ensemble and hierarchical rows, run from the bundled models, give the
+    """The Predict page's ensemble, seed-ensemble and hierarchical rows, run from the bundled models, give the
     probabilities of the committed prediction sets behind the results table (to three decimals)."""
     from pneumo_core.data.images import load_grayscale
     from pneumo_core.inference.predictors import Predictor
     from pneumo_core.inference.verdicts import zoo_verdicts
 
-    keys = {r.key for r in BUNDLED}
+    keys = {r.key for r in SOURCE.list()}  # with a seed ensemble's other seeds
     predictors: dict = {}
     for image_id in sample_images:
         gray = load_grayscale(data_dir / image_id)
@@ -149,6 +149,11 @@ def test_predict_page_verdicts_equal_the_results_rows(sample_images, data_dir):
             np.testing.assert_allclose(v.probs, want, atol=1e-3)
             t = selection.ensemble_threshold(ASSETS, members)
             assert (t is None) == (task != "binary")
+        for z in (z for task in ("binary", "three_class") for z in selection.zoo_models(ASSETS, task)
+                  if z.kind == "seeds"):  # a seed ensemble: the mean of its bundled seeds, as its row
+            row = selection.seed_ensemble_set(ASSETS, z.task, z.members[0].arch, "test").frame.set_index("image_id")
+            v = verdicts[(z.task, z.name)]
+            np.testing.assert_allclose(v.probs, [row.loc[image_id, f"prob_{c}"] for c in v.classes], atol=1e-3)
         hier = read_predictions(ASSETS / "predictions" / "three_class" / "hierarchical_test.csv").frame
         hier = hier.set_index("image_id")
         v = verdicts[("three_class", "hierarchical")]
@@ -221,3 +226,58 @@ def test_best_first_moves_the_rules_best_model_to_the_front():
     ordered = best_first(keys, best.key)
     assert ordered[0] == best.key and sorted(ordered) == sorted(keys)
     assert best_first(keys, "binary/absent") == keys and best_first(keys, None) == keys
+
+
+@pytest.mark.parametrize("ref", [r for r in SOURCE.list() if r.seed is not None], ids=lambda r: r.key)
+def test_a_bundled_seed_checkpoint_is_that_seed_and_its_files_run(ref):
+    """A seed ensemble's other seeds (``<arch>_seed<n>.safetensors``): each is that seed, with its own validation
+    threshold where it has one, and a member of a model the app runs."""
+    meta = SOURCE.load(ref).meta
+    assert meta.seed == ref.seed != selection.best_seed(ASSETS, ref.task, ref.arch)
+    val = artifacts.load_set(ASSETS, ref.task, ref.arch, ref.seed, "val")
+    if val.is_binary:
+        assert meta.threshold == pytest.approx(choose(val.y_binary, val.p_positive, "youden").threshold, abs=1e-7)
+    assert ref.key in selection.runnable_keys(ASSETS)
+
+
+def test_the_first_three_class_model_is_the_decision_functions():
+    """The three-class model the app shows first (Predict's first three-class row, the pages' first set) is the
+    decision function's pick, the spec's stated default kept unless clearly beaten on validation; its decision is a
+    row of the committed log; without a stated default the lowest validation log loss comes first."""
+    from pneumo_core.evaluation import decisions
+
+    d = selection.default_decision(ASSETS, "three_class")
+    stated = decisions.stated("three_class_default")
+    assert stated is not None and d.extra["choices"][d.default].arch == stated
+    first = selection.first_choice(ASSETS, "three_class")
+    assert first == d.extra["choices"][d.outcome]
+    assert d.outcome == d.default or next(c for c in d.candidates if c.name == d.outcome).clears
+    models = selection.zoo_models(ASSETS, "three_class")
+    assert first == ModelKey(task="three_class", arch="hierarchical") or models[0].choice == first
+    assert selection.set_choices(ASSETS, ("three_class",))[0] == first
+    assert {c.name for c in d.candidates} == {z.name for z in models} | {"hierarchical"}
+    assert f"| {d.question} |" in (ASSETS / "decisions.md").read_text()
+
+
+def test_without_a_stated_default_the_first_model_is_the_lowest_validation_log_loss(monkeypatch):
+    from pneumo_core.evaluation import decisions
+
+    monkeypatch.setattr(decisions, "stated", lambda choice, spec=None: None)
+    assert selection.first_choice(ASSETS, "three_class") is None
+    losses = [decisions.selection_loss(selection.load_choice(ASSETS, *z.choice, "val"))
+              for z in selection.zoo_models(ASSETS, "three_class")]
+    assert losses == sorted(losses) and len(losses) >= 3
+
+
+def test_a_stated_default_leads_unless_a_challenger_clears_it(monkeypatch):
+    """Stating another default (three-class DenseNet121 alone) moves it first unless another model's paired
+    interval lies wholly below it; then the lowest of those that clear it leads."""
+    from pneumo_core.evaluation import decisions
+
+    monkeypatch.setattr(decisions, "stated", lambda choice, spec=None: "densenet121" if "three" in choice else None)
+    d = selection.default_decision(ASSETS, "three_class")
+    assert d.default.startswith("densenet121 (seed ")
+    clear = [c for c in d.candidates if c.clears]
+    want = min(clear, key=lambda c: c.val_loss).name if clear else d.default
+    assert d.outcome == want
+    assert selection.first_choice(ASSETS, "three_class") == d.extra["choices"][want]

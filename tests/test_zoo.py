@@ -21,9 +21,13 @@ from pneumo_core.models.checkpoints import load_checkpoint
 from pneumo_core.cli.main import main as cli_main
 from pneumo_core.evaluation import artifacts
 from pneumo_core.files import ASSETS
-from pneumo_core.models.sources import checkpoint_relpath
+from pneumo_core.data.images import load_grayscale
+from pneumo_core.inference.predictors import Predictor
+from pneumo_core.inference.verdicts import zoo_verdicts
+from pneumo_core.models.keys import seed_ensemble_key
+from pneumo_core.models.sources import LocalSource, checkpoint_relpath
 from pneumo_core.training import study
-from pneumo_core.training.zoo import bundle, export_best, repredict
+from pneumo_core.training.zoo import bundle, export_best, export_seeds, repredict
 from tests.checkpoint_utils import make_hub_cache, tiny_checkpoint
 from tests.zoo_fixture import copy_zoo
 
@@ -91,6 +95,40 @@ def test_bundle_exports_models_hierarchical_and_table(zoo, data_dir, tmp_path):
     assert set(prediction_index(tmp_path).task) == {"binary", "bacteria_virus", "three_class"}
 
 
+def test_bundling_every_seed_makes_the_seed_ensemble_a_model_of_the_app(zoo, data_dir, tmp_path, normal_image):
+    """[bundle] all_seeds: the other seeds as <arch>_seed<n>.safetensors beside the best; the results table's
+    seed-ensemble row becomes a model the app runs, its verdict the mean of the bundled seeds' probabilities at the
+    seed ensemble's own validation threshold (issue 26 item 4)."""
+    bundle(zoo, data_dir, tmp_path, leave_out=["binary/resnet18"], all_seeds=["binary/custom_cnn"])
+    best = selection.best_seed(tmp_path, "binary", "custom_cnn")
+    other = 1 - best
+    f = tmp_path / "models" / checkpoint_relpath("binary", "custom_cnn", other, ".safetensors")
+    assert load_checkpoint(f).meta.seed == other
+    assert not list((tmp_path / "models/checkpoints/three_class").glob("*_seed*"))  # one seed there: nothing to add
+    z = next(z for z in selection.zoo_models(tmp_path, "binary") if z.kind == "seeds")
+    assert z.name == "custom_cnn (2-seed ensemble)" and z.choice == seed_ensemble_key("binary", "custom_cnn")
+    assert set(z.keys) == {"binary/custom_cnn", f"binary/custom_cnn/seed{other}"}
+    val = selection.seed_ensemble_set(tmp_path, "binary", "custom_cnn", "val")
+    files = [read_predictions(tmp_path / f"predictions/binary/custom_cnn_seed{s}_val.csv") for s in (0, 1)]
+    np.testing.assert_allclose(val.p_positive, np.mean([p.p_positive for p in files], axis=0))
+    assert z.threshold == pytest.approx(selection.threshold_on(val))
+
+    src = LocalSource(tmp_path / "models")
+    gray = load_grayscale(normal_image)
+    probs = {k: Predictor(src.load(k)).predict_grays([gray])[0] for k in z.keys}
+    assert not np.allclose(*probs.values())  # two different models
+    v = next(v for v in zoo_verdicts(tmp_path, set(probs), probs.__getitem__) if v.model == z.name)
+    np.testing.assert_allclose(v.probs, np.mean(list(probs.values()), axis=0))
+    assert v.members == z.keys and v.threshold == z.threshold
+    assert selection.load_choice(tmp_path, *z.choice, "val").p_positive.tolist() == val.p_positive.tolist()
+
+    f.unlink()  # a seed's checkpoint missing: the seed ensemble is no model of the app
+    assert all(z.kind != "seeds" for z in selection.zoo_models(tmp_path, "binary"))
+    export_best(zoo, "binary", "custom_cnn", tmp_path / "models", other, as_seed=True)
+    export_seeds(zoo, "binary", "custom_cnn", tmp_path / "models", [])  # a bundle without it: the seed files go
+    assert not list((tmp_path / "models/checkpoints/binary").glob("*_seed*"))
+
+
 # ---------------------------------------------------------------- studies as specs (issue 27)
 
 STUDY_224 = study.EXPERIMENTS / "zoo224" / study.SPEC
@@ -144,6 +182,10 @@ def test_a_good_spec_reads_as_stages_and_picks(tmp_path):
     ("epochs = 3", 'epochs = 3\nteacher = { stage = "b" }', "[[stage]] 'b' teacher stage: 'b' is not an earlier"),
     ('candidates = ["a"', 'candidates = ["z"', "[[pick]] 1 candidates: 'z' is not a stage"),
     ("[[pick]]", "[[pik]]", "the file: unknown field 'pik'"),
+    ("[[pick]]", '[bundle]\nthree_class_default = "best"\n[[pick]]', "[bundle] three_class_default: must be one of "
+                                                                       "ensemble, hierarchical, "),
+    ("[[pick]]", '[bundle]\nall_seeds = "binary/resnet18"\n[[pick]]',
+     "[bundle] all_seeds: must be a list of TASK/ARCH"),
     ('name = "s"', 'name = "s', "not TOML"),
 ])
 def test_a_bad_spec_fails_in_one_line_naming_the_field(tmp_path, old, new, message):

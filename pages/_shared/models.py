@@ -57,6 +57,18 @@ def model_keys(source: Source, task: str | None = None, best_only: bool = False)
     return [r.key for r in refs if (task is None or r.task == task) and not (best_only and r.seed is not None)]
 
 
+def member_keys(source: Source, root, shown: list[str]) -> list[str]:
+    """The source's seeded checkpoints (``task/arch/seedN``) that the zoo of prediction files ``root`` runs besides
+    ``shown`` (a seed ensemble's members): their probabilities feed a verdict, they get no heatmap of their own.
+    Empty without prediction files (``root`` None)."""
+    if root is None:
+        return []
+    from pneumo_core.evaluation.selection import runnable_keys
+
+    need = runnable_keys(root)
+    return [k for k in model_keys(source) if k not in shown and k in need]
+
+
 def predictor(_source: Source, source_label: str, key: str):
     """The model ``key`` of the source, loaded once per (source, key, checkpoint file): ``source_label``
     names the resolved folder (LocalSource resolves it, so every spelling of a folder is one entry)."""

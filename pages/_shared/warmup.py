@@ -15,7 +15,7 @@ import time
 
 from pages._shared.images import decoded, digest, non_xray_images, read_image_file, sample_images
 from pneumo_core.serving.memory import give_back_freed_memory, page_run, serving, warm_up
-from pages._shared.models import BUNDLED_LABEL, cam, model_keys, model_probs, ood_score, predictor
+from pages._shared.models import BUNDLED_LABEL, cam, member_keys, model_keys, model_probs, ood_score, predictor
 from pneumo_core.files import ASSETS
 
 #: the pair Compare opens with, and the method both pages open with
@@ -57,15 +57,16 @@ def precompute_samples() -> dict[str, float]:
                 cam(source, BUNDLED_LABEL, k, h, DEFAULT_METHOD, None, gray)
         return h, gray
 
+    prob_keys = keys + member_keys(source, ASSETS, keys)  # and a seed ensemble's other seeds
     samples = sample_images()
     for path in samples:
-        h, gray = warm(path, keys)
+        h, gray = warm(path, prob_keys)
     if samples:  # the results table's rules and thresholds, read once (Predict's verdict rows ask them every run)
-        zoo_verdicts(ASSETS, set(keys), lambda k: model_probs(source, BUNDLED_LABEL, k, h, gray))
+        zoo_verdicts(ASSETS, set(prob_keys), lambda k: model_probs(source, BUNDLED_LABEL, k, h, gray))
     others = non_xray_images()
     for path in others:  # the lesson's cat: its verdicts and heatmaps from the heatmap models (step 2)
         warm(path, cam_keys)
-    n_probs, n_cams = len(samples) * len(keys), len(samples) * len(cam_keys)
+    n_probs, n_cams = len(samples) * len(prob_keys), len(samples) * len(cam_keys)
     return {"samples": len(samples), "probabilities": n_probs, "heatmaps": n_cams, "non_xrays": len(others),
             "seconds": time.perf_counter() - t0}
 

@@ -170,16 +170,19 @@ def _decisions_args(p: argparse.ArgumentParser) -> None:
 def _decisions(args: argparse.Namespace) -> int:
     """The decision log: every choice between runs re-decided by the one rule on validation log loss (default kept
     unless a patient-clustered paired bootstrap's 95 % interval excludes 0): the studies' picks
-    (experiments/*/study.toml), then the seed of each bundled architecture, with what the bundle holds."""
+    (experiments/*/study.toml), then the seed of each bundled architecture, with what the bundle holds, the
+    hierarchical model's stage A and each task's first model."""
     from pathlib import Path
 
     from pneumo_core.evaluation.decisions import decision_log, decisions_frame, decisions_markdown
+    from pneumo_core.evaluation.selection import model_decisions
     from pneumo_core.files import ASSETS, atomic_write
     from pneumo_core.training.study import EXPERIMENTS, SPEC, load_study, questions
 
     root = Path(args.root or ASSETS)
     specs = args.spec if args.spec is not None else sorted(EXPERIMENTS.glob(f"*/{SPEC}"))
     log = decision_log(root, [q for f in specs for q in questions(load_study(f))], args.bootstrap)
+    log += model_decisions(root, args.bootstrap)
     md = decisions_markdown(log)
     if args.write:
         csv = decisions_frame(log).to_csv(index=False)

@@ -67,11 +67,11 @@ def combined_sets(root: str | Path, task: str) -> list[ModelKey]:
     return sorted(k for k in complete_sets(root) if k.task == task and k.seed is None)
 
 
-def has_checkpoint(root: str | Path, task: str, arch: str) -> bool:
-    """Whether the folder holds the architecture's best checkpoint (``<arch>.pt`` or the fp16 bundle), in our
-    layout or the published one."""
+def has_checkpoint(root: str | Path, task: str, arch: str, seed: int | None = None) -> bool:
+    """Whether the folder holds the architecture's best checkpoint (``<arch>.pt`` or the fp16 bundle), or with
+    ``seed`` that seed's own (``<arch>_seed<n>``), in our layout or the published one."""
     root = Path(root)
-    key = ModelKey(task, arch)
+    key = ModelKey(task, arch, seed)
     return any((base / rel).is_file() for base in (root, root / "models") for ext in (".pt", ".safetensors")
                for rel in key.checkpoint_relpaths(ext))
 

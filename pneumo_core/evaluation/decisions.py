@@ -205,11 +205,15 @@ def decided_seed(d: Decision) -> int:
 #: the hierarchical model's stage A by default, and the seed ensemble ``compare --ensembles`` sets against the
 #: binary ensemble
 STATED = ("stage_a_default", "seed_ensemble")
+#: each task's first model, stated in advance (``selection.default_decision``): ``ensemble``, ``hierarchical``, an
+#: architecture or ``<arch>_seeds``
+STATED_DEFAULTS = tuple(f"{t}_default" for t in TASKS)
 
 
 def stated(choice: str, spec: str | Path = DEMO_ZOO) -> str | None:
-    """The architecture the bundled study's spec states for ``choice`` (one of :data:`STATED`), None without the
-    spec or the field. The spec is checked where studies are read (:func:`pneumo_core.training.study.load_study`)."""
+    """What the bundled study's spec states for ``choice`` (one of :data:`STATED` or :data:`STATED_DEFAULTS`), None
+    without the spec or the field. The spec is checked where studies are read
+    (:func:`pneumo_core.training.study.load_study`)."""
     try:
         value = tomllib.loads(Path(spec).read_text()).get("bundle", {}).get(choice)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):

@@ -90,8 +90,9 @@ def results_table(root: str | Path = ASSETS, n_boot: int = 1000) -> pd.DataFrame
             best = selection.best_seed(root, task, arch)
             rows.append(_row(task, arch, runs, n_boot, best_seed=best, **_recipe(root, task, arch, best)))
             if len(seeds) > 1:
-                ens = tuple(ensemble([r[k] for r in runs], f"{arch} ({len(seeds)}-seed ensemble)") for k in (0, 1))
-                rows.append(_row(task, f"{arch} ({len(seeds)}-seed ensemble)", [ens], n_boot, best_seed="",
+                name = selection.seed_ensemble_name(arch, len(seeds))
+                ens = tuple(ensemble([r[k] for r in runs], name) for k in (0, 1))
+                rows.append(_row(task, name, [ens], n_boot, best_seed="",
                                  init="mean of the seeds' probabilities", image_size="", epochs=""))
         members = selection.ensemble_members(root, task)
         if members:

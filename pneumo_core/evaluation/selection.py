@@ -13,6 +13,12 @@ test split:
 - **best model** of a task: the architecture whose best seed has the lowest validation log loss;
 - **ensemble** of a task: the probability mean of the best seed of every architecture whose best
   checkpoint the folder holds (so the app can run every member);
+- **seed ensemble** of an architecture: the probability mean of all its seeds, a model the app runs where the
+  folder holds a checkpoint of every seed (the bundle: those its spec's ``[bundle] all_seeds`` names);
+- **first model** of a task (Predict's first row, the pages' first set): the decision function's pick among the
+  task's runnable models, the default the bundled study's spec states (``[bundle] <task>_default``) kept unless
+  another is clearly better on validation (:func:`default_decision`); without a stated default, the lowest
+  validation log loss;
 - **hierarchical** three-class model: stage A = the decision function's pick among the bundled binary models
   (default: the one the bundled study's spec states, ``decisions.stage_a_decision``), stage B = the best
   BACTERIA-vs-VIRUS model, deciding at its own validation threshold (below);
@@ -20,17 +26,17 @@ test split:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from pneumo_core.data.tasks import get_task
+from pneumo_core.data.tasks import TASKS, get_task
 from pneumo_core.errors import PredictionFileError
 from pneumo_core.evaluation import artifacts, decisions
 from pneumo_core.evaluation.decisions import selection_loss
 from pneumo_core.evaluation.predictions import Predictions, ensemble
 from pneumo_core.evaluation.thresholds import choose
-from pneumo_core.models.keys import ENSEMBLE, ModelKey
+from pneumo_core.models.keys import ENSEMBLE, HIERARCHICAL, ModelKey, seed_ensemble_key
 
 SEED_RULE = "validation log loss, the default seed kept unless clearly beaten"
 THRESHOLD_RULE = "youden"
@@ -212,54 +218,177 @@ def ensemble_threshold(root: str | Path, members: list[Member]) -> float | None:
     return threshold_on(ensemble_set(root, members, "val"))
 
 
+def seed_ensemble_name(arch: str, n_seeds: int) -> str:
+    """The results table's name of an architecture's seed ensemble: ``efficientnet_lite0 (3-seed ensemble)``."""
+    return f"{arch} ({n_seeds}-seed ensemble)"
+
+
+def seed_ensemble_set(root: str | Path, task: str, arch: str, split: str) -> Predictions:
+    """The mean of every seed's probabilities of one architecture on one split (from its prediction files)."""
+    seeds = artifacts.seeds_of(root, task, arch)
+    sets = [artifacts.load_set(root, task, arch, s, split) for s in seeds]
+    return ensemble(sets, seed_ensemble_name(arch, len(seeds)))
+
+
+def checkpoint_key(root: str | Path, m: ModelKey) -> str:
+    """The source key of the checkpoint that runs seed ``m.seed`` of ``m.arch``: the seed's own
+    (``task/arch/seedN``) where the folder holds it, else the architecture's best (``task/arch``)."""
+    return m.source_key if artifacts.has_checkpoint(root, m.task, m.arch, m.seed) else m.best.source_key
+
+
+def seed_ensemble_members(root: str | Path, task: str, arch: str) -> list[ModelKey]:
+    """Every seed of ``arch`` with prediction files, when the folder holds a checkpoint for each (the seed's own,
+    or for the best seed the architecture's best): the results table's seed-ensemble row, runnable. Empty
+    under two seeds or with a checkpoint missing."""
+    seeds = artifacts.seeds_of(root, task, arch)
+    if len(seeds) < 2 or not artifacts.has_checkpoint(root, task, arch):
+        return []
+    best = best_seed(root, task, arch)
+    if all(s == best or artifacts.has_checkpoint(root, task, arch, s) for s in seeds):
+        return [ModelKey(task, arch, s) for s in seeds]
+    return []
+
+
 @dataclass(frozen=True)
 class ZooModel:
-    """What a page or command shows as one model: its members (one, or an ensemble's) and threshold."""
+    """What a page or command shows as one model: its members (one, an ensemble's or a seed ensemble's), the
+    source keys of the checkpoints it runs, and its threshold."""
 
     task: str
     name: str
-    members: tuple[Member, ...]
+    members: tuple[ModelKey, ...]
     threshold: float | None
-    kind: str  # "model" | "ensemble"
+    kind: str  # "model" | "ensemble" | "seeds"
+    keys: tuple[str, ...] = ()  # the checkpoints it runs, one a member (source keys)
 
     @property
     def classes(self) -> tuple[str, ...]:
         return get_task(self.task).classes
 
+    @property
+    def choice(self) -> ModelKey:
+        """Its key among the prediction sets (:func:`set_choices`)."""
+        if self.kind == "ensemble":
+            return ModelKey(self.task, ENSEMBLE)
+        if self.kind == "seeds":
+            return seed_ensemble_key(self.task, self.members[0].arch)
+        return ModelKey(*self.members[0])
+
 
 def zoo_models(root: str | Path, task: str) -> list[ZooModel]:
-    """The task's models as the results table has them, best first (validation log loss): the ensemble
-    and each architecture's best seed (those with a checkpoint in the folder). Cached until the folder's
-    files change: the Predict page asks on every rerun."""
-    return list(_zoo_models(str(root), task, _stamp(root, task)))
+    """The task's models as the results table has them, each runnable from the folder's checkpoints: the ensemble,
+    each architecture's best seed and each seed ensemble whose every seed has a checkpoint. The task's first
+    model (:func:`default_decision`) first, then by validation log loss. Cached until the folder's files change:
+    the Predict page asks on every rerun."""
+    return list(_zoo_models(str(root), task, decisions.stated(f"{task}_default"), _stamp(root, task)))
 
 
 @lru_cache(maxsize=64)
-def _zoo_models(root: str, task: str, stamp: float) -> tuple[ZooModel, ...]:
+def _zoo_models(root: str, task: str, default: str | None, stamp: float) -> tuple[ZooModel, ...]:
+    models = _runnable(root, task)
+    first = _first_choice(root, task, default, stamp)
+    return tuple(sorted(models, key=lambda z: z.choice != first))  # stable: the rest stay by validation log loss
+
+
+@lru_cache(maxsize=64)
+def _runnable_cached(root: str, task: str, stamp: float) -> tuple[ZooModel, ...]:
     scored = []
     members = ensemble_members(root, task)
     if members:
         val = ensemble_set(root, members, "val")
         scored.append((selection_loss(val), ZooModel(task, ensemble_name(members), tuple(members), threshold_on(val),
-                                               "ensemble")))
+                                                     "ensemble", tuple(m.key for m in members))))
     for m in best_of_each(root, task, with_checkpoint=True):
         val = _val(root, m)
         scored.append((selection_loss(val),
-                       ZooModel(task, f"{m.arch} (seed {m.seed})", (m,), threshold_on(val), "model")))
+                       ZooModel(task, f"{m.arch} (seed {m.seed})", (m,), threshold_on(val), "model", (m.key,))))
+    for arch in artifacts.archs_of(root, task):
+        seeds = seed_ensemble_members(root, task, arch)
+        if seeds:
+            val = seed_ensemble_set(root, task, arch, "val")
+            scored.append((selection_loss(val), ZooModel(task, seed_ensemble_name(arch, len(seeds)), tuple(seeds),
+                                                         threshold_on(val), "seeds",
+                                                         tuple(checkpoint_key(root, m) for m in seeds))))
     return tuple(z for _, z in sorted(scored, key=lambda t: t[0]))
 
 
+def _runnable(root: str, task: str) -> tuple[ZooModel, ...]:
+    """The task's models the folder's checkpoints run, by validation log loss (:func:`zoo_models` orders them)."""
+    return _runnable_cached(root, task, _stamp(root, task))
+
+
+def _candidates(root: str, task: str) -> list[tuple[ModelKey, str, Predictions]]:
+    """The task's runnable models with their validation predictions, by validation log loss; for three classes the
+    hierarchical model too, when its stages' checkpoints and its prediction files are in the folder."""
+    out = [(z.choice, z.name, load_choice(root, *z.choice, "val")) for z in _runnable(root, task)]
+    plan = hierarchical_plan(root) if task == "three_class" else None
+    hier = ModelKey(task, HIERARCHICAL)
+    if plan is not None and hier in artifacts.combined_sets(root, task):
+        out.append((hier, HIERARCHICAL, artifacts.load_set(root, *hier, "val")))
+    return out
+
+
+def default_decision(root: str | Path, task: str, n_boot: int = decisions.N_BOOT) -> decisions.Decision | None:
+    """The task's first model by the one decision function: among the task's runnable models (:func:`zoo_models`'
+    and, for three classes, the hierarchical model), the default the bundled study's spec states
+    (``decisions.stated("<task>_default")``: ``ensemble``, ``hierarchical``, an architecture (its best seed) or
+    ``<arch>_seeds``) kept unless another is clearly better on validation. None without that default among them
+    or a challenger."""
+    return _default_decision(str(root), task, decisions.stated(f"{task}_default"), n_boot, _stamp(root, task))
+
+
+@lru_cache(maxsize=64)
+def _default_decision(root: str, task: str, default: str | None, n_boot: int, stamp: float):
+    cands = _candidates(root, task)
+    first = next((c for c in cands if c[0].arch == default), None)
+    if first is None or len(cands) < 2:
+        return None
+    order = [first, *(c for c in cands if c is not first)]
+    words = task.replace("_", "-")
+    d = decisions.decide(f"{words}: the app's first model (Predict's first {words} row, the pages' first {words} set)",
+                         [(name, val) for _, name, val in order], n_boot,
+                         note=f"default: {first[1]}, the incumbent first model, stated before this decision was run "
+                              f"(the spec's [bundle] {task}_default)")
+    return replace(d, extra={"choices": {name: key for key, name, _ in order}})
+
+
+def model_decisions(root: str | Path, n_boot: int = decisions.N_BOOT) -> list[decisions.Decision]:
+    """Each task's first-model decision (:func:`default_decision`) where the spec states a default: the decision
+    log's last rows, after :func:`~pneumo_core.evaluation.decisions.decision_log`'s."""
+    return [d for task in TASKS if (d := default_decision(root, task, n_boot)) is not None]
+
+
+def _first_choice(root: str, task: str, default: str | None, stamp: float) -> ModelKey | None:
+    d = _default_decision(root, task, default, decisions.N_BOOT, stamp)
+    return None if d is None else d.extra["choices"][d.outcome]
+
+
+def first_choice(root: str | Path, task: str) -> ModelKey | None:
+    """The prediction-set key of the task's first model (:func:`default_decision`); None where no default is
+    stated (then the lowest validation log loss comes first)."""
+    return _first_choice(str(root), task, decisions.stated(f"{task}_default"), _stamp(root, task))
+
+
+def runnable_keys(root: str | Path) -> set[str]:
+    """Every checkpoint the folder's models run (source keys): the tasks' models and the hierarchical stages."""
+    keys = {k for task in TASKS for z in zoo_models(root, task) for k in z.keys}
+    plan = hierarchical_plan(root)
+    return keys | ({plan.stage_a.key, plan.stage_b.key} if plan else set())
+
+
 def set_choices(root: str | Path, tasks: tuple[str, ...]) -> list[ModelKey]:
-    """Every prediction set a page can show: per task (in the order given) the task's models best first by
-    validation log loss (the ensemble as ``ModelKey(task, ENSEMBLE)``, each architecture's best seed), the
-    sets that combine models (the hierarchical model), then every other seed."""
+    """Every prediction set a page can show: per task (in the order given) the task's first model
+    (:func:`first_choice`), its models by validation log loss (the ensemble as ``ModelKey(task, ENSEMBLE)``, a seed
+    ensemble as ``task/<arch>_seeds``, each architecture's best seed), the sets that combine models (the
+    hierarchical model), then every other seed."""
     out: list[ModelKey] = []
     for task in tasks:
-        for z in zoo_models(root, task):
-            out.append(ModelKey(task, ENSEMBLE) if z.kind == "ensemble" else ModelKey(*z.members[0]))
-        out += artifacts.combined_sets(root, task)
+        part = [z.choice for z in zoo_models(root, task)]
+        part += [k for k in artifacts.combined_sets(root, task) if k not in part]
         for arch in artifacts.archs_of(root, task):
-            out += [k for s in artifacts.seeds_of(root, task, arch) if (k := ModelKey(task, arch, s)) not in out]
+            part += [k for s in artifacts.seeds_of(root, task, arch) if (k := ModelKey(task, arch, s)) not in part]
+        first = first_choice(root, task)
+        out += [first, *(k for k in part if k != first)] if first in part else part
     return out
 
 
@@ -267,4 +396,6 @@ def load_choice(root: str | Path, task: str, arch: str, seed: int | None, split:
     """The prediction set of a choice of :func:`set_choices` on one split (``load_choice(root, *key, split)``)."""
     if arch == ENSEMBLE:
         return ensemble_set(root, ensemble_members(root, task), split)
+    if (of := ModelKey(task, arch, seed).ensembled_arch) is not None:
+        return seed_ensemble_set(root, task, of, split)
     return artifacts.load_set(root, task, arch, seed, split)

@@ -40,14 +40,17 @@ GLOSSARY: dict[str, str] = {
 
 def display_name(key: str) -> str:
     """``binary/resnet18``, ``binary/resnet18/seed2``, a page's label or ``resnet18`` -> ``ResNet18`` (the
-    architecture's :attr:`~pneumo_core.models.networks.Arch.display_name`; an unknown one keeps its name)."""
+    architecture's :attr:`~pneumo_core.models.networks.Arch.display_name`; an unknown one keeps its name;
+    ``binary/resnet18_seeds`` -> ``ResNet18 seed ensemble``)."""
     from pneumo_core.models.networks import ARCHS
 
     try:
-        arch = ModelKey.parse(key).arch
+        k = ModelKey.parse(key)
     except ModelError:  # a bare architecture name
-        arch = key
-    return ARCHS[arch].display_name if arch in ARCHS else arch
+        return ARCHS[key].display_name if key in ARCHS else key
+    if k.ensembled_arch in ARCHS:
+        return f"{ARCHS[k.ensembled_arch].display_name} seed ensemble"
+    return ARCHS[k.arch].display_name if k.arch in ARCHS else k.arch
 
 
 def pct(x: float) -> str:

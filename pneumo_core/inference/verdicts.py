@@ -96,15 +96,17 @@ def zoo_verdicts(root: str | Path, available: set[str], probs_of: Callable[[str]
                  tasks: Sequence[str] = TASK_ORDER, errors: list[str] | None = None) -> list[Verdict]:
     """The verdicts of the results table's models whose members are all in ``available`` (source keys
     such as ``binary/resnet18``); ``probs_of(key)`` gives one model's class probabilities for the image
-    (cache it: a member serves several rows). Per task best first; the hierarchical model after the
-    three-class models. With an ``errors`` list, a row whose model fails (PneumoError) is left out and
+    (cache it: a member serves several rows). Per task in :func:`~pneumo_core.evaluation.selection.zoo_models`'
+    order (the task's first model first); the hierarchical model after the three-class models, or first where
+    the decision picks it. With an ``errors`` list, a row whose model fails (PneumoError) is left out and
     the message goes there; without, the error propagates."""
     probs_of = _guarded(probs_of, errors)
     out = []
     for task in tasks:
         classes = get_task(task).classes
+        mine = []
         for z in selection.zoo_models(root, task):
-            keys = tuple(m.key for m in z.members)
+            keys = z.keys
             if not set(keys) <= available:
                 continue
             each = [probs_of(k) for k in keys]
@@ -112,18 +114,19 @@ def zoo_verdicts(root: str | Path, available: set[str], probs_of: Callable[[str]
                 continue
             p = np.mean(each, axis=0)
             label, conf, rule = decide(p, classes, z.threshold)
-            out.append(Verdict(z.name, task, classes, tuple(map(float, p)), label, conf, rule, keys,
-                               z.threshold if len(classes) == 2 else None))
+            mine.append(Verdict(z.name, task, classes, tuple(map(float, p)), label, conf, rule, keys,
+                                z.threshold if len(classes) == 2 else None))
         if task == "three_class":
             plan = selection.hierarchical_plan(root)
             if plan and {plan.stage_a.key, plan.stage_b.key} <= available:
                 a, b = probs_of(plan.stage_a.key), probs_of(plan.stage_b.key)
-                if a is None or b is None:
-                    continue
-                p = Hierarchical.combine([a[1]], [b[1]], plan.threshold_b)[0]
-                label, conf, rule = decide(p, classes, None)
-                out.append(Verdict(HIERARCHICAL, task, classes, tuple(map(float, p)), label, conf, rule,
-                                   (plan.stage_a.key, plan.stage_b.key)))
+                if a is not None and b is not None:
+                    p = Hierarchical.combine([a[1]], [b[1]], plan.threshold_b)[0]
+                    label, conf, rule = decide(p, classes, None)
+                    mine.append(Verdict(HIERARCHICAL, task, classes, tuple(map(float, p)), label, conf, rule,
+                                        (plan.stage_a.key, plan.stage_b.key)))
+        first = selection.first_choice(root, task)  # the hierarchical model leads where the decision picks it
+        out += sorted(mine, key=lambda v: not (first is not None and first.arch == HIERARCHICAL == v.model))
     return out
 
 

@@ -1,8 +1,9 @@
 """One key for a model of a zoo, and every name it goes by.
 
 A :class:`ModelKey` is a task, an architecture and a seed; ``arch`` may also be :data:`ENSEMBLE` or
-:data:`HIERARCHICAL` (models that combine others), and ``seed`` is None for the architecture's best
-checkpoint or a combined model. Its names::
+:data:`HIERARCHICAL` (models that combine others) or an architecture's seed ensemble (``resnet18_seeds``,
+:func:`seed_ensemble_key`), and ``seed`` is None for the architecture's best checkpoint or a combined model.
+Its names::
 
     source key   binary/resnet18             binary/resnet18/seed2
     label        binary · resnet18           binary · resnet18 · seed 2
@@ -29,6 +30,9 @@ from pneumo_core.errors import ModelError
 ENSEMBLE = "ensemble"
 HIERARCHICAL = "hierarchical"
 COMBINED = (ENSEMBLE, HIERARCHICAL)
+#: an architecture's seed ensemble is the architecture's name with this suffix (``efficientnet_lite0_seeds``)
+SEEDS_SUFFIX = "_seeds"
+SEED_ENSEMBLE_WORDS = "seed ensemble"
 SPLITS = ("val", "test")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
@@ -48,8 +52,14 @@ class ModelKey(NamedTuple):
 
     @property
     def combined(self) -> bool:
-        """An ensemble or the hierarchical model: no checkpoint of its own, no single heatmap."""
-        return self.arch in COMBINED
+        """An ensemble (of architectures or of one's seeds) or the hierarchical model: no checkpoint of its own,
+        no single heatmap."""
+        return self.arch in COMBINED or self.ensembled_arch is not None
+
+    @property
+    def ensembled_arch(self) -> str | None:
+        """The architecture a seed ensemble's key averages the seeds of; None for any other key."""
+        return self.arch[:-len(SEEDS_SUFFIX)] if self.arch.endswith(SEEDS_SUFFIX) and self.seed is None else None
 
     @property
     def best(self) -> ModelKey:
@@ -76,7 +86,9 @@ class ModelKey(NamedTuple):
 
     @property
     def label(self) -> str:
-        """``task · arch`` or ``task · arch · seed N``: how the pages name it."""
+        """``task · arch``, ``task · arch · seed N`` or ``task · arch · seed ensemble``: how the pages name it."""
+        if self.ensembled_arch is not None:
+            return f"{self.task} · {self.ensembled_arch} · {SEED_ENSEMBLE_WORDS}"
         return f"{self.task} · {self.arch}" + ("" if self.seed is None else f" · seed {self.seed}")
 
     def checkpoint_relpath(self, suffix: str = ".pt") -> str:
@@ -113,11 +125,18 @@ class ModelKey(NamedTuple):
         """A source key (``binary/resnet18/seed2``) or a page's label (``binary · resnet18 · seed 2``).
         A :class:`ModelError` naming the text for anything else."""
         parts = [p.strip() for p in re.split(r"[/·]", str(text).strip()) if p.strip()]
+        if len(parts) == 3 and parts[2] == SEED_ENSEMBLE_WORDS:  # a page's name of a seed ensemble
+            parts = [parts[0], parts[1] + SEEDS_SUFFIX]
         seed = _SEED.fullmatch(parts[2]) if len(parts) == 3 else None
         if len(parts) not in (2, 3) or parts[0] not in TASKS or (len(parts) == 3 and seed is None):
             raise ModelError(f"{str(text)[:80]!r} is not a model key: expected task/arch or task/arch/seedN, "
                              f"with task one of {', '.join(TASKS)}")
         return cls(parts[0], parts[1], None if seed is None else int(seed.group(1)))
+
+
+def seed_ensemble_key(task: str, arch: str) -> ModelKey:
+    """The key of ``arch``'s seed ensemble (the mean of its seeds' probabilities): ``task/<arch>_seeds``."""
+    return ModelKey(task, arch + SEEDS_SUFFIX)
 
 
 def task_of_folder(folder: str) -> str | None:

@@ -26,7 +26,7 @@ from pneumo_core.errors import PneumoError
 from pneumo_core.evaluation import decisions
 from pneumo_core.files import ASSETS, atomic_write
 from pneumo_core.files import DEMO_ZOO as DEMO_ZOO, EXPERIMENTS as EXPERIMENTS  # where the studies are: re-exported
-from pneumo_core.models.keys import ModelKey
+from pneumo_core.models.keys import ENSEMBLE, HIERARCHICAL, SEEDS_SUFFIX, ModelKey
 from pneumo_core.models.networks import ARCHS
 from pneumo_core.models.sources import checkpoint_relpath
 from pneumo_core.training.loop import RunPaths, TrainConfig, select_best_seed, train
@@ -100,6 +100,7 @@ class Study:
     description: str = ""
     leave_out: tuple[str, ...] = ()
     repredict: bool = False
+    all_seeds: tuple[str, ...] = ()  # task/arch whose every seed is bundled (their seed ensemble runs in the app)
 
     @property
     def folder(self) -> Path:
@@ -165,19 +166,27 @@ def parse_study(raw: Mapping[str, Any], path: str | Path = SPEC) -> Study:
     if len(keys) != len(set(keys)):
         fail("[[pick]]", "two bundled picks choose the same task and architecture")
     bundle = _table(raw, "bundle", "the file", fail)
-    _known(bundle, ("leave_out", "repredict", *decisions.STATED), "[bundle]", fail)
+    _known(bundle, ("leave_out", "repredict", "all_seeds", *decisions.STATED, *decisions.STATED_DEFAULTS), "[bundle]",
+           fail)
     for k in decisions.STATED:  # architectures the study names in advance (decisions.stated reads them)
         if k in bundle and bundle[k] not in ARCHS:
             fail(f"[bundle] {k}", f"must be one of {', '.join(ARCHS)}, not {bundle[k]!r}")
+    models = (ENSEMBLE, HIERARCHICAL, *ARCHS, *(a + SEEDS_SUFFIX for a in ARCHS))
+    for k in decisions.STATED_DEFAULTS:  # a task's first model, named in advance (selection.default_decision)
+        if k in bundle and bundle[k] not in models:
+            fail(f"[bundle] {k}", f"must be one of {', '.join(models)}, not {bundle[k]!r}")
+    for k in ("leave_out", "all_seeds"):
+        v = bundle.get(k, [])
+        if not (isinstance(v, list) and all(isinstance(x, str) and x.count("/") == 1 for x in v)):
+            fail(f"[bundle] {k}", "must be a list of TASK/ARCH")
     leave_out = bundle.get("leave_out", [])
-    if not (isinstance(leave_out, list) and all(isinstance(x, str) and x.count("/") == 1 for x in leave_out)):
-        fail("[bundle] leave_out", "must be a list of TASK/ARCH")
     if not isinstance(bundle.get("repredict", False), bool):
         fail("[bundle] repredict", "must be true or false")
     description = head.get("description", "")
     if not isinstance(description, str):
         fail("[study] description", "must be text")
-    return Study(name, path, tuple(stages), picks, description, tuple(leave_out), bundle.get("repredict", False))
+    return Study(name, path, tuple(stages), picks, description, tuple(leave_out), bundle.get("repredict", False),
+                 tuple(bundle.get("all_seeds", [])))
 
 
 def _known(table: Mapping, allowed: Sequence[str], where: str, fail) -> None:
@@ -575,7 +584,7 @@ def bundle_study(study: Study, data_dir: str | Path, out: str | Path | None = No
         if study.repredict:
             repredict(zoo, data_dir, progress)
         table = bundle(zoo, data_dir, assets, study.leave_out, progress,
-                       seeds={f"{k.task}/{k.arch}": k.seed for k in ready})
+                       seeds={f"{k.task}/{k.arch}": k.seed for k in ready}, all_seeds=study.all_seeds)
     pick_study(study, out, assets, write=True)
     return table
 

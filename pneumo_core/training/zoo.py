@@ -79,9 +79,11 @@ def run_checkpoint(root: str | Path, key: ModelKey) -> Path | None:
                  if (root / rel).is_file()), None)
 
 
-def export_best(zoo: str | Path, task: str, arch: str, models_dir: str | Path, seed: int | None = None) -> Path | None:
+def export_best(zoo: str | Path, task: str, arch: str, models_dir: str | Path, seed: int | None = None,
+                as_seed: bool = False) -> Path | None:
     """The rule's best seed of ``task/arch`` in a trained zoo (or ``seed``, e.g. a study's pick), as fp16
-    safetensors with the rule's threshold."""
+    safetensors with the rule's threshold: the architecture's best checkpoint (``<arch>.safetensors``), or with
+    ``as_seed`` that seed's own (``<arch>_seed<n>.safetensors``, a seed ensemble's member)."""
     seed = selection.best_seed(zoo, task, arch) if seed is None else seed
     if seed is None:
         return None
@@ -92,7 +94,17 @@ def export_best(zoo: str | Path, task: str, arch: str, models_dir: str | Path, s
     ckpt = load_checkpoint(ck)
     rule = selection.model_threshold(zoo, selection.Member(task, arch, seed))
     ckpt.meta = replace(ckpt.meta, threshold=_threshold_or(rule, ckpt.meta.threshold))
-    return export_safetensors(ckpt, Path(models_dir) / checkpoint_relpath(task, arch, suffix=".safetensors"))
+    rel = checkpoint_relpath(task, arch, seed if as_seed else None, suffix=".safetensors")
+    return export_safetensors(ckpt, Path(models_dir) / rel)
+
+
+def export_seeds(zoo: str | Path, task: str, arch: str, models_dir: str | Path, seeds: Sequence[int]) -> list[Path]:
+    """``seeds`` of ``task/arch`` each as its own fp16 checkpoint (``<arch>_seed<n>.safetensors``, a seed ensemble's
+    members beside the best seed's ``<arch>.safetensors``), after removing the seed checkpoints an earlier bundle
+    left there."""
+    for old in (Path(models_dir) / "checkpoints" / task).glob(f"{arch}_seed*.safetensors"):
+        old.unlink()
+    return [export_best(zoo, task, arch, models_dir, s, as_seed=True) for s in seeds]
 
 
 def _threshold_or(t: float | None, default: float) -> float:
@@ -105,7 +117,7 @@ def refresh_thresholds(assets: str | Path = ASSETS) -> list[str]:
     assets = Path(assets)
     changed = []
     for ref in LocalSource(assets / "models").list():
-        seed = selection.best_seed(assets, ref.task, ref.arch)
+        seed = selection.best_seed(assets, ref.task, ref.arch) if ref.seed is None else ref.seed
         if seed is None:
             continue
         ckpt = load_checkpoint(assets / "models" / ref.relpath)
@@ -113,7 +125,7 @@ def refresh_thresholds(assets: str | Path = ASSETS) -> list[str]:
             changed.append(f"{ref.key}: bundled seed {ckpt.meta.seed} has no prediction files here; "
                            "bundle the zoo again")
             continue
-        rule = selection.rule_seed(assets, ref.task, ref.arch)
+        rule = selection.rule_seed(assets, ref.task, ref.arch) if ref.seed is None else seed
         if rule != seed:
             changed.append(f"{ref.key}: bundled seed {seed}, the decision rule picks seed {rule} (not re-bundled: "
                            "bundle the zoo again from its checkpoints; threshold kept for the bundled seed)")
@@ -145,11 +157,13 @@ def write_results(assets: str | Path = ASSETS, n_boot: int = 1000) -> pd.DataFra
 
 
 def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS,
-           leave_out: Sequence[str] = (), progress=None, seeds: Mapping[str, int] | None = None) -> pd.DataFrame:
+           leave_out: Sequence[str] = (), progress=None, seeds: Mapping[str, int] | None = None,
+           all_seeds: Sequence[str] = ()) -> pd.DataFrame:
     """Copy the zoo's prediction files and run logs into ``assets``, export the rule's best seed of each
     architecture (``seeds``: ``task/arch`` -> the seed, e.g. a study's picks) as fp16 safetensors with the
     rule's threshold (but those named ``task/arch`` in ``leave_out``, e.g. to keep assets/models under 100 MB),
-    run the hierarchical model of the rule from the bundled checkpoints over the val and test images and
+    and every other seed of those named in ``all_seeds`` as its own (their seed ensemble runs in the app), run the
+    hierarchical model of the rule from the bundled checkpoints over the val and test images and
     write the results table (CSV + Markdown)."""
     zoo, assets = Path(zoo), Path(assets)
     for f in list(zoo.glob("predictions/*/*.csv")) + list(zoo.glob("runs/*/*/history.json")) + \
@@ -160,6 +174,10 @@ def bundle(zoo: str | Path, data_dir: str | Path, assets: str | Path = ASSETS,
     for task in ("binary", "three_class", "bacteria_virus"):
         for arch in artifacts.archs_of(zoo, task):
             if f"{task}/{arch}" not in leave_out:
-                export_best(zoo, task, arch, assets / "models", (seeds or {}).get(f"{task}/{arch}"))
+                best = (seeds or {}).get(f"{task}/{arch}")
+                best = selection.best_seed(zoo, task, arch) if best is None else best
+                export_best(zoo, task, arch, assets / "models", best)
+                others = [s for s in artifacts.seeds_of(zoo, task, arch) if s != best]
+                export_seeds(zoo, task, arch, assets / "models", others if f"{task}/{arch}" in all_seeds else [])
     write_hierarchical(assets, data_dir, progress)
     return write_results(assets)
