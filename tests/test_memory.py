@@ -100,6 +100,35 @@ def test_page_runs_and_warm_up_imports_take_turns():
     assert events == ["run in", "run out", "import in", "import out", "late run in", "late run out"]
 
 
+def test_background_work_gives_way_to_a_page_run_under_way():
+    """give_way waits while a visitor's page run is under way (up to its timeout, then goes on) and returns as soon
+    as the run ends, so the warm-up's next step never competes with a visitor for the core."""
+    import threading
+
+    from pneumo_core.serving.memory import _Gate
+
+    gate = _Gate()
+    assert gate.quiet(0.0)  # nobody running: no wait
+    entered, release = threading.Event(), threading.Event()
+
+    def visitor():
+        with gate.run():
+            entered.set()
+            assert release.wait(10)
+
+    t = threading.Thread(target=visitor, daemon=True)
+    t.start()
+    assert entered.wait(10)
+    t0 = time.monotonic()
+    assert not gate.quiet(0.2)  # the run is still under way: timed out, not returned at once
+    assert time.monotonic() - t0 >= 0.19
+    threading.Timer(0.1, release.set).start()
+    t0 = time.monotonic()
+    assert gate.quiet(10)  # returns when the run ends, long before the timeout
+    assert time.monotonic() - t0 < 5
+    t.join(10)
+
+
 def test_sessions_with_uploads_can_be_closed_with_their_browser():
     """pneumo_core.serving.memory.close_with_browser relies on this public Runtime method: a session marked
     non-resumable is shut down (its uploads freed) when its browser disconnects."""

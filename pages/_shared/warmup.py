@@ -14,7 +14,7 @@ import threading
 import time
 
 from pages._shared.images import decoded, digest, non_xray_images, read_image_file, sample_images
-from pneumo_core.serving.memory import give_back_freed_memory, page_run, serving, warm_up
+from pneumo_core.serving.memory import give_back_freed_memory, give_way, page_run, serving, warm_up
 from pages._shared.models import BUNDLED_LABEL, cam, member_keys, model_keys, model_probs, ood_score, predictor
 from pneumo_core.files import ASSETS
 
@@ -45,16 +45,22 @@ def precompute_samples() -> dict[str, float]:
     for k in cam_keys:  # Compare's "grid is 7 x 7 cells" line: one forward pass per model, remembered
         cam_grid(predictor(source, BUNDLED_LABEL, k))
 
+    def step(fn, *args):
+        """One cache entry, after any visitor's page run under way (with two workers warming up, both cores
+        are busy) and never alongside an import of the warm-up thread (see memory.page_run)."""
+        give_way()
+        with page_run():
+            return fn(*args)
+
     def warm(path, prob_keys: list[str]) -> tuple[str, object]:
         """One image's decoding, OOD score, ``prob_keys``' probabilities and the heatmap models' maps."""
         data = read_image_file(path)
-        with page_run():  # never alongside an import of the warm-up thread (see memory.page_run)
-            h, gray = digest(data), decoded(data, path.name)
-            ood_score(h, gray)
-            for k in prob_keys:
-                model_probs(source, BUNDLED_LABEL, k, h, gray)
-            for k in cam_keys:
-                cam(source, BUNDLED_LABEL, k, h, DEFAULT_METHOD, None, gray)
+        h, gray = digest(data), step(decoded, data, path.name)
+        step(ood_score, h, gray)
+        for k in prob_keys:
+            step(model_probs, source, BUNDLED_LABEL, k, h, gray)
+        for k in cam_keys:
+            step(cam, source, BUNDLED_LABEL, k, h, DEFAULT_METHOD, None, gray)
         return h, gray
 
     prob_keys = keys + member_keys(source, ASSETS, keys)  # and a seed ensemble's other seeds

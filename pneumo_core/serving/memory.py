@@ -121,6 +121,11 @@ class _Gate:
                 self._runs -= 1
                 self._cond.notify_all()
 
+    def quiet(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until no page run is under way; whether none is."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._runs == 0, timeout)
+
     @contextmanager
     def importing(self) -> Iterator[None]:
         with self._cond:
@@ -141,6 +146,12 @@ _GATE = _Gate()
 def page_run():
     """A context for one page run: it never overlaps an import of the warm-up thread."""
     return _GATE.run()
+
+
+def give_way(timeout: float = 2.0) -> bool:
+    """For background work between its steps: wait (up to ``timeout`` s, so a busy class cannot starve it) until
+    no visitor's page run is under way in this process, so the visitor's run has the core to itself."""
+    return _GATE.quiet(timeout)
 
 
 def _import_and_freeze(modules: tuple[str, ...], delay: float) -> None:
