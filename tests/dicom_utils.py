@@ -10,10 +10,10 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 def write_dicom(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int = 8,
                 window: tuple[float, float] | None = None, transfer_syntax=ExplicitVRLittleEndian,
-                patient_id: str = "test", pixel_bytes: bytes | None = None) -> Path:
+                patient_id: str = "test", pixel_bytes: bytes | None = None, uid: str | None = None) -> Path:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = uid or generate_uid()  # a random UID's length varies
     meta.TransferSyntaxUID = transfer_syntax
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = SecondaryCaptureImageStorage

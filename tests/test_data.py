@@ -114,13 +114,14 @@ def test_a_dicom_rewritten_in_place_is_predicted_afresh(data_dir, tmp_path):
     from pneumo_core.models.sources import bundled_source
 
     normal, pneumonia = (files[0] for files in _some(data_dir, 1))
-    path = write_dicom(tmp_path / "x.dcm", np.rint(load_grayscale(normal) * 255))
+    uid = "1.2.826.0.1.3680043.8.498.1"  # one UID both times: a random one varies the size
+    path = write_dicom(tmp_path / "x.dcm", np.rint(load_grayscale(normal) * 255), uid=uid)
     frame = pd.DataFrame({"path": [str(path)], "image_id": ["x.dcm"], "label": ["NORMAL"], "split": ["test"]})
     before = (data_fingerprint(frame), content_fingerprint(frame))
     model = Predictor(bundled_source().load("binary/resnet18"))
     p0 = predict_frame(model, frame, cache_dir=tmp_path / "cache").p_positive[0]
     stat = path.stat()
-    write_dicom(path, np.rint(load_grayscale(pneumonia) * 255))  # same size, other pixels
+    write_dicom(path, np.rint(load_grayscale(pneumonia) * 255), uid=uid)  # same size, other pixels
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with the old modification time
     assert path.stat().st_size == stat.st_size and data_fingerprint(frame) == before[0]
     assert content_fingerprint(frame) != before[1]
